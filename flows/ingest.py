@@ -1,0 +1,97 @@
+"""The ingest flow: raw dataset archives or folders -> the sample catalog (samples, quarantine, sources).
+
+One source at a time, because the catalog has one writer: fingerprint, skip if unchanged, unpack
+safely, read through the dataset adapters, merge into the catalog. The summary is printed by the
+CLI and kept as a Prefect artifact of the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from merflow.storage import catalog
+from merflow.tasks import ingest
+from merflow.tasks.archives import ExtractionLimits
+
+
+@task(name="fingerprint")
+def fingerprint_source(source: str, catalog_dir: str) -> tuple[Path, str, str]:
+    return ingest.fingerprint(source, Path(catalog_dir))
+
+
+@task(name="unpack")
+def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: str,
+                  limits: ExtractionLimits) -> ingest.PreparedSource:
+    logger = get_run_logger()
+    reported = set()
+
+    def progress(done: int, total: int) -> None:
+        quarter = int(4 * done / total) if total else 4
+        if quarter not in reported:
+            reported.add(quarter)
+            logger.info("unpacking %s: %d%% of %.1f MB", Path(local).name, 25 * quarter, total / 2**20)
+
+    return ingest.unpack(source, local, kind, sha, Path(catalog_dir), limits, progress)
+
+
+@task(name="read-adapters")
+def read_source(prepared: ingest.PreparedSource, config: ingest.IngestConfig):
+    return ingest.read(prepared, config)
+
+
+def _unchanged(catalog_dir: Path, source: str, sha: str, config: ingest.IngestConfig) -> str | None:
+    """Why this source needs no work, or None when it does."""
+    known = catalog.read_sources(catalog_dir)
+    same = known[(known["source_sha256"] == sha) & (known["config"] == config.to_json())]
+    if (same["source"] == source).any():
+        return "unchanged since its last ingest"
+    if len(same):
+        return f"same content as {same['source'].iloc[0]}, already ingested"
+    return None
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
+                max_total_gb: float = 512.0, max_ratio: float = 100.0) -> dict:
+    """Ingest dataset archives or folders (local paths or fsspec URLs) into the catalog at ``out``."""
+    logger = get_run_logger()
+    catalog_dir = Path(out)
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    config = ingest.IngestConfig(dataset=dataset,
+                                 limits=ExtractionLimits(max_total_bytes=int(max_total_gb * 2**30), max_ratio=max_ratio))
+    outcomes = []
+    for source in sources:
+        local, kind, sha = fingerprint_source(source, str(catalog_dir))
+        reason = _unchanged(catalog_dir, source, sha, config)
+        if reason:
+            logger.info("%s: %s; skipped", source, reason)
+            outcomes.append({"source": source, "status": "skipped", "detail": reason})
+            continue
+        prepared = unpack_source(source, local, kind, sha, str(catalog_dir), config.limits)
+        datasets, samples, problems = read_source(prepared, config)
+        row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
+        logger.info("%s: %s, %d samples, %d quarantined", source, "+".join(datasets), row["n_samples"],
+                    row["n_quarantined"])
+        outcomes.append({"source": source, "status": "ingested",
+                         "detail": f"{'+'.join(datasets)}: {row['n_samples']} samples, {row['n_quarantined']} quarantined"})
+    result = catalog.summary(catalog_dir) | {"sources": outcomes, "catalog": str(catalog_dir.resolve())}
+    create_markdown_artifact(summary_markdown(result), key="ingest-summary", description="catalog after this ingest")
+    return result
+
+
+def summary_markdown(result: dict) -> str:
+    lines = [f"# Catalog `{result['catalog']}`", "",
+             f"{result['samples']} samples, {result['quarantined']} quarantined", "",
+             "| dataset | samples | subjects | emotions | quarantined |", "|---|---|---|---|---|"]
+    datasets = sorted(set(result["datasets"]) | set(result["quarantine_reasons"]))
+    for name in datasets:
+        info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}})
+        emotions = ", ".join(f"{k} {v}" for k, v in info["emotions"].items())
+        reasons = ", ".join(f"{k} {v}" for k, v in result["quarantine_reasons"].get(name, {}).items())
+        lines.append(f"| {name} | {info['samples']} | {info['subjects']} | {emotions} | {reasons or '-'} |")
+    lines += ["", "| source | status | detail |", "|---|---|---|"]
+    lines += [f"| {o['source']} | {o['status']} | {o['detail']} |" for o in result["sources"]]
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The sample catalog: ``samples.parquet`` (one row per usable sample), ``quarantine.parquet`` (one row
+per unusable one, with its reason) and ``sources.parquet`` (one row per ingested archive or folder).
+
+Schemas are explicit and versioned (``SCHEMA_VERSION`` in each file's metadata); files are written
+to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from merflow import __version__
+from merflow.tasks.labels import LABEL_COLUMNS
+
+SCHEMA_VERSION = 1
+SAMPLES_FILE = "samples.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+SOURCES_FILE = "sources.parquet"
+
+_SOURCE_FIELDS = [
+    pa.field("source", pa.string(), nullable=False),        # the path or URL the user gave
+    pa.field("source_sha256", pa.string(), nullable=False),  # of the archive, or of a folder's listing
+]
+
+SAMPLES_SCHEMA = pa.schema([
+    pa.field("sample_key", pa.string(), nullable=False),     # dataset/subject/sample_id, unique
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("subject", pa.string(), nullable=False),
+    pa.field("subject_key", pa.string(), nullable=False),    # the person: SMIC HS/VIS/NIR share people
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("is_macro", pa.bool_(), nullable=False),
+    pa.field("clip_dir", pa.string(), nullable=False),
+    pa.field("frame_files", pa.list_(pa.string()), nullable=False),  # onset..offset, in order
+    pa.field("n_frames", pa.int32(), nullable=False),
+    pa.field("fps", pa.float32(), nullable=False),
+    pa.field("onset", pa.int32(), nullable=False),
+    pa.field("apex", pa.int32()),                             # null: not annotated (to be spotted)
+    pa.field("apex_source", pa.string(), nullable=False),    # annotated | missing (later: spotted)
+    pa.field("offset", pa.int32(), nullable=False),
+    pa.field("action_units", pa.string()),
+    pa.field("emotion_raw", pa.string()),
+    pa.field("emotion", pa.string(), nullable=False),
+    pa.field("objective_class", pa.string()),
+    *[pa.field(column, pa.string()) for column in LABEL_COLUMNS],
+    *_SOURCE_FIELDS,
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("sample_key", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("subject", pa.string()),
+    pa.field("sample_id", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("detail", pa.string(), nullable=False),
+    *_SOURCE_FIELDS,
+])
+
+SOURCES_SCHEMA = pa.schema([
+    *_SOURCE_FIELDS,
+    pa.field("kind", pa.string(), nullable=False),           # zip | tar | 7z | folder
+    pa.field("root", pa.string(), nullable=False),           # where its content lies
+    pa.field("datasets", pa.list_(pa.string()), nullable=False),
+    pa.field("n_samples", pa.int64(), nullable=False),
+    pa.field("n_quarantined", pa.int64(), nullable=False),
+    pa.field("ingested_at", pa.string(), nullable=False),
+    pa.field("config", pa.string(), nullable=False),         # the IngestConfig as JSON
+])
+
+_SCHEMAS = {SAMPLES_FILE: SAMPLES_SCHEMA, QUARANTINE_FILE: QUARANTINE_SCHEMA, SOURCES_FILE: SOURCES_SCHEMA}
+
+
+class CatalogSchemaError(ValueError):
+    """A catalog file written by an incompatible merflow version."""
+
+
+def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    missing = [f.name for f in schema if f.name not in frame.columns]
+    if missing:
+        raise ValueError(f"catalog rows lack columns {missing}")
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    metadata = {b"merflow.schema_version": str(SCHEMA_VERSION).encode(),
+                b"merflow.version": __version__.encode()}
+    return table.replace_schema_metadata(metadata)
+
+
+def write_table(directory: Path, name: str, frame: pd.DataFrame) -> Path:
+    """Write one catalog file atomically (temp file in the same folder, then rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    table = _table(frame, _SCHEMAS[name])
+    handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    os.close(handle)
+    try:
+        pq.write_table(table, temp)
+        os.replace(temp, directory / name)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return directory / name
+
+
+def read_table(directory: Path, name: str) -> pd.DataFrame:
+    """One catalog file as a DataFrame; an empty one with the right columns if it does not exist."""
+    path = Path(directory) / name
+    schema = _SCHEMAS[name]
+    if not path.exists():
+        return schema.empty_table().to_pandas()
+    table = pq.read_table(path)
+    version = (table.schema.metadata or {}).get(b"merflow.schema_version", b"?").decode()
+    if version != str(SCHEMA_VERSION):
+        raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads "
+                                 f"version {SCHEMA_VERSION}: ingest again into a new folder")
+    return table.to_pandas()
+
+
+def read_samples(directory: Path) -> pd.DataFrame:
+    return read_table(directory, SAMPLES_FILE)
+
+
+def read_quarantine(directory: Path) -> pd.DataFrame:
+    return read_table(directory, QUARANTINE_FILE)
+
+
+def read_sources(directory: Path) -> pd.DataFrame:
+    return read_table(directory, SOURCES_FILE)
+
+
+def merge_source(directory: Path, source: dict, samples: list[dict], problems: list[dict]) -> dict:
+    """Replace everything a source contributed before by what it gives now, and write the catalog.
+
+    A sample key already given by another source is quarantined as ``duplicate_id`` rather than
+    overwriting it. Returns the source's row as written.
+    """
+    old_samples, old_quarantine, old_sources = (read_samples(directory), read_quarantine(directory),
+                                                read_sources(directory))
+    keep = lambda frame: frame[frame["source"] != source["source"]]  # noqa: E731
+    old_samples, old_quarantine, old_sources = keep(old_samples), keep(old_quarantine), keep(old_sources)
+    stamp = {"source": source["source"], "source_sha256": source["source_sha256"]}
+    taken = dict(zip(old_samples["sample_key"], old_samples["source"]))
+    new_samples, new_problems = [], [dict(p, **stamp) for p in problems]
+    for row in samples:
+        if row["sample_key"] in taken:
+            new_problems.append({key: row[key] for key in ("sample_key", "dataset", "subject", "sample_id")}
+                                | {"reason": "duplicate_id",
+                                   "detail": f"already in the catalog from {taken[row['sample_key']]}"} | stamp)
+        else:
+            new_samples.append(dict(row, **stamp))
+    source_row = dict(source, n_samples=len(new_samples), n_quarantined=len(new_problems))
+    frames = {
+        SAMPLES_FILE: pd.concat([old_samples, pd.DataFrame(new_samples, columns=SAMPLES_SCHEMA.names)]),
+        QUARANTINE_FILE: pd.concat([old_quarantine, pd.DataFrame(new_problems, columns=QUARANTINE_SCHEMA.names)]),
+        SOURCES_FILE: pd.concat([old_sources, pd.DataFrame([source_row], columns=SOURCES_SCHEMA.names)]),
+    }
+    # Sources last: a source row is the mark that its samples are in.
+    for name in (SAMPLES_FILE, QUARANTINE_FILE, SOURCES_FILE):
+        frame = frames[name].sort_values(["source", "sample_key"] if name != SOURCES_FILE else ["source"])
+        write_table(directory, name, frame.reset_index(drop=True))
+    return source_row
+
+
+def summary(directory: Path) -> dict:
+    """Counts a user wants after an ingest: per dataset samples, subjects, emotions, quarantine reasons."""
+    samples, quarantine = read_samples(directory), read_quarantine(directory)
+    per_dataset = {}
+    for dataset, rows in samples.groupby("dataset"):
+        per_dataset[dataset] = {
+            "samples": int(len(rows)), "subjects": int(rows["subject"].nunique()),
+            "macro": bool(rows["is_macro"].all()),
+            "emotions": {k: int(v) for k, v in rows["emotion"].value_counts().items()},
+            "apex_missing": int((rows["apex_source"] == "missing").sum()),
+        }
+    reasons = {}
+    for (dataset, reason), rows in quarantine.groupby(["dataset", "reason"]):
+        reasons.setdefault(dataset, {})[reason] = int(len(rows))
+    return {"samples": int(len(samples)), "quarantined": int(len(quarantine)),
+            "datasets": per_dataset, "quarantine_reasons": reasons}
+
+
+def summary_json(directory: Path) -> str:
+    return json.dumps(summary(directory), indent=2, sort_keys=True)

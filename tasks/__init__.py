@@ -1,0 +1,1 @@
+"""Units of work, pure and testable without Prefect: archives, dataset adapters, synthetic data."""

@@ -1,0 +1,271 @@
+"""The one interface every dataset adapter implements, and the checks shared by all of them.
+
+An adapter module defines ``KIND`` (its catalog ``dataset`` value or values), ``detect(root) -> bool``
+and ``read(root) -> AdapterResult``. ``read`` turns the dataset's own annotation (a sheet, folder
+names, label files) into :class:`Annotation` objects, fixing the dataset's quirks in code, then hands
+them to :func:`build_samples`, which finds the frames on disk and sends every row that can't be used
+to the quarantine with a reason: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import pandas as pd
+
+from merflow.tasks.labels import normalise_emotion, protocol_labels
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+SHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls"})
+# Folders that archivers add and that never hold data.
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
+MAX_SEARCH_DEPTH = 6
+
+_MISSING_MARKS = {"", "/", "\\", "-", "nan", "none", "-1"}
+
+
+@dataclass
+class Annotation:
+    """One annotated sample as the dataset states it, before its frames are checked."""
+
+    dataset: str
+    subject: str
+    sample_id: str
+    clip_dir: Path | None
+    onset: int | None
+    apex: int | None
+    offset: int | None
+    fps: float
+    emotion_raw: str | None
+    action_units: str | None = None
+    objective_class: str | None = None
+    is_macro: bool = False
+    apex_source: str = "annotated"
+    where: str = ""                 # where the annotation came from, e.g. "CASME2-coding.xlsx row 17"
+    subject_group: str | None = None  # people shared across datasets (SMIC HS/VIS/NIR) share a group
+    problems: list[tuple[str, str]] = field(default_factory=list)  # quirks found while reading
+
+    @property
+    def sample_key(self) -> str:
+        return f"{self.dataset}/{self.subject}/{self.sample_id}"
+
+
+@dataclass
+class AdapterResult:
+    samples: list[dict]
+    problems: list[dict]
+
+
+def parse_frame(value: object) -> int | None:
+    """A frame number from a sheet cell: ints, '123', 123.0; None for '/', '\\', blanks and -1."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        return int(round(value)) if value >= 0 else None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    text = str(value).strip()
+    if text.lower() in _MISSING_MARKS:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(round(number)) if number >= 0 else None
+
+
+def clean_text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # AU 12 read as 12.0
+        text = text[:-2]
+    return text or None
+
+
+_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_number(name: str) -> int | None:
+    """The frame number of a frame file: the last run of digits in its stem (img46, 006_05562, image000123)."""
+    match = _FRAME_NUMBER.search(Path(name).stem)
+    return int(match.group(1)) if match else None
+
+
+def list_frames(clip_dir: Path) -> dict[int, str]:
+    """Frame number -> file name for the image files of a clip folder (stray non-images ignored)."""
+    frames: dict[int, str] = {}
+    try:
+        entries = list(clip_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return frames
+    for entry in entries:
+        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+            number = frame_number(entry.name)
+            if number is not None:
+                frames[number] = entry.name
+    return frames
+
+
+def walk_dirs(root: Path, max_depth: int = MAX_SEARCH_DEPTH) -> Iterator[Path]:
+    """Every folder under root (root included), breadth first, skipping archiver junk."""
+    level = [root]
+    for _ in range(max_depth + 1):
+        next_level = []
+        for folder in level:
+            yield folder
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in JUNK_NAMES)
+            except OSError:
+                continue
+            next_level.extend(children)
+        level = next_level
+
+
+def find_files(root: Path, suffixes: Iterable[str], max_depth: int = MAX_SEARCH_DEPTH) -> list[Path]:
+    suffixes = {s.lower() for s in suffixes}
+    found = []
+    for folder in walk_dirs(root, max_depth):
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in suffixes and not entry.name.startswith("~$"):
+                found.append(entry)
+    return found
+
+
+def sheet_names(path: Path) -> list[str]:
+    try:
+        return list(pd.ExcelFile(path).sheet_names)
+    except Exception:  # an unreadable workbook is simply not this dataset's sheet
+        return []
+
+
+def find_sheet(root: Path, accept) -> Path | None:
+    """The first spreadsheet under root for which ``accept(path, sheet_names)`` is true."""
+    for path in find_files(root, SHEET_SUFFIXES):
+        names = sheet_names(path)
+        if names and accept(path, names):
+            return path
+    return None
+
+
+def first_row(path: Path, sheet: str | int = 0, header_row: int = 0) -> list[str]:
+    try:
+        frame = pd.read_excel(path, sheet_name=sheet, header=None, nrows=header_row + 1, dtype=object)
+    except Exception:
+        return []
+    if len(frame) <= header_row:
+        return []
+    return [str(v).strip() for v in frame.iloc[header_row].tolist() if v == v and v is not None]
+
+
+def numbered_id(value: object, prefix: str, width: int) -> str:
+    """A subject id as its folder is named: numbered_id('1', 'sub', 2) == numbered_id('sub01', 'sub', 2) == 'sub01'."""
+    text = clean_text(value) or ""
+    digits = text.lower().removeprefix(prefix)
+    return f"{prefix}{int(digits):0{width}d}" if digits.isdigit() else text
+
+
+def attach_clip_dirs(annotations: list[Annotation], roots: list[Path]) -> None:
+    """Point each annotation at <root>/<subject>/<sample_id> under the first root that has it."""
+    for ann in annotations:
+        ann.clip_dir = next((r / ann.subject / ann.sample_id for r in roots
+                             if (r / ann.subject / ann.sample_id).is_dir()), None)
+
+
+def roots_with_subjects(root: Path, subjects: set[str]) -> list[Path]:
+    """Folders under root that hold at least one of the subject folders."""
+    return [d for d in walk_dirs(root) if any((d / s).is_dir() for s in subjects)]
+
+
+def _readable(path: Path) -> bool:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return image is not None and image.size > 0
+
+
+def _problem(ann: Annotation, reason: str, detail: str) -> dict:
+    return {
+        "sample_key": ann.sample_key, "dataset": ann.dataset, "subject": ann.subject,
+        "sample_id": ann.sample_id, "reason": reason,
+        "detail": f"{detail} ({ann.where})" if ann.where else detail,
+    }
+
+
+def build_samples(annotations: Iterable[Annotation], check_readable: bool = True) -> AdapterResult:
+    """Check every annotation against its frames on disk; usable ones become catalog rows.
+
+    Quarantine reasons: ``missing_clip``, ``missing_frames``, ``unreadable_frame``, ``bad_interval``
+    (no onset/offset, or onset after offset), ``apex_outside_clip``, ``unknown_label``,
+    ``duplicate_id``, plus whatever an adapter found while reading (``Annotation.problems``).
+    """
+    samples: list[dict] = []
+    problems: list[dict] = []
+    seen: set[str] = set()
+    frame_cache: dict[Path, dict[int, str]] = {}
+    for ann in annotations:
+        if ann.problems:
+            problems.extend(_problem(ann, reason, detail) for reason, detail in ann.problems)
+            continue
+        if ann.sample_key in seen:
+            problems.append(_problem(ann, "duplicate_id", f"{ann.sample_key} appears more than once"))
+            continue
+        seen.add(ann.sample_key)
+        emotion = normalise_emotion(ann.emotion_raw)
+        if emotion is None:
+            problems.append(_problem(ann, "unknown_label", f"emotion {ann.emotion_raw!r} is not a known label"))
+            continue
+        if ann.onset is None or ann.offset is None or ann.onset > ann.offset:
+            problems.append(_problem(ann, "bad_interval", f"onset {ann.onset}, offset {ann.offset}"))
+            continue
+        if ann.apex is not None and not ann.onset <= ann.apex <= ann.offset:
+            problems.append(_problem(ann, "apex_outside_clip",
+                                     f"apex {ann.apex} outside onset..offset {ann.onset}..{ann.offset}"))
+            continue
+        if ann.clip_dir is None or not ann.clip_dir.is_dir():
+            problems.append(_problem(ann, "missing_clip", f"no frame folder for {ann.sample_key}"
+                                     + (f" at {ann.clip_dir}" if ann.clip_dir else "")))
+            continue
+        if ann.clip_dir not in frame_cache:
+            frame_cache[ann.clip_dir] = list_frames(ann.clip_dir)
+        frames = frame_cache[ann.clip_dir]
+        wanted = range(ann.onset, ann.offset + 1)
+        missing = [n for n in wanted if n not in frames]
+        if missing:
+            shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+            problems.append(_problem(ann, "missing_frames",
+                                     f"{len(missing)} of {len(wanted)} frames missing in {ann.clip_dir}: {shown}"))
+            continue
+        key_frames = {ann.onset, ann.offset} | ({ann.apex} if ann.apex is not None else set())
+        if check_readable:
+            broken = [n for n in sorted(key_frames) if not _readable(ann.clip_dir / frames[n])]
+            if broken:
+                problems.append(_problem(ann, "unreadable_frame",
+                                         f"frames {broken} of {ann.clip_dir} cannot be decoded"))
+                continue
+        samples.append({
+            "sample_key": ann.sample_key,
+            "dataset": ann.dataset,
+            "subject": ann.subject,
+            "subject_key": f"{ann.subject_group or ann.dataset}/{ann.subject}",
+            "sample_id": ann.sample_id,
+            "is_macro": ann.is_macro,
+            "clip_dir": str(ann.clip_dir),
+            "frame_files": [frames[n] for n in wanted],
+            "n_frames": len(wanted),
+            "fps": float(ann.fps),
+            "onset": ann.onset,
+            "apex": ann.apex,
+            "apex_source": ann.apex_source if ann.apex is not None else "missing",
+            "offset": ann.offset,
+            "action_units": ann.action_units,
+            "emotion_raw": ann.emotion_raw,
+            "emotion": emotion,
+            "objective_class": ann.objective_class,
+            **protocol_labels(ann.dataset, ann.subject, ann.sample_id, emotion, ann.is_macro),
+        })
+    return AdapterResult(samples, problems)

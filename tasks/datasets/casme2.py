@@ -1,0 +1,90 @@
+"""CASME II adapter: the coding sheet (2014 or 2019 version) joined to sub*/EP* clip folders.
+
+Layout: ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg`` (onset..offset), full clips under
+``CASME2-RAW/``, cropped faces under ``Cropped/`` (``reg_img46.jpg``); 640x480 colour, 200 fps.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from merflow.tasks.datasets.base import (
+    AdapterResult, Annotation, attach_clip_dirs, build_samples, clean_text, find_sheet, first_row, numbered_id, parse_frame, roots_with_subjects, walk_dirs,
+)
+
+KIND = "casme2"
+FPS = 200.0
+REQUIRED_COLUMNS = ("Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion")
+# Raw selected clips first: merflow detects faces itself, so the dataset's own crops come last.
+VARIANT_PREFERENCE = ("casme2_raw_selected", "casme2-raw", "casme2_raw", "cropped")
+_SUBJECT_DIR = re.compile(r"^sub\d+$", re.IGNORECASE)
+
+
+def _is_coding_sheet(path: Path, names: list[str]) -> bool:
+    return set(REQUIRED_COLUMNS) <= set(first_row(path, names[0]))
+
+
+def find_coding_sheet(root: Path) -> Path | None:
+    return find_sheet(root, _is_coding_sheet)
+
+
+def detect(root: Path) -> bool:
+    return find_coding_sheet(root) is not None
+
+
+def subject_id(value: object) -> str:
+    return numbered_id(value, "sub", 2)
+
+
+def read_sheet(path: Path) -> list[Annotation]:
+    """The coding sheet's rows as annotations (no clip folders yet).
+
+    Columns are taken by name, so the 2019 sheet's blank columns C and G, and a re-saved copy
+    without them, read the same.
+    """
+    sheet = pd.read_excel(path, sheet_name=0, dtype=object)
+    sheet.columns = [str(c).strip() for c in sheet.columns]
+    has_objective = "Objective Classes" in sheet.columns
+    annotations = []
+    for index, row in sheet.iterrows():
+        if clean_text(row["Filename"]) is None:
+            continue  # trailing blank rows of the workbook
+        subject, sample_id = subject_id(row["Subject"]), clean_text(row["Filename"])
+        apex = parse_frame(row["ApexFrame"])
+        # sub04/EP12_01f (sheet row 31): the original apex is '/'. A re-saved
+        # 2014 copy that circulates shows 300 there, typed in by a user: treat it as not annotated.
+        if (subject, sample_id) == ("sub04", "EP12_01f"):
+            apex = None
+        annotations.append(Annotation(
+            dataset=KIND, subject=subject, sample_id=sample_id, clip_dir=None,
+            onset=parse_frame(row["OnsetFrame"]), apex=apex, offset=parse_frame(row["OffsetFrame"]),
+            fps=FPS, emotion_raw=clean_text(row["Estimated Emotion"]),
+            action_units=clean_text(row.get("Action Units")),
+            objective_class=clean_text(row["Objective Classes"]) if has_objective else None,
+            where=f"{path.name} row {index + 2}",
+        ))
+    return annotations
+
+
+def clip_roots(root: Path) -> list[Path]:
+    """Folders holding sub*/EP* clip folders, best variant first."""
+    found = [d for d in walk_dirs(root) if any(_SUBJECT_DIR.match(c.name) and c.is_dir() for c in d.iterdir())]
+
+    def rank(folder: Path) -> tuple[int, str]:
+        name = folder.name.lower()
+        return (VARIANT_PREFERENCE.index(name) if name in VARIANT_PREFERENCE else len(VARIANT_PREFERENCE), str(folder))
+
+    return sorted(found, key=rank)
+
+
+def read(root: Path) -> AdapterResult:
+    sheet = find_coding_sheet(root)
+    if sheet is None:
+        raise FileNotFoundError(f"no CASME II coding sheet (columns {', '.join(REQUIRED_COLUMNS)}) under {root}")
+    annotations = read_sheet(sheet)
+    roots = clip_roots(root)
+    attach_clip_dirs(annotations, roots)
+    return build_samples(annotations)

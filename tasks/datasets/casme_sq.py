@@ -1,0 +1,96 @@
+"""CAS(ME)^2 adapter: the headerless code sheet, with its two naming-rule sheets that give the folder names.
+
+Layout: ``rawpic/s15/15_0101disgustingteeth/img1.jpg``: long videos at 30 fps, each holding several
+expressions; a sample is the onset..offset stretch of one. Sheet ``CASFEcode_final`` has no header
+row: subject number, clip (video name + '_' + index), onset, apex, offset, AUs, class, type
+(macro- or micro-expression), emotion. ``naming rule1`` maps the subject number to its folder
+(15, 's15', 1); ``naming rule2`` maps the video code to its name ('0101', 'disgust1').
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from merflow.tasks.datasets.base import (
+    AdapterResult, Annotation, build_samples, clean_text, find_sheet, parse_frame, walk_dirs,
+)
+
+KIND = "casme_sq"
+FPS = 30.0
+CODE_SHEET = "CASFEcode_final"
+SUBJECT_RULE_SHEET = "naming rule1"
+VIDEO_RULE_SHEET = "naming rule2"
+CODE_COLUMNS = ("subject_no", "clip", "onset", "apex", "offset", "action_units", "objective_class", "type", "emotion")
+
+
+def find_code_sheet(root: Path) -> Path | None:
+    return find_sheet(root, lambda path, names: CODE_SHEET in names)
+
+
+def detect(root: Path) -> bool:
+    return find_code_sheet(root) is not None
+
+
+def naming_rules(path: Path) -> tuple[dict[int, tuple[str, str]], dict[str, str]]:
+    """subject number -> (folder number, folder name), and video name -> video code."""
+    subjects = pd.read_excel(path, sheet_name=SUBJECT_RULE_SHEET, header=None, dtype=object)
+    videos = pd.read_excel(path, sheet_name=VIDEO_RULE_SHEET, header=None, dtype=object)
+    subject_rule = {}
+    for folder_no, folder, number in subjects.iloc[:, :3].itertuples(index=False):
+        if parse_frame(number) is not None:
+            subject_rule[parse_frame(number)] = (str(parse_frame(folder_no)), clean_text(folder))
+    # Codes are text ('0101'); a re-saved sheet may hold them as numbers (101): pad back to 4.
+    video_rule = {clean_text(name): f"{int(float(code)):04d}" for code, name in videos.iloc[:, :2].itertuples(index=False)
+                  if clean_text(name) and clean_text(code)}
+    return subject_rule, video_rule
+
+
+def read_sheet(path: Path) -> list[Annotation]:
+    """Every row of the code sheet (macro- and micro-expressions), clip folders not yet attached."""
+    sheet = pd.read_excel(path, sheet_name=CODE_SHEET, header=None, dtype=object)
+    sheet = sheet.iloc[:, :len(CODE_COLUMNS)]
+    sheet.columns = list(CODE_COLUMNS)
+    subject_rule, _ = naming_rules(path)
+    annotations = []
+    for index, row in sheet.iterrows():
+        number, clip = parse_frame(row["subject_no"]), clean_text(row["clip"])
+        if number is None or clip is None:
+            continue
+        folder = subject_rule.get(number, (None, f"subject{number}"))[1]
+        kind = (clean_text(row["type"]) or "").lower()
+        ann = Annotation(
+            dataset=KIND, subject=folder, sample_id=clip, clip_dir=None,
+            onset=parse_frame(row["onset"]), apex=parse_frame(row["apex"]), offset=parse_frame(row["offset"]),
+            fps=FPS, emotion_raw=clean_text(row["emotion"]), action_units=clean_text(row["action_units"]),
+            objective_class=clean_text(row["objective_class"]), is_macro=kind.startswith("macro"),
+            where=f"{path.name} {CODE_SHEET} row {index + 1}",
+        )
+        # An offset of 0 means the offset was not annotated (44 rows of the final sheet, e.g. row 3,
+        # 1 anger2_1): with no end there is no sample to cut, so the row is quarantined, not guessed.
+        if row["offset"] is not None and parse_frame(row["offset"]) == 0:
+            ann.problems.append(("missing_offset", "offset is 0 in the sheet: not annotated"))
+        if number not in subject_rule:
+            ann.problems.append(("missing_clip", f"subject number {number} is not in sheet {SUBJECT_RULE_SHEET!r}"))
+        annotations.append(ann)
+    return annotations
+
+
+def read(root: Path) -> AdapterResult:
+    sheet = find_code_sheet(root)
+    if sheet is None:
+        raise FileNotFoundError(f"no CAS(ME)^2 code sheet (tab {CODE_SHEET}) under {root}")
+    annotations = read_sheet(sheet)
+    subject_rule, video_rule = naming_rules(sheet)
+    folder_numbers = {folder: folder_no for folder_no, folder in subject_rule.values()}
+    subject_dirs = {d.name: d for d in walk_dirs(root) if d.name in folder_numbers}
+    for ann in annotations:
+        video = ann.sample_id.rsplit("_", 1)[0]
+        subject_dir, code = subject_dirs.get(ann.subject), video_rule.get(video)
+        if subject_dir is None or code is None:
+            continue
+        # Video folders are '<folder number>_<code><description>', e.g. 15_0101disgustingteeth.
+        prefix = f"{folder_numbers[ann.subject]}_{code}"
+        ann.clip_dir = next((d for d in sorted(subject_dir.iterdir()) if d.is_dir() and d.name.startswith(prefix)), None)
+    return build_samples(annotations)

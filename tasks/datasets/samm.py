@@ -1,0 +1,81 @@
+"""SAMM adapter: sheet MICRO_ONLY of SAMM_Micro_FACS_Codes_v2.xlsx joined to SAMM/<subject>/<clip> folders.
+
+Layout: ``SAMM/006/006_1_2/006_05562.jpg``; 960x650 greyscale, 200 fps. The sheet opens with 13
+rows of notes; the header is on row 14.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from merflow.tasks.datasets.base import (
+    AdapterResult, Annotation, attach_clip_dirs, build_samples, clean_text, find_sheet, numbered_id, parse_frame, roots_with_subjects, walk_dirs,
+)
+
+KIND = "samm"
+FPS = 200.0
+SHEET = "MICRO_ONLY"
+REQUIRED_COLUMNS = ("Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion")
+HEADER_SEARCH_ROWS = 40
+
+
+def find_coding_sheet(root: Path) -> Path | None:
+    return find_sheet(root, lambda path, names: SHEET in names)
+
+
+def detect(root: Path) -> bool:
+    return find_coding_sheet(root) is not None
+
+
+def subject_id(value: object) -> str:
+    return numbered_id(value, "", 3)
+
+
+def header_row(raw: pd.DataFrame) -> int:
+    """The row holding the column names: row 14 in v2 of the sheet, found by content so that a
+    re-saved copy with the notes removed reads too."""
+    for index in range(min(HEADER_SEARCH_ROWS, len(raw))):
+        cells = {str(v).strip() for v in raw.iloc[index].tolist()}
+        if {"Subject", "Filename"} <= cells:
+            return index
+    raise ValueError(f"sheet {SHEET}: no header row with 'Subject' and 'Filename' in the first {HEADER_SEARCH_ROWS} rows")
+
+
+def read_sheet(path: Path) -> list[Annotation]:
+    raw = pd.read_excel(path, sheet_name=SHEET, header=None, dtype=object)
+    header = header_row(raw)
+    sheet = raw.iloc[header + 1:].copy()
+    sheet.columns = [str(c).strip() for c in raw.iloc[header].tolist()]
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise ValueError(f"{path.name} sheet {SHEET}: missing columns {missing}")
+    annotations = []
+    for index, row in sheet.iterrows():
+        sample_id = clean_text(row["Filename"])
+        if sample_id is None:
+            continue
+        # Rows 140 (028_4_1: apex 1143 after offset 1134) and 147 (032_3_1: apex 1930 before onset
+        # 4896) of v2 are kept as the sheet states them; build_samples quarantines them as
+        # apex_outside_clip rather than guessing which number is the typo.
+        annotations.append(Annotation(
+            dataset=KIND, subject=subject_id(row["Subject"]), sample_id=sample_id, clip_dir=None,
+            onset=parse_frame(row["Onset Frame"]), apex=parse_frame(row["Apex Frame"]),
+            offset=parse_frame(row["Offset Frame"]), fps=FPS,
+            emotion_raw=clean_text(row["Estimated Emotion"]),
+            action_units=clean_text(row.get("Action Units")),
+            objective_class=clean_text(row.get("Objective Classes")),
+            where=f"{path.name} row {index + 1}",
+        ))
+    return annotations
+
+
+def read(root: Path) -> AdapterResult:
+    sheet = find_coding_sheet(root)
+    if sheet is None:
+        raise FileNotFoundError(f"no SAMM sheet with a {SHEET} tab under {root}")
+    annotations = read_sheet(sheet)
+    roots = roots_with_subjects(root, {a.subject for a in annotations})
+    attach_clip_dirs(annotations, roots)
+    return build_samples(annotations)
