@@ -117,7 +117,8 @@ def read_table(directory: Path, name: str) -> pd.DataFrame:
     if version != str(SCHEMA_VERSION):
         raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads "
                                  f"version {SCHEMA_VERSION}: ingest again into a new folder")
-    return table.to_pandas()
+    # Nullable ints stay ints (apex is null where not annotated) instead of turning into floats.
+    return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get)
 
 
 def read_samples(directory: Path) -> pd.DataFrame:

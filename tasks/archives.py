@@ -9,7 +9,6 @@ is renamed into place only once everything succeeded.
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import io
 import lzma
@@ -51,8 +50,7 @@ _READ_ERRORS = (
     EOFError,
     zlib.error,
     lzma.LZMAError,
-    gzip.BadGzipFile,
-    OSError,
+    OSError,  # gzip and bz2 report damaged streams as OSError
 )
 # py7zr reads and writes inside one call, so OSError is left out here for the reason above.
 _SEVEN_ZIP_ERRORS = (
@@ -80,7 +78,7 @@ class UnsafeArchiveError(ArchiveError):
 
 @dataclass(frozen=True)
 class ExtractionLimits:
-    """Bounds on what one archive may unpack to; the defaults fit the largest public ME datasets."""
+    """Bounds on what one archive may unpack to; the defaults leave room for whole video datasets."""
 
     max_total_bytes: int = 512 * 2**30
     max_entries: int = 5_000_000
@@ -119,13 +117,14 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def materialize(source: str, cache_dir: str | os.PathLike[str]) -> Path:
+def materialize(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
     """Return a local path for `source`, downloading fsspec URLs into `cache_dir/<basename>`.
 
     Local paths (and file:// URLs) are returned resolved and never copied. A URL is streamed
     into a temporary file that is renamed into place when complete, so a file in the cache is
     always a whole download; a cached file of the remote's size is reused instead of fetched again.
     """
+    source = os.fspath(source)
     if "://" not in source or source.startswith("file://"):
         local = Path(source.removeprefix("file://")).expanduser().resolve()
         if not local.exists():
@@ -258,9 +257,6 @@ class _Inventory:
             )
         self.entries.append(_Entry(name, parts, is_dir, size, member))
 
-    def by_parts(self) -> dict[tuple[str, ...], _Entry]:
-        return {entry.parts: entry for entry in self.entries}
-
 
 class _WriteBudget:
     """Counts the bytes actually written, because declared sizes in headers can lie."""
@@ -313,8 +309,9 @@ def _relative_parts(archive: Path, name: str, is_dir: bool) -> tuple[str, ...]:
 
 def _destination(archive: Path, root: Path, entry: _Entry) -> Path:
     destination = root.joinpath(*entry.parts)
-    if not destination.resolve().is_relative_to(root):
-        raise UnsafeArchiveError(archive, entry.name, f"resolves to {destination.resolve()}, outside the target")
+    resolved = destination.resolve()
+    if not resolved.is_relative_to(root):
+        raise UnsafeArchiveError(archive, entry.name, f"resolves to {resolved}, outside the target")
     return destination
 
 
@@ -359,7 +356,9 @@ def _write_entries(
     budget.finish()
 
 
-def _copy_member(archive: Path, entry: _Entry, source: BinaryIO, output: BinaryIO, budget: _WriteBudget) -> None:
+def _copy_member(
+    archive: Path, entry: _Entry, source: BinaryIO, output: BinaryIO, budget: _WriteBudget
+) -> None:
     member_bytes = 0
     while True:
         with _read_errors_as_archive_error(archive, entry.name):
@@ -458,7 +457,7 @@ class _SevenZipWriters(WriterFactory):
 
     def __init__(self, inventory: _Inventory, root: Path, budget: _WriteBudget) -> None:
         self._inventory = inventory
-        self._entries = inventory.by_parts()
+        self._entries = {entry.parts: entry for entry in inventory.entries}
         self._root = root
         self._budget = budget
         self.writers: list[_SevenZipMemberWriter] = []
@@ -487,7 +486,9 @@ def _seven_zip_member_is_dir(archive: Path, info: py7zr.FileInfo) -> bool:
     return info.is_directory
 
 
-def _extract_seven_zip(archive: Path, root: Path, limits: ExtractionLimits, progress: Progress | None) -> None:
+def _extract_seven_zip(
+    archive: Path, root: Path, limits: ExtractionLimits, progress: Progress | None
+) -> None:
     root = root.resolve()
     # An open file rather than a path keeps py7zr single-threaded, so progress runs on our thread.
     with open(archive, "rb") as archive_file:

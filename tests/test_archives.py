@@ -39,7 +39,7 @@ MiB = 1 << 20
 
 
 class Zeros(io.RawIOBase):
-    """An endless-looking source of zeros, so bombs are built without holding them in memory."""
+    """A stream of `size` zero bytes, so bombs are built without holding them in memory."""
 
     def __init__(self, size: int) -> None:
         self.left = size
@@ -64,7 +64,9 @@ def write_tree(root: Path, files: dict[str, bytes], empty_dirs=()) -> Path:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()
+    }
 
 
 def snapshot(root: Path) -> set[str]:
@@ -103,7 +105,9 @@ def tar_with(archive: Path, members: list[tarfile.TarInfo], mode: str = "w") -> 
     return archive
 
 
-def tar_member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+def tar_member(
+    name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, linkname: str = ""
+) -> tarfile.TarInfo:
     member = tarfile.TarInfo(name)
     member.type = kind
     member.size = size
@@ -119,12 +123,18 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def assert_refused(workspace: Path, archive: Path, entry: str, limits: ExtractionLimits = ExtractionLimits()) -> None:
+def assert_refused(
+    workspace: Path, archive: Path, entry: str, because: str, limits: ExtractionLimits = ExtractionLimits()
+) -> None:
+    """Refused, naming `entry` and `because`, before writing starts (when progress is first reported)."""
     before = snapshot(workspace)
+    progress_calls: list[tuple[int, int]] = []
     with pytest.raises(UnsafeArchiveError) as refusal:
-        safe_extract(archive, workspace / "out" / "target", limits)
+        safe_extract(archive, workspace / "out" / "target", limits, lambda *call: progress_calls.append(call))
     assert refusal.value.entry == entry
     assert repr(entry) in str(refusal.value) and str(archive) in str(refusal.value)
+    assert because in refusal.value.reason
+    assert progress_calls == []
     assert snapshot(workspace) == before, "something was written or left behind"
 
 
@@ -178,43 +188,64 @@ def test_tar_of_dot_and_windows_zip_separators_extract_inside(workspace: Path) -
     assert read_tree(safe_extract(windows_zip, workspace / "out" / "windows")) == {"sub01/img.jpg": b"jpeg"}
 
 
-HOSTILE_NAMES = ["../evil.txt", "sub01/../../evil.txt", "{outside}/evil.txt", "C:/evil.txt", "\\evil.txt", "..\\evil.txt"]
+HOSTILE_NAMES = [
+    ("../evil.txt", "'..'"),
+    ("sub01/../../evil.txt", "'..'"),
+    ("{outside}/evil.txt", "absolute"),
+    ("C:/evil.txt", "absolute"),
+    ("\\evil.txt", "absolute"),
+    ("..\\evil.txt", "'..'"),
+]
 
 
-@pytest.mark.parametrize("name_template", HOSTILE_NAMES)
-def test_zip_entries_escaping_the_target_are_refused(workspace: Path, name_template: str) -> None:
+@pytest.mark.parametrize(("name_template", "because"), HOSTILE_NAMES)
+def test_zip_entries_escaping_the_target_are_refused(
+    workspace: Path, name_template: str, because: str
+) -> None:
     name = name_template.format(outside=workspace / "outside")
-    archive = zip_with(workspace / "archives" / "slip.zip", [("ok.txt", b"fine"), (zipfile.ZipInfo(name), b"evil")])
-    assert_refused(workspace, archive, name)
+    entries = [("ok.txt", b"fine"), (zipfile.ZipInfo(name), b"evil")]
+    archive = zip_with(workspace / "archives" / "slip.zip", entries)
+    assert_refused(workspace, archive, name, because)
 
 
-@pytest.mark.parametrize("name_template", HOSTILE_NAMES)
-def test_tar_entries_escaping_the_target_are_refused(workspace: Path, name_template: str) -> None:
+@pytest.mark.parametrize(("name_template", "because"), HOSTILE_NAMES)
+def test_tar_entries_escaping_the_target_are_refused(
+    workspace: Path, name_template: str, because: str
+) -> None:
     name = name_template.format(outside=workspace / "outside")
-    archive = tar_with(workspace / "archives" / "slip.tar", [tar_member("ok.txt", size=4), tar_member(name, size=4)])
-    assert_refused(workspace, archive, name)
+    members = [tar_member("ok.txt", size=4), tar_member(name, size=4)]
+    archive = tar_with(workspace / "archives" / "slip.tar", members)
+    assert_refused(workspace, archive, name, because)
 
 
 @pytest.mark.parametrize("link_target", ["/etc", "../..", "{outside}"])
-def test_tar_symlink_out_of_the_target_is_refused_before_files_through_it(workspace: Path, link_target: str) -> None:
+def test_tar_symlink_out_of_the_target_is_refused_before_files_through_it(
+    workspace: Path, link_target: str
+) -> None:
     members = [
         tar_member("link", tarfile.SYMTYPE, linkname=link_target.format(outside=workspace / "outside")),
         tar_member("link/x", size=4),
     ]
-    assert_refused(workspace, tar_with(workspace / "archives" / "symlink.tar.gz", members, "w:gz"), "link")
+    archive = tar_with(workspace / "archives" / "symlink.tar.gz", members, "w:gz")
+    assert_refused(workspace, archive, "link", "symbolic link")
 
 
 def test_tar_hardlink_to_outside_is_refused(workspace: Path) -> None:
     (workspace / "outside" / "secret.txt").write_text("secret")
-    members = [tar_member("ok.txt", size=4), tar_member("hard", tarfile.LNKTYPE, linkname="../outside/secret.txt")]
-    assert_refused(workspace, tar_with(workspace / "archives" / "hardlink.tar", members), "hard")
+    members = [
+        tar_member("ok.txt", size=4),
+        tar_member("hard", tarfile.LNKTYPE, linkname="../outside/secret.txt"),
+    ]
+    archive = tar_with(workspace / "archives" / "hardlink.tar", members)
+    assert_refused(workspace, archive, "hard", "hard link")
 
 
 @pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
 def test_tar_device_and_fifo_entries_are_refused(workspace: Path, kind: bytes) -> None:
     device = tar_member("dev/sda", kind)
     device.devmajor, device.devminor = 8, 0
-    assert_refused(workspace, tar_with(workspace / "archives" / "device.tar", [device]), "dev/sda")
+    archive = tar_with(workspace / "archives" / "device.tar", [device])
+    assert_refused(workspace, archive, "dev/sda", "device or FIFO")
 
 
 def test_zip_symlink_entry_is_refused(workspace: Path) -> None:
@@ -222,7 +253,7 @@ def test_zip_symlink_entry_is_refused(workspace: Path) -> None:
     link.create_system = 3
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     archive = zip_with(workspace / "archives" / "symlink.zip", [("ok.txt", b"fine"), (link, b"/etc/passwd")])
-    assert_refused(workspace, archive, "link")
+    assert_refused(workspace, archive, "link", "symbolic link")
 
 
 def test_7z_symlink_entry_is_refused(workspace: Path) -> None:
@@ -232,7 +263,7 @@ def test_7z_symlink_entry_is_refused(workspace: Path) -> None:
     with py7zr.SevenZipFile(archive, "w") as seven_zip:
         seven_zip.write(source / "ok.txt", "ok.txt")
         seven_zip.write(source / "link", "link")
-    assert_refused(workspace, archive, "link")
+    assert_refused(workspace, archive, "link", "symbolic link")
 
 
 def test_zip_bomb_is_refused_with_default_limits(workspace: Path) -> None:
@@ -241,7 +272,7 @@ def test_zip_bomb_is_refused_with_default_limits(workspace: Path) -> None:
     archive = workspace / "archives" / "bomb.zip"
     with zipfile.ZipFile(archive, "w") as zip_file, zip_file.open(bomb, "w") as member:
         shutil.copyfileobj(Zeros(64 * MiB), member, MiB)
-    assert_refused(workspace, archive, "zeros.bin")
+    assert_refused(workspace, archive, "zeros.bin", "decompression bomb")
 
 
 def test_tar_gz_bomb_is_refused_with_default_limits(workspace: Path) -> None:
@@ -249,7 +280,7 @@ def test_tar_gz_bomb_is_refused_with_default_limits(workspace: Path) -> None:
     with tarfile.open(archive, "w:gz") as tar_file:
         bomb = tar_member("zeros.bin", size=64 * MiB)
         tar_file.addfile(bomb, Zeros(bomb.size))
-    assert_refused(workspace, archive, "zeros.bin")
+    assert_refused(workspace, archive, "zeros.bin", "decompression bomb")
 
 
 def test_small_archive_of_compressible_text_is_below_the_ratio_floor(workspace: Path) -> None:
@@ -261,13 +292,15 @@ def test_small_archive_of_compressible_text_is_below_the_ratio_floor(workspace: 
 
 
 def test_entry_count_and_total_size_limits_name_the_entry_that_crosses_them(workspace: Path) -> None:
-    archive = zip_with(workspace / "archives" / "many.zip", [(f"f{index}.txt", b"12345") for index in range(5)])
-    assert_refused(workspace, archive, "f3.txt", ExtractionLimits(max_entries=3))
-    assert_refused(workspace, archive, "f2.txt", ExtractionLimits(max_total_bytes=12))
+    entries = [(f"f{index}.txt", b"12345") for index in range(5)]
+    archive = zip_with(workspace / "archives" / "many.zip", entries)
+    assert_refused(workspace, archive, "f3.txt", "limit of 3 entries", ExtractionLimits(max_entries=3))
+    assert_refused(workspace, archive, "f2.txt", "over the limit of 12", ExtractionLimits(max_total_bytes=12))
 
 
 def test_zip_whose_central_directory_understates_a_member_size_is_refused(workspace: Path) -> None:
-    archive = zip_with(workspace / "archives" / "liar.zip", [("ok.txt", b"fine"), ("big.bin", bytes(100_000))])
+    entries = [("ok.txt", b"fine"), ("big.bin", bytes(100_000))]
+    archive = zip_with(workspace / "archives" / "liar.zip", entries)
     data = bytearray(archive.read_bytes())
     liar_record = data.rindex(b"PK\x01\x02")
     data[liar_record + 24 : liar_record + 28] = (10).to_bytes(4, "little")
@@ -312,6 +345,18 @@ def test_damaged_archives_raise_archive_error_and_leave_nothing(workspace: Path,
     assert snapshot(workspace) == before
 
 
+def test_encrypted_zip_is_reported_as_unsupported(workspace: Path) -> None:
+    archive = zip_with(workspace / "archives" / "locked.zip", [("sub01/img46.jpg", b"ciphertext")])
+    data = bytearray(archive.read_bytes())
+    data[data.rindex(b"PK\x01\x02") + 8] |= 0x1  # zipfile never writes the "encrypted" flag, so set it
+    archive.write_bytes(data)
+    before = snapshot(workspace)
+
+    with pytest.raises(ArchiveError, match="encrypted"):
+        safe_extract(archive, workspace / "out" / "target")
+    assert snapshot(workspace) == before
+
+
 def test_existing_target_is_not_touched(workspace: Path) -> None:
     archive = zip_with(workspace / "archives" / "a.zip", [("a.txt", b"new")])
     target = write_tree(workspace / "out" / "target", {"a.txt": b"old"})
@@ -329,7 +374,7 @@ def test_progress_reports_from_zero_to_the_total(workspace: Path, suffix: str) -
     archive = build_archive(source, workspace / "archives" / f"p.{suffix}", suffix)
     calls: list[tuple[int, int]] = []
 
-    safe_extract(archive, workspace / "out" / "target", progress=lambda done, total: calls.append((done, total)))
+    safe_extract(archive, workspace / "out" / "target", progress=lambda *call: calls.append(call))
 
     total = 8 * MiB
     assert calls[0] == (0, total) and calls[-1] == (total, total)
@@ -368,7 +413,9 @@ def test_materialize_downloads_url_into_cache_and_reuses_it(tmp_path: Path) -> N
     assert os.listdir(cache) == ["CASME2.zip"]
 
 
-def test_materialize_returns_local_paths_without_copying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_materialize_returns_local_paths_without_copying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = write_tree(tmp_path, {"raw/SAMM.zip": b"zip"}) / "raw" / "SAMM.zip"
     monkeypatch.chdir(tmp_path)
 
@@ -391,7 +438,8 @@ def test_sha256_file_matches_hashlib_across_chunks(tmp_path: Path) -> None:
 
 
 def test_content_root_descends_single_folder_chains_ignoring_junk(tmp_path: Path) -> None:
-    write_tree(tmp_path / "x", {"a/b/sub01/img.jpg": b"", "a/b/sub02/img.jpg": b"", "__MACOSX/a/._b": b"", ".DS_Store": b""})
+    files = {"a/b/sub01/img.jpg": b"", "a/b/sub02/img.jpg": b"", "__MACOSX/a/._b": b"", ".DS_Store": b""}
+    write_tree(tmp_path / "x", files)
     assert content_root(tmp_path / "x") == tmp_path / "x" / "a" / "b"
 
 

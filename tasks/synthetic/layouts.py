@@ -113,6 +113,11 @@ def render(spec: DatasetSpec, plan: Plan, scale: float, seed: int, rng: np.rando
                        size, spec.colour, rng, macro=macro)
 
 
+def action_units(emotion: str) -> str:
+    """The AU code a sheet gives for an emotion ('4' where the emotion has none of its own)."""
+    return EMOTION_AUS[normalise_emotion(emotion)] or "4"
+
+
 def write_frames(folder: Path, frames: np.ndarray, names: list[str], skip: set[int] = frozenset()) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, (frame, name) in enumerate(zip(frames, names)):
@@ -163,7 +168,7 @@ def write_casme2(root: Path, plans: list[Plan], scale: float, seed: int, rng, qu
         elif quirks and index == outside_apex:
             apex = numbers[plan.offset] + 5
         sheet.append([subject, sample_id, None, numbers[plan.onset], apex, numbers[plan.offset], None,
-                      EMOTION_AUS[plan.emotion] or "4", plan.emotion])
+                      action_units(plan.emotion), plan.emotion])
         progress and progress(1)
     book.create_sheet("Sheet2")
     book.create_sheet("Sheet3")
@@ -216,7 +221,7 @@ def write_samm(root: Path, plans: list[Plan], scale: float, seed: int, rng, quir
         apex = numbers[plan.apex] if not (quirks and index == outside_apex) else numbers[plan.onset] - 3
         onset, offset = numbers[plan.onset], numbers[plan.offset]
         sheet.append([subject, sample_id, inducement, onset, apex, offset, offset - onset + 1, "Micro - 1/2",
-                      EMOTION_AUS[plan.emotion.lower()] or "4", plan.emotion, SAMM_OBJECTIVE[plan.emotion], None])
+                      action_units(plan.emotion), plan.emotion, SAMM_OBJECTIVE[plan.emotion], None])
         progress and progress(1)
     book.save(root / "SAMM_Micro_FACS_Codes_v2.xlsx")
 
@@ -273,7 +278,7 @@ def write_casme(root: Path, plans: list[Plan], scale: float, seed: int, rng, qui
         onset_ms = round((numbers[plan.apex] - onset) / spec.fps * 1000)
         total_ms = round((offset - onset + 1) / spec.fps * 1000)
         sheet.append([plan.subject, sample_id, onset, apex, "\\", offset, onset_ms, total_ms,
-                      EMOTION_AUS[plan.emotion] or "4", plan.emotion])
+                      action_units(plan.emotion), plan.emotion])
         progress and progress(1)
     book.save(root / "CASME-coding-20130201.xlsx")
 
@@ -314,7 +319,7 @@ def write_casme_sq(root: Path, plans: list[Plan], scale: float, seed: int, rng, 
             (clip / "Thumbs.db").write_bytes(b"\x00")
         offset = 0 if quirks and index == zero_offset else plan.number(plan.offset)
         codes.append([plan.subject, f"{video}_{per_video[key]}", plan.number(plan.onset), plan.number(plan.apex),
-                      offset, EMOTION_AUS[plan.emotion] or "4", CASME_SQ_CLASS[plan.emotion],
+                      offset, action_units(plan.emotion), CASME_SQ_CLASS[plan.emotion],
                       "micro-expression" if micro else "macro-expression", plan.emotion])
         subject_rule.append([folder_no, f"s{folder_no}", plan.subject])
         progress and progress(1)

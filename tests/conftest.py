@@ -1,0 +1,46 @@
+"""Shared fixtures: reference files (skipped when absent), small synthetic archives built once per
+session, and an isolated Prefect backend for flow tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+REFERENCE = Path(os.environ.get("MERFLOW_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference")).resolve()
+
+requires_reference = pytest.mark.skipif(
+    not REFERENCE.is_dir(), reason=f"real reference sheets not found at {REFERENCE} (set MERFLOW_REFERENCE)")
+
+SCALE = 0.2  # small frames keep the suite fast; faces are still found at this size
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"real reference files not found at {REFERENCE}")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def synth_folders(tmp_path_factory) -> dict[str, Path]:
+    """One small synthetic dataset per kind, as a plain folder, quirks included."""
+    from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    return {name: synthesize(SynthConfig(dataset=name, subjects=3, samples_per_subject=4, archive="none",
+                                         seed=7, scale=SCALE), out)
+            for name in DATASETS}
+
+
+@pytest.fixture(scope="session")
+def prefect_backend():
+    """A private Prefect database for the flow tests (a real ephemeral API, not a mock)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -1,0 +1,62 @@
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from merflow.storage import catalog
+from merflow.tasks.labels import protocol_labels
+
+
+def _sample(key_suffix: str, emotion="happiness") -> dict:
+    return {"sample_key": f"casme2/sub01/{key_suffix}", "dataset": "casme2", "subject": "sub01",
+            "subject_key": "casme2/sub01", "sample_id": key_suffix, "is_macro": False, "clip_dir": "/data/x",
+            "frame_files": ["img1.jpg", "img2.jpg"], "n_frames": 2, "fps": 200.0, "onset": 1, "apex": None,
+            "apex_source": "missing", "offset": 2, "action_units": "12", "emotion_raw": emotion, "emotion": emotion,
+            "objective_class": None, **protocol_labels("casme2", "sub01", key_suffix, emotion, False)}
+
+
+def _source(name: str, sha: str = "ab" * 32) -> dict:
+    return {"source": name, "source_sha256": sha, "kind": "zip", "root": "/data", "datasets": ["casme2"],
+            "ingested_at": "2026-11-24T00:00:00+00:00", "config": "{}"}
+
+
+def test_round_trip_keeps_types_and_schema_version(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01"), _sample("EP02", "others")], [])
+    samples = catalog.read_samples(tmp_path)
+    assert list(samples["sample_key"]) == ["casme2/sub01/EP01", "casme2/sub01/EP02"]
+    assert list(samples.loc[0, "frame_files"]) == ["img1.jpg", "img2.jpg"]
+    assert pd.isna(samples.loc[0, "apex"])
+    assert samples.loc[0, "label_casme2_4"] == "happiness" and pd.isna(samples.loc[1, "label_casme2_4"])
+    assert str(samples["apex"].dtype) == "Int32" and samples.loc[0, "onset"] == 1
+    metadata = pq.read_schema(tmp_path / catalog.SAMPLES_FILE).metadata
+    assert metadata[b"merflow.schema_version"] == str(catalog.SCHEMA_VERSION).encode()
+
+
+def test_reingesting_a_source_replaces_its_rows(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01"), _sample("EP02")], [])
+    catalog.merge_source(tmp_path, _source("b.zip", "cd" * 32), [_sample("EP03")], [])
+    catalog.merge_source(tmp_path, _source("a.zip", "ef" * 32), [_sample("EP01")], [])
+    samples = catalog.read_samples(tmp_path)
+    assert sorted(samples["sample_id"]) == ["EP01", "EP03"]
+    assert set(catalog.read_sources(tmp_path)["source_sha256"]) == {"cd" * 32, "ef" * 32}
+
+
+def test_a_key_from_two_sources_is_quarantined_not_overwritten(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
+    row = catalog.merge_source(tmp_path, _source("copy.zip", "cd" * 32), [_sample("EP01")], [])
+    assert row["n_samples"] == 0 and row["n_quarantined"] == 1
+    quarantine = catalog.read_quarantine(tmp_path)
+    assert quarantine.loc[0, "reason"] == "duplicate_id" and "a.zip" in quarantine.loc[0, "detail"]
+    assert catalog.read_samples(tmp_path)["source"].tolist() == ["a.zip"]
+
+
+def test_other_schema_versions_are_refused(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
+    table = pq.read_table(tmp_path / catalog.SAMPLES_FILE)
+    pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"0"}), tmp_path / catalog.SAMPLES_FILE)
+    with pytest.raises(catalog.CatalogSchemaError, match="version 0"):
+        catalog.read_samples(tmp_path)
+
+
+def test_missing_catalog_reads_empty_with_columns(tmp_path):
+    assert catalog.read_samples(tmp_path).empty
+    assert "reason" in catalog.read_quarantine(tmp_path).columns

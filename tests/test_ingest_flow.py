@@ -1,0 +1,130 @@
+"""End to end through the real Prefect flow (ephemeral API): synthetic archives -> catalog."""
+
+import zipfile
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+from conftest import SCALE
+
+from merflow.flows.ingest import ingest_flow
+from merflow.storage import catalog
+from merflow.tasks.archives import UnsafeArchiveError
+from merflow.tasks.datasets import adapter
+from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+FORMATS = ("zip", "tar.gz", "none")
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> dict[str, list[str]]:
+    """Every dataset kind in every format: format -> sources."""
+    out = tmp_path_factory.mktemp("archives")
+    return {fmt: [str(synthesize(SynthConfig(name, subjects=3, samples_per_subject=3, archive=fmt, seed=11,
+                                             scale=SCALE), out / fmt.replace(".", "_")))
+                  for name in DATASETS]
+            for fmt in FORMATS}
+
+
+@pytest.fixture(scope="module")
+def catalogs(archives, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("catalogs")
+    for fmt, sources in archives.items():
+        ingest_flow(sources=sources, out=str(root / fmt.replace(".", "_")))
+    return {fmt: root / fmt.replace(".", "_") for fmt in FORMATS}
+
+
+def _rows(catalog_dir: Path) -> pd.DataFrame:
+    samples = catalog.read_samples(catalog_dir)
+    return samples.drop(columns=["clip_dir", "source", "source_sha256"]).sort_values("sample_key").reset_index(drop=True)
+
+
+def test_every_dataset_and_format_lands_in_the_catalog(catalogs, archives):
+    zip_catalog = catalogs["zip"]
+    samples, quarantine = catalog.read_samples(zip_catalog), catalog.read_quarantine(zip_catalog)
+    assert set(samples["dataset"]) == {"casme", "casme2", "casme_sq", "smic_hs", "samm", "ckplus"}
+    # Nothing is dropped silently: every planned sample is a row or a quarantine entry
+    # (SMIC's non_micro clip is not a sample, so it is in neither).
+    assert len(samples) + len(quarantine) == 9 * len(DATASETS)
+    assert set(quarantine["reason"]) >= {"apex_outside_clip", "missing_frames", "missing_offset", "no_label"}
+    assert samples["sample_key"].is_unique
+    sources = catalog.read_sources(zip_catalog)
+    assert sorted(d for ds in sources["datasets"] for d in ds) == sorted(DATASETS)
+    # The same content read from a zip, a tar.gz or a folder gives the same catalog.
+    assert _rows(catalogs["tar.gz"]).equals(_rows(zip_catalog))
+    assert _rows(catalogs["none"]).equals(_rows(zip_catalog))
+
+
+def test_catalog_rows_match_the_adapters_and_round_trip(catalogs, tmp_path):
+    samples = catalog.read_samples(catalogs["none"])
+    for name in ("casme2", "samm"):
+        root = next(Path(p) for p in catalog.read_sources(catalogs["none"])["root"] if adapter(name).detect(Path(p)))
+        expected = {s["sample_key"] for s in adapter(name).read(root).samples}
+        assert set(samples.loc[samples["dataset"] == name, "sample_key"]) == expected
+    catalog.write_table(tmp_path, catalog.SAMPLES_FILE, samples)
+    assert catalog.read_samples(tmp_path).equals(samples)
+
+
+def test_rerun_skips_unchanged_sources_and_duplicates_nothing(catalogs, archives):
+    catalog_dir = catalogs["zip"]
+    before = catalog.read_samples(catalog_dir)
+    raw_dirs = {p: p.stat().st_mtime_ns for p in (catalog_dir / "raw").iterdir()}
+    result = ingest_flow(sources=archives["zip"], out=str(catalog_dir))
+    assert {o["status"] for o in result["sources"]} == {"skipped"}
+    assert catalog.read_samples(catalog_dir).equals(before)
+    assert {p: p.stat().st_mtime_ns for p in (catalog_dir / "raw").iterdir()} == raw_dirs
+
+
+def test_a_changed_archive_is_detected_by_its_checksum(tmp_path):
+    config = SynthConfig("casme2", subjects=2, samples_per_subject=2, seed=1, scale=SCALE)
+    source = synthesize(config, tmp_path / "in")
+    ingest_flow(sources=[str(source)], out=str(tmp_path / "catalog"))
+    first = catalog.read_sources(tmp_path / "catalog")["source_sha256"].tolist()
+    source.unlink()
+    synthesize(SynthConfig("casme2", subjects=2, samples_per_subject=3, seed=1, scale=SCALE), tmp_path / "in")
+    result = ingest_flow(sources=[str(source)], out=str(tmp_path / "catalog"))
+    assert result["sources"][0]["status"] == "ingested"
+    sources = catalog.read_sources(tmp_path / "catalog")
+    assert len(sources) == 1 and sources["source_sha256"].tolist() != first
+    samples, quarantine = catalog.read_samples(tmp_path / "catalog"), catalog.read_quarantine(tmp_path / "catalog")
+    assert len(samples) + len(quarantine) == 6
+
+
+def test_a_hostile_archive_fails_the_flow_and_changes_nothing(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("CASME2/ok.txt", "fine")
+        bundle.writestr("../../escaped.txt", "gotcha")
+    with pytest.raises(UnsafeArchiveError, match="escaped.txt"):
+        ingest_flow(sources=[str(evil)], out=str(tmp_path / "catalog"))
+    assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    raw = tmp_path / "catalog" / "raw"
+    assert not raw.exists() or not any(raw.iterdir())
+    assert catalog.read_samples(tmp_path / "catalog").empty
+
+
+def test_an_unrecognised_folder_gets_a_clear_error(tmp_path):
+    (tmp_path / "holiday").mkdir()
+    (tmp_path / "holiday" / "beach.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="no known dataset layout"):
+        ingest_flow(sources=[str(tmp_path / "holiday")], out=str(tmp_path / "catalog"))
+
+
+def test_fsspec_url_source(archives, tmp_path):
+    smic_zip = next(p for p in archives["zip"] if p.endswith("SMIC.zip"))
+    with fsspec.open("memory://bucket/SMIC.zip", "wb") as remote:
+        remote.write(Path(smic_zip).read_bytes())
+    result = ingest_flow(sources=["memory://bucket/SMIC.zip"], out=str(tmp_path / "catalog"))
+    assert result["datasets"]["smic_hs"]["samples"] == 9
+    assert catalog.read_sources(tmp_path / "catalog")["source"].tolist() == ["memory://bucket/SMIC.zip"]
+
+
+def test_the_summary_is_kept_as_an_artifact(catalogs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-summary"])))
+    assert artifacts and any("| casme2 |" in (a.data or "") for a in artifacts)
