@@ -1,8 +1,8 @@
 from collections import Counter
 
-from conftest import requires_reference
-
 from merflow.tasks.datasets import casme_sq, detect_datasets
+
+from conftest import requires_reference
 
 
 @requires_reference

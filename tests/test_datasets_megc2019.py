@@ -1,6 +1,6 @@
-from conftest import requires_reference
-
 from merflow.tasks.datasets import casme2, megc2019, samm
+
+from conftest import requires_reference
 
 
 def _rows(frame, dataset):

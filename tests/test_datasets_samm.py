@@ -1,9 +1,9 @@
 from collections import Counter
 
-from conftest import requires_reference
-
 from merflow.tasks.datasets import detect_datasets, samm
 from merflow.tasks.datasets.base import build_samples
+
+from conftest import requires_reference
 
 
 @requires_reference

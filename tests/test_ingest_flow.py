@@ -6,13 +6,14 @@ from pathlib import Path
 import fsspec
 import pandas as pd
 import pytest
-from conftest import SCALE
 
 from merflow.flows.ingest import ingest_flow
 from merflow.storage import catalog
 from merflow.tasks.archives import UnsafeArchiveError
 from merflow.tasks.datasets import adapter
 from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+
+from conftest import SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 FORMATS = ("zip", "tar.gz", "none")

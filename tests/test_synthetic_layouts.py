@@ -3,9 +3,10 @@ import zipfile
 import cv2
 import openpyxl
 import pytest
-from conftest import SCALE, requires_reference
 
 from merflow.tasks.synthetic import SynthConfig, synthesize
+
+from conftest import SCALE, requires_reference
 
 
 def _header(path, sheet=None, row=1):

@@ -11,7 +11,16 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult, Annotation, attach_clip_dirs, build_samples, clean_text, find_sheet, first_row, numbered_id, parse_frame, roots_with_subjects, walk_dirs,
+    AdapterResult,
+    Annotation,
+    attach_clip_dirs,
+    build_samples,
+    clean_text,
+    find_sheet,
+    first_row,
+    numbered_id,
+    parse_frame,
+    roots_with_subjects,
 )
 
 KIND = "casme"

@@ -14,7 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult, Annotation, build_samples, clean_text, find_sheet, parse_frame, walk_dirs,
+    AdapterResult,
+    Annotation,
+    build_samples,
+    clean_text,
+    find_sheet,
+    parse_frame,
+    walk_dirs,
 )
 
 KIND = "casme_sq"
