@@ -78,6 +78,41 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from merflow.flows.features import features_flow
+
+    started = time.perf_counter()
+    result = features_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
+                           dask_address=args.dask_address, flow_algorithm=args.flow, size=args.size,
+                           detector=args.detector, no_face=args.no_face, shard_size=args.shard_size,
+                           n_workers=args.workers)
+    print_features_summary(result)
+    console.print(f"features took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def print_features_summary(result: dict) -> None:
+    table = Table(title=f"features in {result['store']} (config {result['config_hash']})")
+    for column in ("group", "samples", "quarantined", "apex spotted", "centre crops"):
+        table.add_column(column)
+    for name, info in result["groups"].items():
+        table.add_row(name, str(info["samples"]), ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-",
+                      str(info["apex_spotted"]), str(info["no_face_centre_crop"]))
+    console.print(table)
+    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from merflow.flows.features import find_sample
+    from merflow.tasks.visualise import sample_strip, write_png
+
+    info, arrays = find_sample(str(args.store), args.sample)
+    title = f"{args.sample}  apex {info['apex_frame']} ({info['apex_source']}), face by {info['face']['detector']}"
+    write_png(args.out, sample_strip(arrays, title))
+    console.print(f"[green]wrote[/] {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: synthesize every dataset small, then ingest them all into one catalog."""
     from merflow.flows.ingest import ingest_flow
@@ -144,11 +179,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse archives whose unpacked size exceeds this multiple of their size (default 100)")
     ingest.set_defaults(run=cmd_ingest)
 
-    show = commands.add_parser("catalog", help="summarise an existing catalog",
+    summary = commands.add_parser("catalog", help="summarise an existing catalog",
                                description="Print the per-dataset counts and quarantine reasons of a catalog.")
-    show.add_argument("catalog", type=Path, metavar="CATALOG_DIR")
-    show.add_argument("--quarantine", action="store_true", help="also list every quarantined sample and why")
-    show.set_defaults(run=cmd_catalog)
+    summary.add_argument("catalog", type=Path, metavar="CATALOG_DIR")
+    summary.add_argument("--quarantine", action="store_true", help="also list every quarantined sample and why")
+    summary.set_defaults(run=cmd_catalog)
+
+    features = commands.add_parser(
+        "features", help="face crops, difference and optical flow of every sample into a Zarr store (on Dask)",
+        description="Detect the face on each sample's onset frame, crop every frame with that one box, take the "
+                    "annotated apex (or spot it), and store the crops, apex-onset difference and optical flow "
+                    "(u, v, magnitude, strain) in a Zarr store. Runs on a local Dask cluster, or on an existing "
+                    "one with --dask-address. Rerunning computes only what is missing or changed.")
+    features.add_argument("--catalog", required=True, type=Path, metavar="CATALOG_DIR")
+    features.add_argument("--store", required=True, help="Zarr store: a path or an fsspec URL (s3://...)")
+    features.add_argument("--dataset", help="only this dataset (e.g. casme2, smic); default: every one")
+    features.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
+    features.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    features.add_argument("--flow", choices=["farneback", "tvl1", "dis"], default="farneback",
+                          help="optical flow algorithm (default farneback, with the published Meta-MMFNet parameters)")
+    features.add_argument("--size", type=int, default=80, choices=[28, 64, 80, 112, 128], help="crop size (default 80)")
+    features.add_argument("--detector", choices=["yunet", "haar"], default="yunet", help="face detector (default yunet)")
+    features.add_argument("--no-face", choices=["centre", "quarantine"], default="centre",
+                          help="when no face is found: centre crop and flag it, or quarantine the sample")
+    features.add_argument("--shard-size", type=int, default=16, help="samples per Zarr shard (default 16)")
+    features.set_defaults(run=cmd_features)
+
+    show = commands.add_parser("show", help="draw a sample's stored features as a PNG",
+                               description="Onset crop, apex crop, difference, flow as HSV colour and strain, "
+                                           "side by side.")
+    show.add_argument("sample", metavar="SAMPLE_KEY", help="dataset/subject/sample_id, e.g. casme2/sub01/EP02_01f")
+    show.add_argument("--store", required=True)
+    show.add_argument("--out", required=True, type=Path, metavar="PNG")
+    show.set_defaults(run=cmd_show)
 
     demo = commands.add_parser("demo", help="run the main job on the embedded synthetic default",
                                description="Synthesize every dataset (small) and ingest them into one catalog.")
@@ -163,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, LookupError, FileNotFoundError, FileExistsError) as error:
         console.print(f"[red]error:[/] {error}")
         return 2
 

@@ -1,0 +1,143 @@
+"""The features flow: catalog -> face crops, difference and optical flow -> Zarr feature store,
+computed on a Dask cluster (a LocalCluster sized to the machine, or a scheduler by address).
+
+The driver plans shards (only those not done, or whose inputs changed), then hands one task per
+shard to Dask: every shard has exactly one writer. Progress is logged per shard; the summary and
+a few pictures are kept as Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from merflow.storage import catalog
+from merflow.storage.features import FeatureConfig, FeatureReader, FeatureStore, open_features
+from merflow.tasks.faces import FaceConfig
+from merflow.tasks.features import compute_shard, plan_shards
+from merflow.tasks.motion import MotionConfig
+from merflow.tasks.visualise import png_bytes, sample_strip
+
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # ~135 INFO lines per cluster otherwise
+
+
+@contextmanager
+def dask_client(address: str | None = None, n_workers: int | None = None):
+    """A client of the scheduler at ``address``, or of a LocalCluster with one single-threaded worker
+    process per core (OpenCV work holds the GIL often enough that processes beat threads)."""
+    from distributed import Client, LocalCluster
+
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    workers = n_workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def catalog_records(catalog_dir: Path, dataset: str | None) -> list[dict]:
+    """The catalog rows to compute, as plain Python values (nulls as None)."""
+    samples = catalog.read_samples(catalog_dir)
+    if samples.empty:
+        raise ValueError(f"the catalog at {catalog_dir} has no samples: run `merflow ingest` first")
+    if dataset:
+        chosen = samples[(samples["dataset"] == dataset) | samples["dataset"].str.startswith(f"{dataset}_")]
+        if chosen.empty:
+            raise ValueError(f"no {dataset} samples in {catalog_dir}; it holds {sorted(samples['dataset'].unique())}")
+        samples = chosen
+    records = samples.astype(object).where(samples.notna(), None).to_dict("records")
+    for record in records:
+        record["frame_files"] = list(record["frame_files"])
+    return records
+
+
+@flow(name="features", log_prints=True)
+def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask_address: str | None = None,
+                  flow_algorithm: str = "farneback", size: int = 80, detector: str = "yunet",
+                  no_face: str = "centre", shard_size: int = 16, n_workers: int | None = None,
+                  pictures: int = 3) -> dict:
+    """Compute the features of every catalog sample (or one dataset's) into the store; resumable."""
+    logger = get_run_logger()
+    config = FeatureConfig(face=FaceConfig(detector=detector, no_face=no_face),
+                           motion=MotionConfig(algorithm=flow_algorithm), size=size, shard_size=shard_size)
+    feature_store = FeatureStore(store)
+    jobs, done = plan_shards(feature_store, catalog_records(Path(catalog_dir), dataset), config)
+    logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
+    results, started = [], time.perf_counter()
+    if jobs:
+        from distributed import as_completed
+
+        with dask_client(dask_address, n_workers) as client:
+            logger.info("Dask cluster: %s", client.dashboard_link or client.scheduler.address)
+            futures = client.map(compute_shard, jobs, pure=False)
+            for finished, future in enumerate(as_completed(futures), start=1):
+                result = future.result()
+                results.append(result)
+                logger.info("shard %d/%d done: %s #%d, %d samples, %d quarantined", finished, len(jobs),
+                            result["group"], result["shard"], result["samples"], result["quarantined"])
+    summary = store_summary(feature_store, config) | {
+        "store": feature_store.url, "config_hash": config.hash, "shards_computed": len(results),
+        "shards_skipped": done, "compute_seconds": round(time.perf_counter() - started, 2)}
+    create_markdown_artifact(summary_markdown(summary, feature_store, pictures), key="features-summary",
+                             description="feature store after this run")
+    return summary
+
+
+def store_summary(feature_store: FeatureStore, config: FeatureConfig) -> dict:
+    groups = {}
+    for group in feature_store.groups():
+        if group["config_hash"] != config.hash:
+            continue
+        table = open_features(feature_store.url, group["dataset"], config).table()
+        ok = table[table["status"] == "ok"] if not table.empty else table
+        groups[group["name"]] = {
+            "dataset": group["dataset"], "samples": int(len(ok)),
+            "quarantined": {k: int(v) for k, v in table.loc[table["status"] != "ok", "reason"].value_counts().items()}
+            if not table.empty else {},
+            "apex_spotted": int((ok["apex_source"] == "spotted").sum()) if len(ok) else 0,
+            "no_face_centre_crop": int(sum(f.get("detector") == "none" for f in ok["face"])) if len(ok) else 0,
+        }
+    return {"groups": groups}
+
+
+def summary_markdown(summary: dict, feature_store: FeatureStore, pictures: int) -> str:
+    lines = [f"# Features in `{summary['store']}` (config {summary['config_hash']})", "",
+             f"{summary['shards_computed']} shards computed, {summary['shards_skipped']} already done, "
+             f"{summary['compute_seconds']} s", "",
+             "| group | samples | quarantined | apex spotted | centre crops (no face) |", "|---|---|---|---|---|"]
+    for name, info in summary["groups"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-"
+        lines.append(f"| {name} | {info['samples']} | {reasons} | {info['apex_spotted']} | "
+                     f"{info['no_face_centre_crop']} |")
+    shown = 0
+    for name, info in summary["groups"].items():
+        if shown >= pictures:
+            break
+        reader = FeatureReader(feature_store, name)
+        for key in reader.sample_keys[:1]:
+            strip = sample_strip({k: v[0] for k, v in reader.load([key], ("onset", "apex", "diff", "flow")).items()}, key)
+            encoded = base64.b64encode(png_bytes(strip)).decode()
+            lines += ["", f"**{key}**", "", f"![{key}](data:image/png;base64,{encoded})"]
+            shown += 1
+    return "\n".join(lines)
+
+
+def find_sample(store: str, sample_key: str) -> tuple[pd.Series, dict]:
+    """(mark row, arrays) of a sample in whichever group of the store holds it."""
+    feature_store = FeatureStore(store)
+    for group in feature_store.groups():
+        reader = FeatureReader(feature_store, group["name"])
+        if sample_key in reader.sample_keys:
+            arrays = reader.load([sample_key], ("onset", "apex", "diff", "flow"))
+            table = reader.table()
+            return table[table["sample_key"] == sample_key].iloc[0], {k: v[0] for k, v in arrays.items()}
+    raise KeyError(f"{sample_key} has no valid features in {feature_store.url}")

@@ -1,0 +1,228 @@
+"""The feature store: one Zarr v3 group per (dataset, feature configuration), and its reader.
+
+Layout of ``STORE/<dataset>-<config hash>/``:
+
+- arrays ``onset``, ``apex`` (uint8 face crops), ``diff`` (float32 apex - onset, each in [-1, 1] first)
+  and ``flow`` (float32 u, v, magnitude, strain), all ``(sample, channel, y, x)`` with dimension
+  names; a chunk is one sample, a shard holds ``shard_size`` samples, Zstd-compressed;
+- attributes ``merflow``: the feature configuration, its hash, library versions, the dataset and
+  the sample index (sample key -> row), which only the flow's driver writes;
+- ``_done/<shard>.json``: the completion mark of a shard, written by the shard's only writer after
+  its data, holding each sample's input fingerprint and outcome (features or quarantine reason,
+  apex used, face box). A shard without a mark, or whose mark's fingerprints differ from the
+  catalog's, is computed again; its half-written data is never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import ZstdCodec
+
+from merflow.tasks.faces import FaceConfig
+from merflow.tasks.motion import MotionConfig
+
+FEATURE_SCHEMA_VERSION = 1
+DONE_DIR = "_done"
+DIMENSIONS = ("sample", "channel", "y", "x")
+# name -> (dtype, channels)
+ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "diff": ("float32", 3), "flow": ("float32", 4)}
+FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
+SIZES = (28, 64, 80, 112, 128)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides the features' values; its hash names the Zarr group."""
+
+    face: FaceConfig = field(default_factory=FaceConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    size: int = 80
+    shard_size: int = 16
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {SIZES}, not {self.size}")
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"feature_schema": FEATURE_SCHEMA_VERSION}
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        motion = {k: tuple(v) if isinstance(v, list) else v for k, v in data["motion"].items()}
+        return cls(face=FaceConfig(**data["face"]), motion=MotionConfig(**motion), size=data["size"],
+                   shard_size=data["shard_size"])
+
+
+def library_versions() -> dict[str, str]:
+    return {name: version(name) for name in ("merflow", "numpy", "opencv-contrib-python-headless", "zarr", "yuface")}
+
+
+def normalise_url(store: str | Path) -> str:
+    """Local paths as plain paths (zarr's LocalStore); fsspec URLs as they are; file:// stripped."""
+    text = str(store)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def group_name(dataset: str, config: FeatureConfig) -> str:
+    return f"{dataset}-{config.hash}"
+
+
+class FeatureStore:
+    """A feature store at a local path or an fsspec URL (memory://, s3://, ...)."""
+
+    def __init__(self, url: str | Path):
+        self.url = normalise_url(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+
+    def open_root(self, mode: str = "a") -> zarr.Group:
+        return zarr.open_group(self.url, mode=mode)
+
+    def groups(self) -> list[dict]:
+        """(name, dataset, config hash, config) of every feature group in the store."""
+        try:
+            root = self.open_root("r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return []
+        found = []
+        for name, group in root.groups():
+            meta = group.attrs.get("merflow")
+            if meta:
+                found.append({"name": name, "dataset": meta["dataset"], "config_hash": meta["config_hash"],
+                              "config": meta["config"], "samples": len(meta["sample_index"])})
+        return found
+
+    # ------------------------------------------------------------------ writing (driver side)
+    def prepare_group(self, dataset: str, config: FeatureConfig, sample_keys: list[str]) -> dict[str, int]:
+        """Create or grow the group so that every key has a row; returns the sample index.
+
+        Rows are never reassigned, so shards already done stay done when samples are added.
+        """
+        root = self.open_root("a")
+        name = group_name(dataset, config)
+        group = root.require_group(name)
+        meta = group.attrs.get("merflow") or {
+            "feature_schema": FEATURE_SCHEMA_VERSION, "dataset": dataset, "config": config.to_dict(),
+            "config_hash": config.hash, "versions": library_versions(), "shard_size": config.shard_size,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sample_index": {},
+        }
+        index: dict[str, int] = dict(meta["sample_index"])
+        for key in sample_keys:
+            if key not in index:
+                index[key] = len(index)
+        n = max(len(index), 1)
+        for array_name, (dtype, channels) in ARRAYS.items():
+            shape = (n, channels, config.size, config.size)
+            if array_name not in group:
+                group.create_array(array_name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
+                                   shards=(config.shard_size,) + shape[1:], compressors=ZstdCodec(level=3),
+                                   dimension_names=DIMENSIONS, fill_value=0,
+                                   attributes={"channels": list(FLOW_CHANNELS)} if array_name == "flow" else None)
+            elif group[array_name].shape[0] < n:
+                group[array_name].resize(shape)
+        # Attributes are rewritten only when rows were added: a rerun with nothing new writes nothing.
+        if index != meta["sample_index"] or "merflow" not in group.attrs:
+            meta["sample_index"] = index
+            meta["versions"] = library_versions()
+            group.attrs["merflow"] = meta
+        return index
+
+    def mark_path(self, group: str, shard: int) -> str:
+        return f"{self.root.rstrip('/')}/{group}/{DONE_DIR}/{shard:06d}.json"
+
+    def read_mark(self, group: str, shard: int) -> dict | None:
+        """A shard's completion mark, or None when it has none (or a torn one from a killed writer)."""
+        try:
+            return json.loads(self.fs.cat_file(self.mark_path(group, shard)))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def write_shard(self, group: str, shard: int, start: int, arrays: dict[str, np.ndarray], samples: dict) -> None:
+        """Write one whole shard's rows, then its mark: the caller must be the shard's only writer."""
+        opened = zarr.open_group(self.url, mode="r+")[group]
+        for name, values in arrays.items():
+            opened[name][start:start + len(values)] = values
+        path = self.mark_path(group, shard)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, json.dumps({"shard": shard, "start": start, "samples": samples}).encode())
+
+    def clear_mark(self, group: str, shard: int) -> None:
+        """Forget a shard before recomputing it, so a crash midway cannot leave an old mark over new data."""
+        path = self.mark_path(group, shard)
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+
+
+class FeatureReader:
+    """Features of one group, by sample key: what training reads."""
+
+    def __init__(self, store: FeatureStore, name: str):
+        self.store, self.name = store, name
+        self.group = store.open_root("r")[name]
+        meta = self.group.attrs["merflow"]
+        self.dataset: str = meta["dataset"]
+        self.config = FeatureConfig.from_dict(meta["config"])
+        self.attributes = meta
+        self._index: dict[str, int] = meta["sample_index"]
+        self._table: pd.DataFrame | None = None
+
+    def table(self) -> pd.DataFrame:
+        """One row per sample with a completed shard: status, reason, apex used, face box, fingerprint."""
+        if self._table is None:
+            rows = []
+            shard_size = self.attributes["shard_size"]
+            for shard in range((len(self._index) + shard_size - 1) // shard_size):
+                mark = self.store.read_mark(self.name, shard)
+                for key, info in (mark or {}).get("samples", {}).items():
+                    rows.append({"sample_key": key, "row": self._index[key], **info})
+            self._table = pd.DataFrame(rows)
+        return self._table
+
+    @property
+    def sample_keys(self) -> list[str]:
+        """Keys with valid features, in row order."""
+        table = self.table()
+        if table.empty:
+            return []
+        return table.loc[table["status"] == "ok"].sort_values("row")["sample_key"].tolist()
+
+    def load(self, keys: list[str], arrays: tuple[str, ...] = ("diff", "flow")) -> dict[str, np.ndarray]:
+        """Stacked arrays for these keys, in their order. Keys without valid features raise KeyError."""
+        valid = set(self.sample_keys)
+        missing = [k for k in keys if k not in valid]
+        if missing:
+            raise KeyError(f"no valid features in {self.name} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        rows = np.array([self._index[k] for k in keys], dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return {name: self.group[name].oindex[unique][inverse] for name in arrays}
+
+
+def open_features(store: str | Path, dataset: str, config: FeatureConfig | None = None) -> FeatureReader:
+    """The reader of a dataset's features; with no config, the store must hold exactly one for that dataset."""
+    feature_store = FeatureStore(store)
+    if config is not None:
+        return FeatureReader(feature_store, group_name(dataset, config))
+    candidates = [g for g in feature_store.groups() if g["dataset"] == dataset]
+    if len(candidates) != 1:
+        raise LookupError(f"{len(candidates)} feature groups for {dataset} in {feature_store.url}: "
+                          f"{[g['name'] for g in candidates]}; pass the FeatureConfig to choose")
+    return FeatureReader(feature_store, candidates[0]["name"])

@@ -1,0 +1,68 @@
+"""Pictures of one sample's features for people: onset crop, apex crop, difference, flow as HSV
+colour (hue = direction, value = magnitude) and strain, side by side with labels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PANEL = 160  # pixels per picture in the strip
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    image = image.copy()
+    cv2.putText(image, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def _panel(rgb: np.ndarray) -> np.ndarray:
+    return cv2.resize(rgb, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST)
+
+
+def flow_to_rgb(u: np.ndarray, v: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """Flow as colour: hue is the direction (the Middlebury convention), brightness the magnitude."""
+    magnitude, angle = cv2.cartToPolar(u.astype(np.float32), v.astype(np.float32), angleInDegrees=True)
+    scale = max_magnitude or float(magnitude.max()) or 1.0
+    hsv = np.zeros(u.shape + (3,), np.uint8)
+    hsv[..., 0] = (angle / 2).astype(np.uint8)
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(magnitude / scale * 255, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def sample_strip(arrays: dict[str, np.ndarray], title: str = "") -> np.ndarray:
+    """One RGB image: onset | apex | difference | flow | strain, for a sample's stored arrays."""
+    onset = arrays["onset"].transpose(1, 2, 0)
+    apex = arrays["apex"].transpose(1, 2, 0)
+    diff = arrays["diff"].transpose(1, 2, 0)
+    peak = float(np.abs(diff).max()) or 1.0
+    diff_rgb = np.clip(127.5 + diff / peak * 127.5, 0, 255).astype(np.uint8)
+    u, v, magnitude, strain = arrays["flow"]
+    strain_grey = np.clip(strain / (float(strain.max()) or 1.0) * 255, 0, 255).astype(np.uint8)
+    strain_rgb = cv2.cvtColor(cv2.applyColorMap(strain_grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    panels = [
+        _label(_panel(onset), "onset"),
+        _label(_panel(apex), "apex"),
+        _label(_panel(diff_rgb), f"apex-onset x{1 / peak:.1f}"),
+        _label(_panel(flow_to_rgb(u, v)), f"flow max {float(magnitude.max()):.2f}px"),
+        _label(_panel(strain_rgb), "strain"),
+    ]
+    strip = np.hstack(panels)
+    if title:
+        banner = np.full((22, strip.shape[1], 3), 255, np.uint8)
+        cv2.putText(banner, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        strip = np.vstack([banner, strip])
+    return strip
+
+
+def write_png(path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return encoded.tobytes()

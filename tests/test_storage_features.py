@@ -1,0 +1,87 @@
+"""The Zarr feature store: layout, one writer per shard, completion marks, the reader."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from merflow.storage.features import ARRAYS, FeatureConfig, FeatureReader, FeatureStore, group_name, open_features
+from merflow.tasks.faces import FaceConfig
+from merflow.tasks.motion import MotionConfig
+
+CONFIG = FeatureConfig(size=28, shard_size=4)
+
+
+def _shard_arrays(length: int, fill: float) -> dict:
+    return {name: np.full((length, channels, 28, 28), fill, dtype=dtype) for name, (dtype, channels) in ARRAYS.items()}
+
+
+def _write(store: FeatureStore, keys: list[str]):
+    index = store.prepare_group("casme2", CONFIG, keys)
+    name = group_name("casme2", CONFIG)
+    for shard, start in enumerate(range(0, len(index), CONFIG.shard_size)):
+        rows = keys[start:start + CONFIG.shard_size]
+        marks = {k: {"status": "ok", "fingerprint": "f", "apex_source": "annotated"} for k in rows}
+        store.write_shard(name, shard, start, _shard_arrays(len(rows), float(shard + 1)), marks)
+    return name
+
+
+def test_layout_attributes_and_dimension_names(tmp_path):
+    store = FeatureStore(tmp_path / "features.zarr")
+    name = _write(store, [f"casme2/sub01/EP{i:02d}" for i in range(10)])
+    group = zarr.open_group(str(tmp_path / "features.zarr"), mode="r")[name]
+    flow = group["flow"]
+    assert flow.shape == (10, 4, 28, 28) and flow.dtype == np.float32
+    assert flow.metadata.dimension_names == ("sample", "channel", "y", "x")
+    assert flow.chunks == (1, 4, 28, 28) and flow.shards == (4, 4, 28, 28)
+    assert group["onset"].dtype == np.uint8
+    meta = group.attrs["merflow"]
+    assert meta["config_hash"] == CONFIG.hash and meta["dataset"] == "casme2"
+    assert meta["sample_index"]["casme2/sub01/EP03"] == 3 and "zarr" in meta["versions"]
+    assert FeatureConfig.from_dict(meta["config"]) == CONFIG
+
+
+def test_reader_returns_rows_in_the_asked_order(tmp_path):
+    store = FeatureStore(tmp_path / "f.zarr")
+    keys = [f"casme2/sub01/EP{i:02d}" for i in range(10)]
+    _write(store, keys)
+    reader = open_features(tmp_path / "f.zarr", "casme2")
+    assert reader.sample_keys == keys
+    batch = reader.load([keys[9], keys[0], keys[9]])
+    assert batch["flow"].shape == (3, 4, 28, 28)
+    assert [float(v) for v in batch["diff"][:, 0, 0, 0]] == [3.0, 1.0, 3.0]  # shard 2, shard 0, shard 2
+    with pytest.raises(KeyError):
+        reader.load(["casme2/sub99/EP01"])
+
+
+def test_unmarked_or_torn_shards_are_not_read(tmp_path):
+    store = FeatureStore(tmp_path / "f.zarr")
+    keys = [f"casme2/sub01/EP{i:02d}" for i in range(8)]
+    name = _write(store, keys)
+    store.clear_mark(name, 1)
+    assert FeatureReader(store, name).sample_keys == keys[:4]
+    # A writer killed while writing its mark leaves a torn file: not a completion mark.
+    store.fs.pipe_file(store.mark_path(name, 1), b'{"shard": 1, "sam')
+    assert store.read_mark(name, 1) is None
+    assert FeatureReader(store, name).sample_keys == keys[:4]
+
+
+def test_growing_keeps_rows(tmp_path):
+    store = FeatureStore(tmp_path / "f.zarr")
+    first = store.prepare_group("casme2", CONFIG, ["a", "b", "c"])
+    second = store.prepare_group("casme2", CONFIG, ["d", "b", "a", "c", "e"])
+    assert {k: second[k] for k in first} == first and second["d"] == 3 and second["e"] == 4
+    assert zarr.open_group(str(tmp_path / "f.zarr"), mode="r")[group_name("casme2", CONFIG)]["diff"].shape[0] == 5
+
+
+def test_config_hash_and_memory_store():
+    other = FeatureConfig(size=28, shard_size=4, motion=MotionConfig(algorithm="dis"))
+    assert other.hash != CONFIG.hash
+    assert FeatureConfig(face=FaceConfig(margin=0.3)).hash != FeatureConfig().hash
+    with pytest.raises(ValueError, match="size"):
+        FeatureConfig(size=81)
+    store = FeatureStore("memory://merflow-test/features.zarr")
+    _write(store, ["x", "y"])
+    assert json.loads(store.fs.cat_file(store.mark_path(group_name("casme2", CONFIG), 0)))["samples"]["y"]["status"] == "ok"
+    assert open_features("memory://merflow-test/features.zarr", "casme2").sample_keys == ["x", "y"]
