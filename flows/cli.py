@@ -102,19 +102,25 @@ def print_features_summary(result: dict) -> None:
     console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def draw_sample(store: str, sample_key: str, out: Path) -> None:
     from merflow.flows.features import find_sample
     from merflow.tasks.visualise import sample_strip, write_png
 
-    info, arrays = find_sample(str(args.store), args.sample)
-    title = f"{args.sample}  apex {info['apex_frame']} ({info['apex_source']}), face by {info['face']['detector']}"
-    write_png(args.out, sample_strip(arrays, title))
+    info, arrays = find_sample(store, sample_key)
+    title = f"{sample_key}  apex {info['apex_frame']} ({info['apex_source']}), face by {info['face']['detector']}"
+    write_png(out, sample_strip(arrays, title))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    draw_sample(str(args.store), args.sample, args.out)
     console.print(f"[green]wrote[/] {args.out}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default: synthesize every dataset small, then ingest them all into one catalog."""
+    """The embedded default: synthesize every dataset small, ingest them into one catalog, compute
+    their features on a local Dask cluster, and draw one sample."""
+    from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.tasks.synthetic import SynthConfig, output_path, synthesize
 
@@ -134,7 +140,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = ingest_flow(sources=archives, out=str(out / "catalog"))
     print_summary(result)
     console.print(f"ingest took {time.perf_counter() - started:.1f} s; catalog in {out / 'catalog'}")
+
+    started = time.perf_counter()
+    features = features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"))
+    print_features_summary(features)
+    console.print(f"features took {time.perf_counter() - started:.1f} s; store in {out / 'features.zarr'}")
+    key = next(k for k in catalog_keys(out / "catalog") if k.startswith("casme2/"))
+    draw_sample(str(out / "features.zarr"), key, out / "sample.png")
+    console.print(f"one sample drawn in {out / 'sample.png'}; try: merflow show {key} --store {out / 'features.zarr'} "
+                  "--out sample.png")
     return 0
+
+
+def catalog_keys(catalog_dir: Path) -> list[str]:
+    from merflow.storage import catalog
+
+    return catalog.read_samples(catalog_dir)["sample_key"].tolist()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=cmd_show)
 
     demo = commands.add_parser("demo", help="run the main job on the embedded synthetic default",
-                               description="Synthesize every dataset (small) and ingest them into one catalog.")
+                               description="Synthesize every dataset (small), ingest them into one catalog, "
+                                           "compute their features on a local Dask cluster and draw one sample.")
     demo.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=float, default=0.25)

@@ -73,11 +73,14 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
     jobs, done = plan_shards(feature_store, catalog_records(Path(catalog_dir), dataset), config)
     logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
     results, started = [], time.perf_counter()
+    ready = started
     if jobs:
         from distributed import as_completed
 
         with dask_client(dask_address, n_workers) as client:
-            logger.info("Dask cluster: %s", client.dashboard_link or client.scheduler.address)
+            ready = time.perf_counter()
+            logger.info("Dask cluster %s with %d workers, up in %.1f s", client.scheduler.address,
+                        len(client.scheduler_info()["workers"]), ready - started)
             futures = client.map(compute_shard, jobs, pure=False)
             for finished, future in enumerate(as_completed(futures), start=1):
                 result = future.result()
@@ -86,7 +89,9 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
                             result["group"], result["shard"], result["samples"], result["quarantined"])
     summary = store_summary(feature_store, config) | {
         "store": feature_store.url, "config_hash": config.hash, "shards_computed": len(results),
-        "shards_skipped": done, "compute_seconds": round(time.perf_counter() - started, 2)}
+        "shards_skipped": done, "cluster_start_seconds": round(ready - started, 2),
+        "compute_seconds": round(time.perf_counter() - ready, 2),
+        "peak_worker_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)}
     create_markdown_artifact(summary_markdown(summary, feature_store, pictures), key="features-summary",
                              description="feature store after this run")
     return summary
@@ -112,22 +117,20 @@ def store_summary(feature_store: FeatureStore, config: FeatureConfig) -> dict:
 def summary_markdown(summary: dict, feature_store: FeatureStore, pictures: int) -> str:
     lines = [f"# Features in `{summary['store']}` (config {summary['config_hash']})", "",
              f"{summary['shards_computed']} shards computed, {summary['shards_skipped']} already done, "
-             f"{summary['compute_seconds']} s", "",
+             f"cluster up in {summary['cluster_start_seconds']} s, computed in {summary['compute_seconds']} s, "
+             f"peak worker memory {summary['peak_worker_rss_mb']} MB", "",
              "| group | samples | quarantined | apex spotted | centre crops (no face) |", "|---|---|---|---|---|"]
     for name, info in summary["groups"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-"
         lines.append(f"| {name} | {info['samples']} | {reasons} | {info['apex_spotted']} | "
                      f"{info['no_face_centre_crop']} |")
-    shown = 0
-    for name, info in summary["groups"].items():
-        if shown >= pictures:
-            break
+    # One picture from each of the first few groups: enough to see that faces and flow look right.
+    for name in list(summary["groups"])[:pictures]:
         reader = FeatureReader(feature_store, name)
         for key in reader.sample_keys[:1]:
             strip = sample_strip({k: v[0] for k, v in reader.load([key], ("onset", "apex", "diff", "flow")).items()}, key)
             encoded = base64.b64encode(png_bytes(strip)).decode()
             lines += ["", f"**{key}**", "", f"![{key}](data:image/png;base64,{encoded})"]
-            shown += 1
     return "\n".join(lines)
 
 

@@ -29,9 +29,11 @@ import yuface
 
 __all__ = [
     "DETECTION_MAX_SIDE",
+    "DETECTORS",
     "FaceBox",
     "FaceConfig",
     "HAAR_CASCADE",
+    "NO_FACE_POLICIES",
     "NoFaceError",
     "crop_face",
     "crop_frames",
@@ -40,8 +42,8 @@ __all__ = [
 
 DETECTORS = ("yunet", "haar")
 NO_FACE_POLICIES = ("centre", "quarantine")
-# Frames are shrunk to this longer side before detection: YuNet costs about 4x more at 960x650 than
-# at 640x433 and finds the same box; ME faces fill a large part of the frame.
+# Frames are shrunk to this longer side before detection: YuNet takes several times longer at 960x650
+# than at 640x433, and the faces of these datasets are large enough to be found either way.
 DETECTION_MAX_SIDE = 640
 HAAR_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
 # Haar finds nothing smaller than this fraction of the frame's shorter side: smaller hits are
@@ -54,10 +56,13 @@ _ALIGN_VIEW = 320
 _ALIGN_CONTEXT = 1.5
 _ALIGN_ROUNDS = 3
 _ALIGN_TOLERANCE = 0.5  # degrees
+_ALIGN_DRIFT = 0.1  # a face further than this many of its crop sides from the view's centre is another one
 
 
 @dataclass(frozen=True)
 class FaceConfig:
+    """How faces are found and framed; one per feature run."""
+
     detector: str = "yunet"        # 'yunet' (yuface, weights compiled in, 5 landmarks) or 'haar' (box only)
     fallback: str | None = "haar"  # tried when the detector finds nothing; None for no fallback
     margin: float = 0.15           # extra border around the detected box, as a fraction of its side, each side
@@ -91,6 +96,8 @@ class NoFaceError(ValueError):
 
 @dataclass(frozen=True)
 class FaceBox:
+    """Where a sample's face is: found once on its onset frame, applied to all its frames."""
+
     cx: float                      # centre of the square crop, frame pixels
     cy: float
     side: float                    # side of the square crop (margin included), frame pixels
@@ -199,42 +206,32 @@ def _box(candidate: _Candidate, detector: str, config: FaceConfig) -> FaceBox:
     if config.align and candidate.landmarks is not None:
         (ax, ay), (bx, by) = candidate.landmarks[:2]
         angle = math.degrees(math.atan2(by - ay, bx - ax))
-    return FaceBox(cx=float((candidate.x0 + candidate.x1) / 2 - 0.5), cy=float((candidate.y0 + candidate.y1) / 2 - 0.5),
-                   side=float(side), angle=angle, detector=detector, confidence=candidate.confidence,
-                   landmarks=candidate.landmarks)
-
-
-def _map_point(matrix: np.ndarray, x: float, y: float) -> tuple[float, float]:
-    mapped_x, mapped_y = matrix @ (x, y, 1.0)
-    return float(mapped_x), float(mapped_y)
+    # Edges to pixel-centre coordinates: a box over pixels 0..w-1 is centred on (w - 1) / 2.
+    cx, cy = (candidate.x0 + candidate.x1) / 2 - 0.5, (candidate.y0 + candidate.y1) / 2 - 0.5
+    return FaceBox(cx=float(cx), cy=float(cy), side=float(side), angle=angle, detector=detector,
+                   confidence=candidate.confidence, landmarks=candidate.landmarks)
 
 
 def _levelled(image: np.ndarray, box: FaceBox, config: FaceConfig) -> FaceBox:
-    """``box`` with its angle, centre and landmarks measured again on the face as it looks once levelled.
+    """``box`` with its angle measured again on the face as it looks once levelled.
 
     YuNet's eye landmarks under-report roll (a face turned by 10-20 degrees reads as about half that),
     so the face is looked at again, rotated by the angle found so far, and what remains is added
-    until it is below ``_ALIGN_TOLERANCE``.
+    until it is below ``_ALIGN_TOLERANCE``. Box and landmarks stay as first detected: a look at a
+    view that reaches past the frame's border (a face that fills the frame) can misplace them.
     """
+    view = dataclasses.replace(box, side=box.side * _ALIGN_CONTEXT)
+    middle = (_ALIGN_VIEW - 1) / 2
     for _ in range(_ALIGN_ROUNDS):
-        view = dataclasses.replace(box, side=box.side * _ALIGN_CONTEXT)
-        to_view = _crop_matrix(view, _ALIGN_VIEW)
         bgr, _, _ = _detection_image(crop_face(image, view, _ALIGN_VIEW))
-        candidates = _detect_yunet(bgr, config)
-        if not candidates:
+        candidates = [_box(c, view.detector, config) for c in _detect_yunet(bgr, config)]
+        nearest = min(candidates, key=lambda c: math.hypot(c.cx - middle, c.cy - middle), default=None)
+        if nearest is None or math.hypot(nearest.cx - middle, nearest.cy - middle) > _ALIGN_DRIFT * nearest.side:
             break
-        middle = (_ALIGN_VIEW - 1) / 2
-        nearest = min(candidates, key=lambda c: math.hypot((c.x0 + c.x1) / 2 - 0.5 - middle,
-                                                           (c.y0 + c.y1) / 2 - 0.5 - middle))
-        in_view = _box(nearest, box.detector, config)
-        to_frame = cv2.invertAffineTransform(to_view)
-        cx, cy = _map_point(to_frame, in_view.cx, in_view.cy)
-        box = FaceBox(cx=cx, cy=cy, side=in_view.side * view.side / _ALIGN_VIEW, angle=box.angle + in_view.angle,
-                      detector=box.detector, confidence=in_view.confidence,
-                      landmarks=tuple(_map_point(to_frame, x, y) for x, y in in_view.landmarks))
-        if abs(in_view.angle) < _ALIGN_TOLERANCE:
+        view = dataclasses.replace(view, angle=view.angle + nearest.angle)
+        if abs(nearest.angle) < _ALIGN_TOLERANCE:
             break
-    return box
+    return dataclasses.replace(box, angle=view.angle)
 
 
 def detect_face(image: np.ndarray, config: FaceConfig = FaceConfig()) -> FaceBox:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,4 +166,7 @@ def compute_shard(job: ShardJob) -> dict:
     store = FeatureStore(job.store_url)
     store.write_shard(job.group, job.shard, job.start, arrays, marks)
     quarantined = sum(m["status"] != "ok" for m in marks.values())
-    return {"group": job.group, "shard": job.shard, "samples": len(marks), "quarantined": quarantined}
+    # ru_maxrss is in KiB on Linux: the worker process's peak so far, for the memory budget per worker.
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"group": job.group, "shard": job.shard, "samples": len(marks), "quarantined": quarantined,
+            "peak_rss_mb": round(peak_mb, 1)}

@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SCALE
 
 from merflow.flows.cli import main
 from merflow.flows.features import features_flow
@@ -19,6 +18,8 @@ from merflow.flows.ingest import ingest_flow
 from merflow.storage import catalog
 from merflow.storage.features import FeatureReader, FeatureStore
 from merflow.tasks.synthetic import SynthConfig, synthesize
+
+from conftest import SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
