@@ -10,10 +10,15 @@ plain Python loop; and the peak memory of a worker.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
 from pathlib import Path
+
+# Dask starts its workers with one OpenMP thread each (YuNet uses OpenMP); the plain loop must do
+# the same work the same way, so it gets one too. Set before OpenCV and yuface are imported.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import dask
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -28,6 +29,29 @@ from merflow.tasks.visualise import png_bytes, sample_strip
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # ~135 INFO lines per cluster otherwise
 
 
+def worker_setup() -> str:
+    """Import the feature code on a worker (part of the start-up, not of the first shard) and say
+    which merflow it has: a cluster whose workers run another version would write other features."""
+    import merflow.tasks.features  # noqa: F401
+    from merflow import __version__
+
+    return __version__
+
+
+def check_workers(client) -> int:
+    """Warm every worker up; raise if one lacks merflow or has another version. Returns the worker count."""
+    from merflow import __version__
+
+    try:
+        versions = client.run(worker_setup)
+    except ImportError as error:
+        raise RuntimeError(f"a Dask worker cannot import merflow ({error}): install merflow on every worker") from None
+    wrong = {worker: v for worker, v in versions.items() if v != __version__}
+    if wrong:
+        raise RuntimeError(f"Dask workers run another merflow than this one ({__version__}): {wrong}")
+    return len(versions)
+
+
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None):
     """A client of the scheduler at ``address``, or of a LocalCluster with one single-threaded worker
@@ -39,7 +63,12 @@ def dask_client(address: str | None = None, n_workers: int | None = None):
             yield client
         return
     workers = n_workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive mmap
+    # threshold: every frame-sized array then costs fresh page faults, and the per-sample work ran
+    # 1.5x slower than in a plain process (benchmarks/README.md). Our workers hold one shard at a
+    # time, so the unmanaged-memory growth that setting guards against is not a concern here.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -73,24 +102,26 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
     jobs, done = plan_shards(feature_store, catalog_records(Path(catalog_dir), dataset), config)
     logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
     results, started = [], time.perf_counter()
-    ready = started
+    ready = computed = started
     if jobs:
         from distributed import as_completed
 
         with dask_client(dask_address, n_workers) as client:
+            workers = check_workers(client)
             ready = time.perf_counter()
-            logger.info("Dask cluster %s with %d workers, up in %.1f s", client.scheduler.address,
-                        len(client.scheduler_info()["workers"]), ready - started)
+            logger.info("Dask cluster %s with %d workers, up in %.1f s", client.scheduler.address, workers,
+                        ready - started)
             futures = client.map(compute_shard, jobs, pure=False)
             for finished, future in enumerate(as_completed(futures), start=1):
                 result = future.result()
                 results.append(result)
                 logger.info("shard %d/%d done: %s #%d, %d samples, %d quarantined", finished, len(jobs),
                             result["group"], result["shard"], result["samples"], result["quarantined"])
+            computed = time.perf_counter()
     summary = store_summary(feature_store, config) | {
         "store": feature_store.url, "config_hash": config.hash, "shards_computed": len(results),
         "shards_skipped": done, "cluster_start_seconds": round(ready - started, 2),
-        "compute_seconds": round(time.perf_counter() - ready, 2),
+        "compute_seconds": round(computed - ready, 2),
         "peak_worker_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)}
     create_markdown_artifact(summary_markdown(summary, feature_store, pictures), key="features-summary",
                              description="feature store after this run")

@@ -73,6 +73,8 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
         prepared = unpack_source(source, local, kind, sha, str(catalog_dir), config.limits)
         datasets, samples, problems = read_source(prepared, config)
         row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
+        for path in ingest.prune_unpacked(catalog_dir, set(catalog.read_sources(catalog_dir)["source_sha256"])):
+            logger.info("removed %s: no source refers to it any more", path)
         logger.info("%s: %s, %d samples, %d quarantined", source, "+".join(datasets), row["n_samples"],
                     row["n_quarantined"])
         outcomes.append({"source": source, "status": "ingested",

@@ -141,8 +141,8 @@ def merge_source(directory: Path, source: dict, samples: list[dict], problems: l
     """
     old_samples, old_quarantine, old_sources = (read_samples(directory), read_quarantine(directory),
                                                 read_sources(directory))
-    keep = lambda frame: frame[frame["source"] != source["source"]]  # noqa: E731
-    old_samples, old_quarantine, old_sources = keep(old_samples), keep(old_quarantine), keep(old_sources)
+    old_samples, old_quarantine, old_sources = (frame[frame["source"] != source["source"]]
+                                                for frame in (old_samples, old_quarantine, old_sources))
     stamp = {"source": source["source"], "source_sha256": source["source_sha256"]}
     taken = dict(zip(old_samples["sample_key"], old_samples["source"]))
     new_samples, new_problems = [], [dict(p, **stamp) for p in problems]

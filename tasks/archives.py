@@ -40,7 +40,7 @@ _RAR_MAGIC = b"Rar!\x1a\x07"
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 # Files that archivers and desktops add next to the real content; they must not stop content_root.
-_JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
 _COPY_CHUNK_BYTES = 1 << 20
 _PROGRESS_STEP_BYTES = 4 << 20
 # Only ever caught around reads from an archive, never around writes, so a full disk stays an OSError.
@@ -207,7 +207,7 @@ def content_root(directory: str | os.PathLike[str]) -> Path:
     """Descend through folders that are the only thing in their parent, as archives often nest one."""
     current = Path(directory)
     while True:
-        children = [child for child in current.iterdir() if child.name not in _JUNK_NAMES]
+        children = [child for child in current.iterdir() if child.name not in JUNK_NAMES]
         if len(children) != 1 or not children[0].is_dir():
             return current
         current = children[0]

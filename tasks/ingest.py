@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,6 +88,18 @@ def unpack(source: str, local: Path, kind: str, sha: str, catalog_dir: Path,
 def prepare(source: str, catalog_dir: Path, limits: ExtractionLimits = ExtractionLimits()) -> PreparedSource:
     """Fingerprint and unpack in one call (for notebooks and tests)."""
     return unpack(source, *fingerprint(source, catalog_dir), catalog_dir, limits)
+
+
+def prune_unpacked(catalog_dir: Path, live_checksums: set[str]) -> list[Path]:
+    """Remove unpacked archives that no source of the catalog refers to any more (a changed
+    archive leaves its old content behind). Returns what was removed."""
+    raw = Path(catalog_dir) / RAW_DIR
+    live = {sha[:16] for sha in live_checksums}
+    stale = [p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in live] \
+        if raw.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
 
 
 def read(prepared: PreparedSource, config: IngestConfig) -> tuple[list[str], list[dict], list[dict]]:

@@ -89,6 +89,8 @@ def test_a_changed_archive_is_detected_by_its_checksum(tmp_path):
     assert result["sources"][0]["status"] == "ingested"
     sources = catalog.read_sources(tmp_path / "catalog")
     assert len(sources) == 1 and sources["source_sha256"].tolist() != first
+    # The old content is unpacked no more: only the new archive's folder is left.
+    assert [p.name for p in (tmp_path / "catalog" / "raw").iterdir()] == [sources["source_sha256"][0][:16]]
     samples, quarantine = catalog.read_samples(tmp_path / "catalog"), catalog.read_quarantine(tmp_path / "catalog")
     assert len(samples) + len(quarantine) == 6
 

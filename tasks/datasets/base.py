@@ -17,12 +17,11 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
+from merflow.tasks.archives import JUNK_NAMES
 from merflow.tasks.labels import normalise_emotion, protocol_labels
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 SHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls"})
-# Folders that archivers add and that never hold data.
-JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
 MAX_SEARCH_DEPTH = 6
 
 _MISSING_MARKS = {"", "/", "\\", "-", "nan", "none", "-1"}
