@@ -102,6 +102,32 @@ def print_features_summary(result: dict) -> None:
     console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from merflow.flows.train import train_flow
+    from merflow.training.fit import TrainConfig
+
+    defaults = TrainConfig()
+    config = TrainConfig(encoder=args.encoder, layout=args.layout, shots=args.shots, seed=args.seed, device=args.device,
+                         macro_epochs=args.macro_epochs or defaults.macro_epochs,
+                         pretrain_epochs=args.pretrain_epochs or defaults.pretrain_epochs,
+                         meta_epochs=args.meta_epochs or defaults.meta_epochs,
+                         batches_per_epoch=args.batches_per_epoch or defaults.batches_per_epoch)
+    started = time.perf_counter()
+    result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
+                        dataset=args.dataset, out=str(args.out), class_set=args.class_set, config=config, run=args.run)
+    table = Table(title=f"{args.protocol} {args.dataset or ''}: {result['folds']} folds, pooled test "
+                        f"(classes {', '.join(result['classes'])})")
+    for column in ("model", "α", "n", "accuracy", "UF1", "UAR"):
+        table.add_column(column)
+    for row in result["pooled"]:
+        table.add_row(row["model"], "" if row["alpha"] is None else f"{row['alpha']:.1f}", str(row["n"]),
+                      f"{row['accuracy']:.3f}", f"{row['uf1']:.3f}", f"{row['uar']:.3f}")
+    console.print(table)
+    console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
+                  f"took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def draw_sample(store: str, sample_key: str, out: Path) -> None:
     from merflow.flows.features import find_sample
     from merflow.tasks.visualise import sample_strip, write_png
@@ -183,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frame size relative to the real dataset's, e.g. 0.25 for fast tests (default 0.5)")
     synth.add_argument("--no-quirks", action="store_true",
                        help="leave out the real datasets' quirks (apex '/', missing frames, stray files, ...)")
-    synth.set_defaults(run=cmd_synth)
+    synth.set_defaults(handler=cmd_synth)
 
     ingest = commands.add_parser("ingest", help="ingest dataset archives or folders into a sample catalog",
                                  description="Unpack archives safely (zip, tar, tar.gz, tar.bz2, tar.xz, 7z) or read "
@@ -198,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse archives that unpack to more than this (default 512)")
     ingest.add_argument("--max-ratio", type=float, default=100.0,
                         help="refuse archives whose unpacked size exceeds this multiple of their size (default 100)")
-    ingest.set_defaults(run=cmd_ingest)
+    ingest.set_defaults(handler=cmd_ingest)
 
     summary = commands.add_parser("catalog", help="summarise an existing catalog",
                                description="Print the per-dataset counts and quarantine reasons of a catalog.")
     summary.add_argument("catalog", type=Path, metavar="CATALOG_DIR")
     summary.add_argument("--quarantine", action="store_true", help="also list every quarantined sample and why")
-    summary.set_defaults(run=cmd_catalog)
+    summary.set_defaults(handler=cmd_catalog)
 
     features = commands.add_parser(
         "features", help="face crops, difference and optical flow of every sample into a Zarr store (on Dask)",
@@ -224,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--no-face", choices=["centre", "quarantine"], default="centre",
                           help="when no face is found: centre crop and flag it, or quarantine the sample")
     features.add_argument("--shard-size", type=int, default=16, help="samples per Zarr shard (default 16)")
-    features.set_defaults(run=cmd_features)
+    features.set_defaults(handler=cmd_features)
 
     show = commands.add_parser("show", help="draw a sample's stored features as a PNG",
                                description="Onset crop, apex crop, difference, flow as HSV colour and strain, "
@@ -232,7 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("sample", metavar="SAMPLE_KEY", help="dataset/subject/sample_id, e.g. casme2/sub01/EP02_01f")
     show.add_argument("--store", required=True)
     show.add_argument("--out", required=True, type=Path, metavar="PNG")
-    show.set_defaults(run=cmd_show)
+    show.set_defaults(handler=cmd_show)
+
+    train = commands.add_parser(
+        "train", help="train and evaluate Meta-MMFNet on every fold of a protocol",
+        description="Macro encoder pretrained on CK+, micro encoder per fold, both meta-trained as prototype "
+                    "classifiers, scores fused as d_micro + α·d_macro over an α grid. Epochs and α are chosen on an "
+                    "inner validation split of the training subjects only. Results go to Parquet under --out; "
+                    "interrupted runs resume from their checkpoints when given the same --run.")
+    train.add_argument("--catalog", required=True, type=Path, metavar="CATALOG_DIR")
+    train.add_argument("--store", required=True, help="the feature store written by `merflow features`")
+    train.add_argument("--protocol", choices=["loso", "lovo", "megc2019", "cde", "fused4", "fused9"], default="loso")
+    train.add_argument("--dataset", default=None, help="for loso/lovo: casme, casme2, smic, samm, casme_sq")
+    train.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
+    train.add_argument("--encoder", choices=["small", "resnet18"], default="small")
+    train.add_argument("--layout", choices=["stack_height", "channels"], default="stack_height",
+                       help="difference above flow in one 3x2HxW image (published), or 6 channels")
+    train.add_argument("--shots", type=int, default=5, help="support shots per class (default 5)")
+    train.add_argument("--macro-epochs", type=int, help="CK+ pretraining epochs (default 100)")
+    train.add_argument("--pretrain-epochs", type=int, help="micro pretraining epochs per fold (default 50)")
+    train.add_argument("--meta-epochs", type=int, help="meta-training epochs (default 7)")
+    train.add_argument("--batches-per-epoch", type=int, help="episode batches per meta epoch (default 30)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--out", type=Path, default=Path("results"), metavar="RESULTS")
+    train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
+    train.set_defaults(handler=cmd_train)
 
     demo = commands.add_parser("demo", help="run the main job on the embedded synthetic default",
                                description="Synthesize every dataset (small), ingest them into one catalog, "
@@ -240,14 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=float, default=0.25)
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, LookupError, FileNotFoundError, FileExistsError) as error:
         console.print(f"[red]error:[/] {error}")
         return 2

@@ -9,6 +9,7 @@ a few pictures are kept as Prefect artifacts.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -26,7 +27,9 @@ from merflow.tasks.features import compute_shard, plan_shards
 from merflow.tasks.motion import MotionConfig
 from merflow.tasks.visualise import png_bytes, sample_strip
 
-os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # ~135 INFO lines per cluster otherwise
+# ~135 INFO lines per cluster otherwise; the logger may already exist, so set its level too.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def worker_setup() -> str:
