@@ -30,6 +30,23 @@ def build(work: Path, size: int) -> None:
     features_flow(catalog_dir=str(work / "catalog"), store=str(work / f"features-{size}.zarr"), size=size)
 
 
+def episodes_per_second(source, samples, fold, config) -> float:
+    """Meta-training speed alone: one epoch of episodes on the fold's training samples."""
+    import numpy as np
+
+    from merflow.training.data import FlowScale
+    from merflow.training.fit import Split, meta_train, new_encoder, pick_device
+
+    scale = FlowScale.fit(source.flows(list(fold.fit_keys)))
+    keys = list(fold.fit_keys)
+    labels = np.array([fold.classes.index(samples.at[k, fold.label_column]) for k in keys])
+    split = Split(keys, source.inputs(keys, scale, config.layout), labels)
+    one_epoch = type(config)(**{**config.to_dict(), "meta_epochs": 1})
+    started = time.perf_counter()
+    meta_train(new_encoder(one_epoch, 0), split, None, len(fold.classes), one_epoch, pick_device(config.device), 0)
+    return one_epoch.batches_per_epoch * one_epoch.episodes_per_batch / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=28)
@@ -40,6 +57,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
 
+    import pandas as pd
     import torch
 
     from merflow.storage import catalog as catalog_store
@@ -47,6 +65,7 @@ def main() -> None:
     from merflow.training.data import FeatureSource
     from merflow.training.fit import TrainConfig, pick_device, pretrain_macro, run_fold
     from merflow.training.folds import folds, macro_samples, protocol_samples
+    from merflow.training.run import fold_predictions, metric_rows
 
     work = args.work or Path(tempfile.mkdtemp(prefix="merflow-bench-training-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -70,12 +89,19 @@ def main() -> None:
         macro_s = time.perf_counter() - started
         chosen = all_folds if encoder in args.all_folds.split(",") else all_folds[:1]
         started = time.perf_counter()
-        for fold in chosen:
-            run_fold(fold, source, samples, macro_model, config, checkpoints)
+        predictions = [fold_predictions(run_fold(fold, source, samples, macro_model, config, checkpoints), samples,
+                                        config.alphas) for fold in chosen]
         folds_s = time.perf_counter() - started
+        metrics = metric_rows(pd.concat(predictions, ignore_index=True), chosen[0].classes)
+        pooled = metrics[(metrics["scope"] == "pooled") & (metrics["split"] == "test")]
+        accuracy = {("fused@chosen" if row.chosen else row.model): row.accuracy for row in pooled.itertuples()
+                    if row.model != "fused" or row.chosen}
         episodes = 2 * config.meta_epochs * config.batches_per_epoch * config.episodes_per_batch * len(chosen)
         print(f"{encoder:>9}: macro pretraining {macro_s:6.1f} s | {len(chosen)} fold(s) {folds_s:7.1f} s "
-              f"({folds_s / len(chosen):.1f} s a fold) | {episodes} meta-training episodes in them")
+              f"({folds_s / len(chosen):.1f} s a fold) | {episodes} meta-training episodes in them | pooled test "
+              f"accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+        print(f"{encoder:>9}: meta-training {episodes_per_second(source, samples, all_folds[0], config):.1f} "
+              f"episodes/s ({len(all_folds[0].classes)}-way {config.shots}-shot {config.queries}-query)")
         shutil.rmtree(checkpoints, ignore_errors=True)
 
 

@@ -145,7 +145,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: synthesize every dataset small, ingest them into one catalog, compute
-    their features on a local Dask cluster, and draw one sample."""
+    their features on a local Dask cluster, draw one sample, and run LOSO on CASME II."""
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.tasks.synthetic import SynthConfig, output_path, synthesize
@@ -175,7 +175,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     draw_sample(str(out / "features.zarr"), key, out / "sample.png")
     console.print(f"one sample drawn in {out / 'sample.png'}; try: merflow show {key} --store {out / 'features.zarr'} "
                   "--out sample.png")
-    return 0
+
+    # A short schedule: the demo shows the whole chain, not the accuracy a full schedule reaches.
+    train_args = build_parser().parse_args([
+        "train", "--catalog", str(out / "catalog"), "--store", str(out / "features.zarr"), "--dataset", "casme2",
+        "--out", str(out / "results"), "--macro-epochs", "10", "--pretrain-epochs", "10", "--meta-epochs", "2",
+        "--batches-per-epoch", "5", "--seed", str(args.seed)])
+    status = cmd_train(train_args)
+    console.print("The demo trains on 6 synthetic subjects with a short schedule, to show the chain; "
+                  "benchmarks/README.md has what 26 subjects reach (fused accuracy 0.87 on 4 classes).")
+    return status
 
 
 def catalog_keys(catalog_dir: Path) -> list[str]:
@@ -287,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the main job on the embedded synthetic default",
                                description="Synthesize every dataset (small), ingest them into one catalog, "
-                                           "compute their features on a local Dask cluster and draw one sample.")
+                                           "compute their features on a local Dask cluster, draw one sample, and "
+                                           "train and evaluate Meta-MMFNet (small encoder, short schedule) with "
+                                           "LOSO on CASME II.")
     demo.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=float, default=0.25)
