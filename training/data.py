@@ -39,8 +39,8 @@ class FeatureSource:
         self.diff: dict[str, np.ndarray] = {}
         self.flow: dict[str, np.ndarray] = {}
         self.config = config
+        names = {g["name"] for g in feature_store.groups()}
         for dataset in sorted(set(datasets)):
-            names = {g["name"] for g in feature_store.groups()}
             if group_name(dataset, config) not in names:
                 raise LookupError(f"no {dataset} features with configuration {config.hash} in {feature_store.url}: "
                                   f"run `merflow features` first (groups there: {sorted(names)})")
