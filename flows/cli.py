@@ -11,10 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from merflow.flows.cli_results import add_results_parser
+
 console = Console()
 
-DEMO_DATASETS = {  # dataset -> (subjects, samples): small, but every dataset and quirk appears
-    "casme2": (6, 36), "samm": (5, 25), "smic": (4, 24), "casme": (4, 20), "casme_sq": (4, 18), "ckplus": (6, 30),
+DEMO_DATASETS = {  # dataset -> (subjects, samples): every dataset and quirk appears; CASME II at its real
+    # size, so that LOSO has 26 folds to learn from (6 subjects leave too little to rise above chance)
+    "casme2": (26, 255), "samm": (5, 25), "smic": (4, 24), "casme": (4, 20), "casme_sq": (4, 18), "ckplus": (6, 30),
 }
 
 
@@ -102,16 +105,22 @@ def print_features_summary(result: dict) -> None:
     console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from merflow.flows.train import train_flow
+def train_config(args: argparse.Namespace, **fixed):
+    """The TrainConfig of the options `train` and `tune` share; unset epochs keep the published schedule."""
     from merflow.training.fit import TrainConfig
 
     defaults = TrainConfig()
-    config = TrainConfig(encoder=args.encoder, layout=args.layout, shots=args.shots, seed=args.seed, device=args.device,
-                         macro_epochs=args.macro_epochs or defaults.macro_epochs,
-                         pretrain_epochs=args.pretrain_epochs or defaults.pretrain_epochs,
-                         meta_epochs=args.meta_epochs or defaults.meta_epochs,
-                         batches_per_epoch=args.batches_per_epoch or defaults.batches_per_epoch)
+    return TrainConfig(encoder=args.encoder, layout=args.layout, seed=args.seed, device=args.device,
+                       macro_epochs=args.macro_epochs or defaults.macro_epochs,
+                       pretrain_epochs=args.pretrain_epochs or defaults.pretrain_epochs,
+                       meta_epochs=args.meta_epochs or defaults.meta_epochs,
+                       batches_per_epoch=args.batches_per_epoch or defaults.batches_per_epoch, **fixed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from merflow.flows.train import train_flow
+
+    config = train_config(args, shots=args.shots)
     started = time.perf_counter()
     result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
                         dataset=args.dataset, out=str(args.out), class_set=args.class_set, config=config, run=args.run)
@@ -126,6 +135,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
                   f"took {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from merflow.flows.tune import TrialsFailed, tune_flow
+    from merflow.training.tune import parse_grid
+
+    grids = {"shots": parse_grid(args.shots, int), "alphas": parse_grid(args.alpha),
+             "meta_lr": parse_grid(args.meta_lr) if args.meta_lr else (),
+             "pretrain_lr": parse_grid(args.pretrain_lr) if args.pretrain_lr else ()}
+    started = time.perf_counter()
+    status = 0
+    try:
+        summary = tune_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
+                            dataset=args.dataset, out=str(args.out), config=train_config(args), class_set=args.class_set,
+                            scheduler=args.scheduler, select_by=args.select_by, cpus_per_trial=args.cpus_per_trial,
+                            gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+                            max_folds=args.max_folds, ray_address=args.ray_address, run=args.run, **grids)
+    except TrialsFailed as failed:
+        summary, status = failed.summary, 1
+        console.print(f"[red]error:[/] {failed}")
+    print_tune_summary(summary, args.out)
+    console.print(f"took {time.perf_counter() - started:.0f} s")
+    return status
+
+
+def print_tune_summary(summary: dict, out) -> None:
+    table = Table(title=f"{summary['protocol']} {summary['dataset'] or ''}: pooled test, each fold's configuration "
+                        f"and α chosen on its validation subjects ({summary['folds']} folds, "
+                        f"{summary['configurations']} configurations)")
+    for column in ("scope", "model", "n", "accuracy", "UF1", "UAR"):
+        table.add_column(column)
+    for row in summary["headline"]:
+        table.add_row(row["key"] if row["scope"] == "dataset" else "pooled", row["model"], str(row["n"]),
+                      f"{row['accuracy']:.3f}", f"{row['uf1']:.3f}", f"{row['uar']:.3f}")
+    console.print(table)
+    console.print(f"trials: {summary['trials']} (" + ", ".join(f"{k} {v}" for k, v in summary["status"].items())
+                  + f"), {summary['failures']} failed attempts retried")
+    for row in summary["errors"].itertuples():
+        console.print(f"  [red]{row.trial} on {row.fold} failed[/]: {str(row.error).strip().splitlines()[-1]}")
+    for picture in summary["pictures"]:
+        console.print(f"  plot: {picture}")
+    console.print(f"run {summary['run']}: tables runs, trials, metrics, predictions in {out}; try "
+                  f"`merflow results summary --results {out} --run {summary['run']}` or "
+                  f"`merflow results best --results {out} --run {summary['run']}`")
 
 
 def draw_sample(store: str, sample_key: str, out: Path) -> None:
@@ -145,7 +198,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: synthesize every dataset small, ingest them into one catalog, compute
-    their features on a local Dask cluster, draw one sample, and run LOSO on CASME II."""
+    their features (28x28) on a local Dask cluster, draw one sample, and search shots and α with Ray
+    Tune over LOSO on CASME II (26 subjects)."""
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.tasks.synthetic import SynthConfig, output_path, synthesize
@@ -168,7 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"ingest took {time.perf_counter() - started:.1f} s; catalog in {out / 'catalog'}")
 
     started = time.perf_counter()
-    features = features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"))
+    # 28x28 crops (STSTNet's size): a search of 52 trials then fits in minutes on 2 cores.
+    features = features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28)
     print_features_summary(features)
     console.print(f"features took {time.perf_counter() - started:.1f} s; store in {out / 'features.zarr'}")
     key = next(k for k in catalog_keys(out / "catalog") if k.startswith("casme2/"))
@@ -176,14 +231,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"one sample drawn in {out / 'sample.png'}; try: merflow show {key} --store {out / 'features.zarr'} "
                   "--out sample.png")
 
-    # A short schedule: the demo shows the whole chain, not the accuracy a full schedule reaches.
-    train_args = build_parser().parse_args([
-        "train", "--catalog", str(out / "catalog"), "--store", str(out / "features.zarr"), "--dataset", "casme2",
-        "--out", str(out / "results"), "--macro-epochs", "10", "--pretrain-epochs", "10", "--meta-epochs", "2",
-        "--batches-per-epoch", "5", "--seed", str(args.seed)])
-    status = cmd_train(train_args)
-    console.print("The demo trains on 6 synthetic subjects with a short schedule, to show the chain; "
-                  "benchmarks/README.md has what 26 subjects reach (fused accuracy 0.87 on 4 classes).")
+    # A small search with a short schedule: the demo shows the whole chain, not the accuracy a full
+    # schedule reaches (benchmarks/README.md has that).
+    tune_args = build_parser().parse_args([
+        "tune", "--catalog", str(out / "catalog"), "--store", str(out / "features.zarr"), "--dataset", "casme2",
+        "--out", str(out / "results"), "--shots", "1,3", "--scheduler", "fifo", "--macro-epochs", "10",
+        "--pretrain-epochs", "15", "--meta-epochs", "3", "--batches-per-epoch", "8", "--seed", str(args.seed),
+        "--run", "demo"])
+    status = cmd_tune(tune_args)
+    summary_args = build_parser().parse_args(["results", "summary", "--results", str(out / "results"), "--run", "demo"])
+    summary_args.handler(summary_args)
+    console.print(f"The demo searched 2 numbers of shots x 11 values of α on 26 synthetic subjects with a short "
+                  f"schedule, to show the chain. Results: {out / 'results'} (query them with `merflow results query "
+                  f"\"select * from metrics limit 5\" --results {out / 'results'}`); plots: "
+                  f"{out / 'results' / 'plots' / 'demo'}.")
     return status
 
 
@@ -193,11 +254,36 @@ def catalog_keys(catalog_dir: Path) -> list[str]:
     return catalog.read_samples(catalog_dir)["sample_key"].tolist()
 
 
+def add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    """What `train` and `tune` evaluate: the catalog, the features and the protocol."""
+    parser.add_argument("--catalog", required=True, type=Path, metavar="CATALOG_DIR")
+    parser.add_argument("--store", required=True, help="the feature store written by `merflow features`")
+    parser.add_argument("--protocol", choices=["loso", "lovo", "megc2019", "cde", "fused4", "fused9"], default="loso")
+    parser.add_argument("--dataset", default=None, help="for loso/lovo: casme, casme2, smic, samm, casme_sq")
+    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """How `train` and `tune` train: encoder, input layout, schedule, seed, device, where results go."""
+    parser.add_argument("--encoder", choices=["small", "resnet18"], default="small")
+    parser.add_argument("--layout", choices=["stack_height", "channels"], default="stack_height",
+                        help="difference above flow in one 3x2HxW image (published), or 6 channels")
+    parser.add_argument("--macro-epochs", type=int, help="CK+ pretraining epochs (default 100)")
+    parser.add_argument("--pretrain-epochs", type=int, help="micro pretraining epochs per fold (default 50)")
+    parser.add_argument("--meta-epochs", type=int, help="meta-training epochs (default 7)")
+    parser.add_argument("--batches-per-epoch", type=int, help="episode batches per meta epoch (default 30)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: a GPU where the trial has one (default)")
+    parser.add_argument("--out", type=Path, default=Path("results"), metavar="RESULTS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="merflow",
-        description="Micro-expression recognition pipeline: ingest dataset archives into a sample catalog "
-                    "(and, in later stages, extract features, train and tune Meta-MMFNet).",
+        description="Micro-expression recognition pipeline: ingest dataset archives into a sample catalog, "
+                    "extract face crops and optical flow on Dask into a Zarr store, train and tune Meta-MMFNet "
+                    "(Ray Tune), and query the result tables.",
         epilog="Example: merflow synth --dataset casme2 --out archives && "
                "merflow ingest archives/CASME2.zip --out catalog")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -275,30 +361,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "classifiers, scores fused as d_micro + α·d_macro over an α grid. Epochs and α are chosen on an "
                     "inner validation split of the training subjects only. Results go to Parquet under --out; "
                     "interrupted runs resume from their checkpoints when given the same --run.")
-    train.add_argument("--catalog", required=True, type=Path, metavar="CATALOG_DIR")
-    train.add_argument("--store", required=True, help="the feature store written by `merflow features`")
-    train.add_argument("--protocol", choices=["loso", "lovo", "megc2019", "cde", "fused4", "fused9"], default="loso")
-    train.add_argument("--dataset", default=None, help="for loso/lovo: casme, casme2, smic, samm, casme_sq")
-    train.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
-    train.add_argument("--encoder", choices=["small", "resnet18"], default="small")
-    train.add_argument("--layout", choices=["stack_height", "channels"], default="stack_height",
-                       help="difference above flow in one 3x2HxW image (published), or 6 channels")
+    add_protocol_options(train)
+    add_training_options(train)
     train.add_argument("--shots", type=int, default=5, help="support shots per class (default 5)")
-    train.add_argument("--macro-epochs", type=int, help="CK+ pretraining epochs (default 100)")
-    train.add_argument("--pretrain-epochs", type=int, help="micro pretraining epochs per fold (default 50)")
-    train.add_argument("--meta-epochs", type=int, help="meta-training epochs (default 7)")
-    train.add_argument("--batches-per-epoch", type=int, help="episode batches per meta epoch (default 30)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument("--out", type=Path, default=Path("results"), metavar="RESULTS")
     train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
     train.set_defaults(handler=cmd_train)
 
+    tune = commands.add_parser(
+        "tune", help="search shots (and learning rates) with Ray Tune, scoring the α grid in every trial",
+        description="A Ray Tune search: one trial per (configuration, fold), on a local Ray or a cluster, each "
+                    "trial scoring the whole α grid without retraining. Early stopping (ASHA) compares a trial only "
+                    "with the other configurations of its fold, on that fold's validation subjects; the reported "
+                    "result takes, in each fold, the configuration and α that scored best on its validation "
+                    "subjects. Failed trials are retried and reported; rerun with the same --run to resume.",
+        epilog="Example: merflow tune --catalog catalog --store features.zarr --dataset casme2 --alpha 0.1:1.0:0.1 "
+               "--shots 1,3,5,10 --gpus-per-trial 0.25 --ray-address auto --out results")
+    add_protocol_options(tune)
+    tune.add_argument("--shots", default="1,3,5,10", help="support shots per class to search: a list or "
+                                                          "start:stop:step (default 1,3,5,10)")
+    tune.add_argument("--alpha", default="0.0:1.0:0.1",
+                      help="fusion weights α scored in every trial, d = d_micro + α·d_macro (default 0.0:1.0:0.1)")
+    tune.add_argument("--meta-lr", help="meta-training learning rates to search, e.g. 0.05,0.01 (default: 0.05 only)")
+    tune.add_argument("--pretrain-lr", help="pretraining learning rates to search (default: 0.01 only)")
+    add_training_options(tune)
+    tune.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",
+                      help="asha: stop weak configurations early, per fold, on validation (default); fifo: run all")
+    tune.add_argument("--select-by", choices=["accuracy", "uf1", "uar"], default="accuracy",
+                      help="validation metric that picks each fold's configuration and α (default accuracy)")
+    tune.add_argument("--ray-address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local Ray)")
+    tune.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    tune.add_argument("--gpus-per-trial", type=float, default=0.0,
+                      help="GPUs per trial, a fraction shares one GPU, e.g. 0.25 (default 0)")
+    tune.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
+    tune.add_argument("--max-folds", type=int, help="only the first N folds: a quick look, not a result to report")
+    tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
+    tune.set_defaults(handler=cmd_tune)
+
+    add_results_parser(commands)
+
     demo = commands.add_parser("demo", help="run the main job on the embedded synthetic default",
                                description="Synthesize every dataset (small), ingest them into one catalog, "
-                                           "compute their features on a local Dask cluster, draw one sample, and "
-                                           "train and evaluate Meta-MMFNet (small encoder, short schedule) with "
-                                           "LOSO on CASME II.")
+                                           "compute their features on a local Dask cluster, draw one sample, "
+                                           "search shots and α for Meta-MMFNet with Ray Tune (small encoder, short "
+                                           "schedule, LOSO on CASME II) and print the result tables.")
     demo.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=float, default=0.25)

@@ -1,11 +1,18 @@
-"""Result tables: runs, metrics and per-sample predictions, as hive-partitioned Parquet datasets.
+"""Result tables: runs, trials, metrics and per-sample predictions, as hive-partitioned Parquet datasets.
 
-``RESULTS/<table>/run=<run id>/protocol=<protocol>/part-<fold or part>.parquet`` for the tables
+``RESULTS/<table>/run=<run id>/protocol=<protocol>/part-<part>.parquet`` for the tables
 ``runs`` (one row per run: its configuration, the feature store's configuration hash, the git
-commit, package versions, timings), ``metrics`` (one row per fold or pooled scope, model
-(micro / macro / fused), α and split) and ``predictions`` (one row per test or validation sample,
-model and α). Each file is written to a hidden temporary name and renamed, so a reader never sees
-half a file (Arrow and DuckDB skip names starting with '.').
+commit, package versions, timings), ``trials`` (one row per (configuration, fold) of a
+hyperparameter search: status, failures, error, the settings chosen on validation), ``metrics``
+(one row per trial, fold / dataset / pooled scope, model (micro / macro / fused), α and split) and
+``predictions`` (one row per validation or test sample, model and α). Each file is written to a
+hidden temporary name and renamed, so a reader never sees half a file: Arrow's dataset discovery
+skips names starting with '.', and storage/queries.py reads only ``part-*.parquet`` (DuckDB's glob
+would not skip them).
+
+The ``trial`` column: "" for a plain training run, a configuration id (``c`` + a hash of the
+searched settings) for a search, and "selected" for a search's honest result: in each fold, the
+configuration and α that scored best on that fold's validation subjects.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-RESULTS_SCHEMA_VERSION = 1
-TABLES = ("runs", "metrics", "predictions")
+RESULTS_SCHEMA_VERSION = 2  # 2: the trials table; shots nullable; predictions.chosen_from
+TABLES = ("runs", "trials", "metrics", "predictions")
+SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
 PARTITIONS = ("run", "protocol")
 
 RUNS_SCHEMA = pa.schema([
@@ -40,8 +48,8 @@ RUNS_SCHEMA = pa.schema([
 METRICS_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
     pa.field("protocol", pa.string(), nullable=False),
-    pa.field("trial", pa.string(), nullable=False),           # "" outside a hyperparameter search
-    pa.field("shots", pa.int32(), nullable=False),
+    pa.field("trial", pa.string(), nullable=False),           # "", a configuration id, or "selected"
+    pa.field("shots", pa.int32()),                            # null for "selected" (chosen per fold)
     pa.field("model", pa.string(), nullable=False),           # micro | macro | fused
     pa.field("alpha", pa.float32()),                          # fused rows only
     pa.field("split", pa.string(), nullable=False),           # validation | test
@@ -60,7 +68,7 @@ PREDICTIONS_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
     pa.field("protocol", pa.string(), nullable=False),
     pa.field("trial", pa.string(), nullable=False),
-    pa.field("shots", pa.int32(), nullable=False),
+    pa.field("shots", pa.int32()),
     pa.field("fold", pa.string(), nullable=False),
     pa.field("split", pa.string(), nullable=False),
     pa.field("model", pa.string(), nullable=False),
@@ -71,14 +79,37 @@ PREDICTIONS_SCHEMA = pa.schema([
     pa.field("label", pa.string(), nullable=False),
     pa.field("pred", pa.string(), nullable=False),
     pa.field("scores", pa.list_(pa.float32()), nullable=False),
+    pa.field("chosen_from", pa.string()),                     # "selected" rows: the configuration chosen
 ])
 
-SCHEMAS = {"runs": RUNS_SCHEMA, "metrics": METRICS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
+TRIALS_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("trial", pa.string(), nullable=False),           # configuration id
+    pa.field("fold", pa.string(), nullable=False),
+    pa.field("tune_trial_id", pa.string()),                   # Ray Tune's id, to find its logs
+    pa.field("status", pa.string(), nullable=False),          # completed | stopped (early, by ASHA) | error
+    pa.field("failures", pa.int32(), nullable=False),         # failed attempts (each was retried)
+    pa.field("error", pa.string()),                           # the last error, where the trial failed
+    pa.field("shots", pa.int32(), nullable=False),
+    pa.field("searched", pa.string(), nullable=False),        # JSON: the settings this configuration searched
+    pa.field("config", pa.string(), nullable=False),          # JSON: the whole TrainConfig
+    pa.field("validation_accuracy", pa.float64()),            # fused at the chosen α, the fold's validation split
+    pa.field("alpha", pa.float32()),                          # α chosen on the fold's validation split
+    pa.field("epochs", pa.string()),                          # JSON: the epoch chosen for each stage
+    pa.field("seconds", pa.float64()),
+])
+
+SCHEMAS = {"runs": RUNS_SCHEMA, "trials": TRIALS_SCHEMA, "metrics": METRICS_SCHEMA,
+           "predictions": PREDICTIONS_SCHEMA}
 
 
 def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
     frame = frame.copy()
+    for field in schema:  # optional columns a writer left out are null
+        if field.nullable and field.name not in frame.columns:
+            frame[field.name] = None
     for column in ("per_class_accuracy", "confusion"):
         if column in frame.columns:
             frame[column] = [v if v is None or isinstance(v, str) else json.dumps(v) for v in frame[column]]

@@ -60,3 +60,15 @@ def training_set(tmp_path_factory, prefect_backend) -> dict:
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
     features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray with this machine's 2 CPUs. It also declares one *logical* GPU, the one mock
+    here: no GPU exists on CI, and the logical one lets a test check that trials asking for a fraction
+    of a GPU are scheduled and given it (torch still finds no CUDA and trains on the CPU)."""
+    from merflow.training.tune import ray  # Ray, imported after merflow's offline defaults are set
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

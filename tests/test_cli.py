@@ -12,7 +12,7 @@ from merflow.flows.cli import build_parser, main
 def test_help_lists_every_command():
     result = subprocess.run([sys.executable, "-m", "merflow.flows.cli", "--help"], capture_output=True, text=True,
                             check=True)
-    for command in ("synth", "ingest", "catalog", "demo"):
+    for command in ("synth", "ingest", "catalog", "features", "show", "train", "tune", "results", "demo"):
         assert command in result.stdout
     ingest_help = build_parser().parse_args(["ingest", "x", "--out", "y"])
     assert ingest_help.dataset is None and ingest_help.max_ratio == 100.0

@@ -64,25 +64,44 @@ def test_shuffling_the_test_subjects_labels_changes_no_chosen_setting(parts, tmp
                 np.testing.assert_array_equal(results[0]["scores"][model][split], results[1]["scores"][model][split])
 
 
-def test_a_fold_resumes_from_its_checkpoints(parts, tmp_path):
+def _one_fold(parts, tmp_path, index):
+    """The fold's run_fold with everything but the configuration bound, and the fold."""
     catalog, source, _ = parts
     macro = _macro(parts, tmp_path / "macro")
-    fold = folds(catalog, "loso", "casme2")[3]
+    fold = folds(catalog, "loso", "casme2")[index]
     samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
-    first = run_fold(fold, source, samples, macro, TINY, tmp_path / "run")
+    return (lambda config: run_fold(fold, source, samples, macro, config, tmp_path / "run")), fold
+
+
+def test_a_fold_resumes_from_its_checkpoints(parts, tmp_path):
+    train, fold = _one_fold(parts, tmp_path, 3)
+    first = train(TINY)
     folder = tmp_path / "run" / fold.name
-    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")}
-    assert set(stamps) == {"micro.pt", "macro.pt", "evaluation.pt"}
-    (folder / "evaluation.pt").unlink()  # interrupted after training, before evaluation
-    second = run_fold(fold, source, samples, macro, TINY, tmp_path / "run")
-    assert {p: folder.joinpath(p).stat().st_mtime_ns for p in ("micro.pt", "macro.pt")} == \
-           {p: stamps[p] for p in ("micro.pt", "macro.pt")}
+    stamps = {p.name.split("-")[0]: (p.name, p.stat().st_mtime_ns) for p in folder.glob("*.pt")}
+    assert set(stamps) == {"micro_pretrain", "micro", "macro", "evaluation"}
+    folder.joinpath(stamps["evaluation"][0]).unlink()  # interrupted after training, before evaluation
+    second = train(TINY)
+    for stage in ("micro_pretrain", "micro", "macro"):
+        assert folder.joinpath(stamps[stage][0]).stat().st_mtime_ns == stamps[stage][1]
     assert first["chosen"] == second["chosen"]
     np.testing.assert_allclose(first["scores"]["micro"]["test"], second["scores"]["micro"]["test"], rtol=1e-5)
-    # A changed configuration does not reuse another configuration's checkpoints.
-    third = run_fold(fold, source, samples, macro, TrainConfig(**{**TINY.to_dict(), "shots": 3}), tmp_path / "run")
-    assert folder.joinpath("micro.pt").stat().st_mtime_ns != stamps["micro.pt"]
+    # Another number of shots reuses the pretrained encoder but meta-trains anew, beside the first.
+    third = train(TrainConfig(**{**TINY.to_dict(), "shots": 3}))
+    names = {p.name for p in folder.glob("*.pt")}
+    assert len(names) == 7 and stamps["micro_pretrain"][0] in names and stamps["micro"][0] in names
+    assert folder.joinpath(stamps["micro_pretrain"][0]).stat().st_mtime_ns == stamps["micro_pretrain"][1]
     assert third["chosen"]["alpha"] in TINY.alphas
+    assert third["chosen"]["micro_pretrain_epoch"] == first["chosen"]["micro_pretrain_epoch"]
+
+
+def test_an_unreadable_checkpoint_is_retrained(parts, tmp_path):
+    train, fold = _one_fold(parts, tmp_path, 4)
+    first = train(TINY)
+    evaluation = next((tmp_path / "run" / fold.name).glob("evaluation-*.pt"))
+    evaluation.write_bytes(evaluation.read_bytes()[:100])  # a torn file
+    second = train(TINY)
+    assert first["chosen"] == second["chosen"]
+    assert evaluation.stat().st_size > 100
 
 
 def test_alpha_is_chosen_on_validation_scores_only():

@@ -17,12 +17,16 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
+import pickle
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from torch import nn
 
 from merflow.training.data import FeatureSource, FlowScale
@@ -60,7 +64,27 @@ class TrainConfig:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return _hash(self.to_dict())
+
+    def stage_hash(self, stage: str) -> str:
+        """A hash of the settings a stage's weights depend on, so that configurations of a search that
+        differ only in later settings (shots, α) share the earlier stages' checkpoints."""
+        settings = self.to_dict()
+        del settings["device"]  # where it ran does not name what was trained
+        if stage in ("macro_pretrain", "micro_pretrain"):
+            keep = PRETRAIN_SETTINGS + (("macro_epochs",) if stage == "macro_pretrain" else ("pretrain_epochs",))
+            settings = {k: settings[k] for k in keep}
+        elif stage != "evaluation":  # meta-training: everything but the α grid, which no weight depends on
+            del settings["alphas"]
+        return _hash({"stage": stage} | settings)
+
+
+# The settings classifier pretraining depends on (not shots, queries, meta-training or α).
+PRETRAIN_SETTINGS = ("encoder", "layout", "batch_size", "pretrain_lr", "momentum", "weight_decay", "seed")
+
+
+def _hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -168,9 +192,10 @@ def prototype_scores(model: PrototypeClassifier, support: Split, queries: np.nda
 
 
 def meta_train(encoder: nn.Module, train: Split, validation: Split | None, n_classes: int, config: TrainConfig,
-               device: torch.device, seed: int) -> tuple[PrototypeClassifier, StageResult]:
+               device: torch.device, seed: int, on_epoch=None) -> tuple[PrototypeClassifier, StageResult]:
     """Meta-Baseline: episodes of all classes, K shots and Q queries each; keep the best validation epoch
-    (validation queries against prototypes drawn from the training subjects)."""
+    (validation queries against prototypes drawn from the training subjects). ``on_epoch(epoch,
+    validation_accuracy)`` hears each epoch's score (a Tune trial reports it for early stopping)."""
     seed_everything(seed)
     model = PrototypeClassifier(encoder).to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=config.meta_lr, momentum=config.momentum,
@@ -201,6 +226,8 @@ def meta_train(encoder: nn.Module, train: Split, validation: Split | None, n_cla
             if best.validation_accuracy is None or accuracy > best.validation_accuracy:
                 best = StageResult(epoch, accuracy, best.history)
                 best_state = copy.deepcopy(model.state_dict())
+            if on_epoch:
+                on_epoch(epoch, accuracy)
         else:
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
@@ -226,17 +253,33 @@ def choose_alpha(micro: np.ndarray, macro: np.ndarray, labels: np.ndarray, alpha
 
 # ------------------------------------------------------------------------------------------ stages
 def _checkpoint(path: Path, stage: str, config: TrainConfig, make):
-    """Load a stage's checkpoint if this configuration wrote it, else run ``make`` and save it."""
-    file = path / f"{stage}.pt"
-    if file.exists():
-        saved = torch.load(file, map_location="cpu", weights_only=False)
-        if saved.get("config_hash") == config.hash:
-            return saved["payload"]
-    payload = make()
+    """Load a stage's checkpoint if one exists for the settings it depends on, else run ``make`` and save it.
+
+    Checkpoints are named ``<stage>-<stage hash>.pt``, so the configurations of a search share what
+    they have in common (a fold's pretrained encoder serves every number of shots). Concurrent trials
+    take a file lock: one trains, the others wait and load; a checkpoint that can't be read (a
+    writer killed mid-way leaves only a hidden temporary file, but a disk can still fail) is retrained.
+    """
+    key = config.stage_hash(stage)
     path.mkdir(parents=True, exist_ok=True)
-    temp = file.with_suffix(".tmp")
-    torch.save({"config_hash": config.hash, "payload": payload}, temp)
-    temp.replace(file)
+    file = path / f"{stage}-{key}.pt"
+    with FileLock(str(path / f".{stage}-{key}.lock")):
+        if file.exists():
+            try:
+                saved = torch.load(file, map_location="cpu", weights_only=False)
+                if saved.get("stage_hash") == key:
+                    return saved["payload"]
+            except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, AttributeError):
+                pass  # unreadable: train the stage again and replace the file
+        payload = make()
+        handle, temp = tempfile.mkstemp(prefix=f".{stage}-", suffix=".tmp", dir=path)
+        os.close(handle)
+        try:
+            torch.save({"stage_hash": key, "payload": payload}, temp)
+            os.replace(temp, file)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
     return payload
 
 
@@ -260,14 +303,15 @@ def pretrain_macro(source: FeatureSource, keys: list[str], labels: list[str], cl
         return {"state": state, "classes": classes, "samples": len(keys), "weight_change": change,
                 "epochs": stage.best_epoch}
 
-    return _checkpoint(Path(checkpoint_dir) / "macro", "pretrain", config, make)
+    return _checkpoint(Path(checkpoint_dir) / "macro", "macro_pretrain", config, make)
 
 
 def run_fold(fold: Fold, source: FeatureSource, samples: pd.DataFrame, macro: dict, config: TrainConfig,
-             checkpoint_dir: Path) -> dict:
+             checkpoint_dir: Path, on_epoch=None) -> dict:
     """Train and evaluate one fold; returns its predictions and chosen settings (checkpointed).
 
     ``samples`` is the protocol's catalog rows (sample_key index) with the fold's label column.
+    ``on_epoch(epoch, validation_accuracy)`` hears each epoch of the micro model's meta-training.
     """
     folder = Path(checkpoint_dir) / fold.name.replace("/", "_")
     device = pick_device(config.device)
@@ -286,13 +330,18 @@ def run_fold(fold: Fold, source: FeatureSource, samples: pd.DataFrame, macro: di
     fit, validation = split(fold.fit_keys), split(fold.validation_keys)
     seed = config.seed + _stable_int(fold.name)
 
-    def micro_stage():
+    def micro_pretrain_stage():
         encoder = new_encoder(config, seed)
         encoder, pretrain = train_classifier(encoder, fit, validation, n_classes, config.pretrain_epochs, config,
                                              device, seed)
-        model, meta = meta_train(encoder, fit, validation, n_classes, config, device, seed + 1)
+        return {"state": {k: v.cpu() for k, v in encoder.state_dict().items()}, "epoch": pretrain.best_epoch}
+
+    def micro_stage():
+        encoder = new_encoder(config, seed)
+        encoder.load_state_dict(pretrained["state"])
+        model, meta = meta_train(encoder, fit, validation, n_classes, config, device, seed + 1, on_epoch=on_epoch)
         return {"state": {k: v.cpu() for k, v in model.state_dict().items()},
-                "pretrain_epoch": pretrain.best_epoch, "meta_epoch": meta.best_epoch,
+                "pretrain_epoch": pretrained["epoch"], "meta_epoch": meta.best_epoch,
                 "validation_accuracy": meta.validation_accuracy}
 
     def macro_stage():
@@ -313,14 +362,18 @@ def run_fold(fold: Fold, source: FeatureSource, samples: pd.DataFrame, macro: di
             scores[name] = {"validation": prototype_scores(model, support, validation.x, n_classes, device),
                             "test": prototype_scores(model, support, test.x, n_classes, device)}
         alpha = choose_alpha(scores["micro"]["validation"], scores["macro"]["validation"], validation.y, config.alphas)
-        return {"scores": scores, "alpha": alpha, "alpha_chosen_on_validation": bool(len(validation))}
+        fused = scores["micro"]["validation"] + alpha * scores["macro"]["validation"]
+        return {"scores": scores, "alpha": alpha, "alpha_chosen_on_validation": bool(len(validation)),
+                "validation_accuracy": _accuracy(fused, validation.y)}
 
+    pretrained = _checkpoint(folder, "micro_pretrain", config, micro_pretrain_stage)
     micro_trained = _checkpoint(folder, "micro", config, micro_stage)
     macro_trained = _checkpoint(folder, "macro", config, macro_stage)
     evaluated = _checkpoint(folder, "evaluation", config, evaluation)
     chosen = {"alpha": evaluated["alpha"], "alpha_chosen_on_validation": evaluated["alpha_chosen_on_validation"],
               "micro_pretrain_epoch": micro_trained["pretrain_epoch"], "micro_meta_epoch": micro_trained["meta_epoch"],
-              "macro_meta_epoch": macro_trained["meta_epoch"]}
+              "macro_meta_epoch": macro_trained["meta_epoch"],
+              "validation_accuracy": evaluated.get("validation_accuracy")}
     return {"fold": fold, "chosen": chosen, "scores": evaluated["scores"],
             "keys": {"validation": list(fold.validation_keys), "test": list(fold.test_keys)}}
 

@@ -1,0 +1,92 @@
+"""The tune flow: a Ray Tune search over shots (and optionally learning rates) with the α grid scored
+in every trial, result tables as Parquet, plots and the honest result as Prefect artifacts.
+
+Thin: ``training.tune.run_search`` does the search and writes the tables (it resumes a run given
+the same id); this flow logs each finished trial, draws the α × shots heatmaps and confusion
+matrices into ``RESULTS/plots/<run>/`` and keeps them, with the pooled test table of the per-fold
+selected model, as artifacts. Trials that still failed after their retries fail the flow run, after
+everything else has been written, so that a scheduled run cannot lose them silently.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from merflow.storage import results
+from merflow.training import report
+from merflow.training.fit import TrainConfig
+from merflow.training.tune import SearchConfig, SearchSpace, run_search
+
+
+class TrialsFailed(RuntimeError):
+    """Some trials failed every retry; the tables hold everything else, and the trials table says why."""
+
+    def __init__(self, summary: dict):
+        self.summary = summary
+        errors = summary["errors"]
+        lines = [f"{row.trial} on {row.fold}: {str(row.error).strip().splitlines()[-1] if row.error else '?'}"
+                 for row in errors.itertuples()]
+        super().__init__(f"{len(errors)} trial(s) failed after {summary['max_failures']} retries each: "
+                         + "; ".join(lines[:5]) + (" ..." if len(lines) > 5 else ""))
+
+
+def draw_plots(out: Path, run: str) -> list[Path]:
+    """Heatmaps of α by shots (validation and test) and the selected model's confusion matrix."""
+    metrics = results.read_table(out, "metrics", run=run)
+    trials = results.read_table(out, "trials", run=run)
+    runs = results.read_table(out, "runs", run=run)
+    folder = out / "plots" / run
+    return (report.alpha_shots_heatmaps(metrics, folder, run=run, trials=trials)
+            + report.confusion_plots(metrics, runs, folder, run=run))
+
+
+@flow(name="tune", log_prints=True)
+def tune_flow(catalog_dir: str, store: str, protocol: str = "loso", dataset: str | None = "casme2",
+              out: str = "results", shots: list[int] = (1, 3, 5, 10),
+              alphas: list[float] = tuple(round(0.1 * i, 1) for i in range(0, 11)),
+              meta_lr: list[float] = (), pretrain_lr: list[float] = (), config: TrainConfig | None = None,
+              class_set: str | None = None, scheduler: str = "asha", select_by: str = "accuracy",
+              cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, max_failures: int = 2,
+              max_folds: int | None = None, ray_address: str | None = None, run: str | None = None) -> dict:
+    """Search shots (and learning rates) on every fold of ``protocol``, scoring the whole α grid in each
+    trial; write runs, trials, metrics and predictions under ``out``."""
+    logger = get_run_logger()
+    space = SearchSpace(shots=tuple(sorted(set(shots))), alphas=tuple(sorted(set(alphas))),
+                        meta_lr=tuple(meta_lr), pretrain_lr=tuple(pretrain_lr))
+    search = SearchConfig(catalog_dir=str(catalog_dir), store=str(store), protocol=protocol, dataset=dataset,
+                          class_set=class_set, out=str(out), run=run, base=config or TrainConfig(), space=space,
+                          scheduler=scheduler, select_by=select_by, cpus_per_trial=cpus_per_trial,
+                          gpus_per_trial=gpus_per_trial, max_failures=max_failures, max_folds=max_folds,
+                          ray_address=ray_address)
+    finished = []
+
+    def on_trial(spec: dict, status: str) -> None:
+        finished.append(status)
+        logger.info("trial %d: %s %s on %s: %s", len(finished), spec["id"], spec["searched"], spec["fold"], status)
+
+    summary = run_search(search, on_trial=on_trial)
+    logger.info("%d trials (%s), %d failed attempts retried; %d configurations on %d folds",
+                summary["trials"], ", ".join(f"{k} {v}" for k, v in summary["status"].items()),
+                summary["failures"], summary["configurations"], summary["folds"])
+    out_path = Path(out)
+    metrics = results.read_table(out_path, "metrics", run=summary["run"])
+    headline = report.headline(metrics)
+    table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+             for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
+    if table:
+        create_table_artifact(table, key="tune-selected-test",
+                              description=f"{protocol} {dataset or ''}: pooled test metrics of the per-fold "
+                                          "validation-selected configuration and α")
+    pictures = draw_plots(out_path, summary["run"])
+    if pictures:
+        create_markdown_artifact("\n\n".join(
+            f"**{p.name}**\n\n![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+            for p in pictures), key="tune-plots", description=f"run {summary['run']}: α × shots and confusion")
+    summary = summary | {"pictures": [str(p) for p in pictures], "headline": table, "max_failures": max_failures}
+    if len(summary["errors"]):
+        raise TrialsFailed(summary)
+    return summary
