@@ -49,6 +49,7 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.schedulers.async_hyperband import _Bracket  # noqa: E402  (Ray 2.60's; pinned in pyproject.toml)
 
+from merflow.storage import catalog as catalog_store  # noqa: E402
 from merflow.storage import results  # noqa: E402
 from merflow.storage.results import SELECTED  # noqa: E402
 from merflow.training.fit import TrainConfig, run_fold  # noqa: E402
@@ -168,9 +169,16 @@ def trial_train_config(search: SearchConfig, searched: dict) -> TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ the trial
-@functools.lru_cache(maxsize=2)
 def _protocol_data(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None, seed: int):
-    # Trials of one search in one worker process (actors are reused) read the features once.
+    # Trials of one search in one worker process (actors are reused) read the features once; a catalog
+    # written since (a re-ingest between two searches of one process) is read again.
+    samples = Path(catalog_dir) / catalog_store.SAMPLES_FILE
+    stamp = samples.stat().st_mtime_ns if samples.exists() else 0
+    return _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, catalog_stamp):
     return load_protocol(Path(catalog_dir), store, protocol, dataset, class_set, seed)
 
 
