@@ -63,6 +63,9 @@ def test_a_2x2_search_has_rows_for_every_trial_and_fold(searched):
     assert sorted(per_fold["alpha"].dropna().round(2).unique()) == [0.5, 1.0]
     pooled = metrics[(metrics["scope"] == "pooled") & (metrics["split"] == "test")]
     assert set(pooled["trial"]) == set(trials["trial"]) | {"selected"}
+    # Each configuration's fused model at the α it chose on each fold's validation subjects.
+    own_choice = pooled[pooled["chosen"] & (pooled["trial"] != "selected")]
+    assert sorted(own_choice["trial"]) == sorted(trials["trial"].unique()) and (own_choice["model"] == "fused").all()
     selected = pooled[pooled["trial"] == "selected"]
     assert sorted(selected["model"]) == ["fused", "macro", "micro"] and selected["chosen"].all()
     assert [Path(p).exists() and Path(p).stat().st_size > 1000 for p in summary["pictures"]] == \

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # Ray's defaults that break or clutter an offline machine (../shared/STACK.md), set before Ray is
@@ -388,18 +389,17 @@ def write_search_results(search: SearchConfig, run: str, data, trials: pd.DataFr
     done = set(zip(completed["trial"], completed["fold"]))
     predictions = predictions[[pair in done for pair in zip(predictions["trial"], predictions["fold"])]]
     fold_count = trials["fold"].nunique()
+    chosen_alpha = {(t, f): a for t, f, a in zip(completed["trial"], completed["fold"], completed["alpha"])}
     for trial, rows in predictions.groupby("trial"):
-        metrics = metric_rows(rows.assign(chosen=False), classes)
+        # Rows marked chosen: the fused model at the α this configuration chose on each fold's validation.
+        alphas = np.array([chosen_alpha[(trial, fold)] for fold in rows["fold"]], dtype=float)
+        chosen = (rows["model"] == "fused") & np.isclose(rows["alpha"].astype(float), alphas)
+        metrics = metric_rows(rows.assign(chosen=chosen), classes)
         # A configuration's pooled scores only where it finished every fold: a partial pool misleads.
         if rows["fold"].nunique() < fold_count:
             metrics = metrics[metrics["scope"] == "fold"]
-        metrics = metrics[~metrics["chosen"]]
         results.write_part(out, "metrics", run, protocol, trial,
                            metrics.assign(run=run, protocol=protocol, trial=trial, shots=int(rows["shots"].iloc[0])))
-    # Each configuration's own α choice per fold (chosen rows) comes from its trial's evaluation.
-    chosen_rows = _chosen_alpha_rows(predictions, completed, classes)
-    for trial, rows in chosen_rows.items():
-        results.write_part(out, "metrics", run, protocol, f"{trial}-chosen", rows.assign(run=run, protocol=protocol))
     selected = select_per_fold(predictions, classes, by=search.select_by) if len(predictions) else predictions
     if len(selected):
         selected = selected.assign(shots=None, run=run, protocol=protocol)
@@ -417,19 +417,3 @@ def write_search_results(search: SearchConfig, run: str, data, trials: pd.DataFr
             "failures": int(trials["failures"].sum()), "errors": trials[trials["status"] == "error"],
             "selected_folds": int(selected["fold"].nunique()) if len(selected) else 0,
             "timings": timings, "results": str(out)}
-
-
-def _chosen_alpha_rows(predictions: pd.DataFrame, completed: pd.DataFrame, classes) -> dict[str, pd.DataFrame]:
-    """Per configuration that finished every fold: the fused model at each fold's own validation-chosen α."""
-    out = {}
-    alpha_by_pair = {(t, f): a for t, f, a in zip(completed["trial"], completed["fold"], completed["alpha"])}
-    folds = completed["fold"].nunique()
-    for trial, rows in predictions.groupby("trial"):
-        if rows["fold"].nunique() < folds:
-            continue
-        fused = rows[rows["model"] == "fused"]
-        keep = [abs(float(a) - float(alpha_by_pair[(trial, f)])) < 1e-6 for a, f in zip(fused["alpha"], fused["fold"])]
-        chosen = fused[keep]
-        metrics = metric_rows(chosen.assign(chosen=True), classes)
-        out[trial] = metrics[metrics["chosen"]].assign(trial=trial, shots=int(rows["shots"].iloc[0]))
-    return out
