@@ -3,9 +3,15 @@ second of meta-training, on a CASME II-size synthetic set (26 subjects, 255 samp
 
     .venv/bin/python benchmarks/training.py [--size 28] [--encoders small,resnet18] [--all-folds small]
         [--device auto] [--work DIR]
+    .venv/bin/python benchmarks/training.py --recipe published [--threads 1] [--work DIR]
 
 The published schedule (100 macro epochs, 50 pretraining epochs, 7 meta epochs of 30 x 4 episodes)
 is the default; --quick uses the test suite's small schedule.
+
+``--recipe published`` times the published recipe (training/fit.py RECIPES: ResNet-18, batch 128, the
+duplicated fit list) on its own inputs (80x80, onset + 1: 3x160x80 images) for one LOSO fold: a
+reduced number of epochs and episode batches of each stage, measured, then extrapolated to the full
+schedule (50 pretraining epochs, 2 x 7 meta epochs of 30 batches, and the 100 CK+ epochs once a run).
 """
 
 from __future__ import annotations
@@ -17,17 +23,96 @@ import time
 from pathlib import Path
 
 
-def build(work: Path, size: int) -> None:
+def build(work: Path, size: int, first_frame: str = "onset") -> str:
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.tasks.synthetic import SynthConfig, synthesize
 
-    if (work / f"features-{size}.zarr").exists():
-        return
-    sources = [synthesize(SynthConfig("casme2", subjects=26, samples=255, archive="none", seed=1, scale=0.35), work),
-               synthesize(SynthConfig("ckplus", subjects=8, samples=40, archive="none", seed=1, scale=0.35), work)]
-    ingest_flow(sources=[str(s) for s in sources], out=str(work / "catalog"))
-    features_flow(catalog_dir=str(work / "catalog"), store=str(work / f"features-{size}.zarr"), size=size)
+    store = work / (f"features-{size}.zarr" if first_frame == "onset" else f"features-{size}-{first_frame}.zarr")
+    if store.exists():
+        return str(store)
+    if not (work / "catalog").exists():
+        sources = [synthesize(SynthConfig("casme2", subjects=26, samples=255, archive="none", seed=1, scale=0.35),
+                              work),
+                   synthesize(SynthConfig("ckplus", subjects=8, samples=40, archive="none", seed=1, scale=0.35), work)]
+        ingest_flow(sources=[str(s) for s in sources], out=str(work / "catalog"))
+    features_flow(catalog_dir=str(work / "catalog"), store=str(store), size=size, first_frame=first_frame)
+    return str(store)
+
+
+def published_fold(work: Path, device_name: str, pretrain_epochs: int = 2, meta_batches: int = 4) -> None:
+    """The published recipe's time for one LOSO fold: each stage run for a few epochs / batches, timed,
+    and extrapolated to the full schedule (see the module's docstring)."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from merflow.storage import catalog as catalog_store
+    from merflow.storage.features import open_features
+    from merflow.training.data import FeatureSource, FlowScale
+    from merflow.training.fit import (
+        Split,
+        TrainConfig,
+        _support,
+        meta_train,
+        new_encoder,
+        pick_device,
+        prototype_scores,
+        train_classifier,
+    )
+    from merflow.training.folds import folds, macro_samples, protocol_samples
+
+    store = build(work, 80, "onset+1")
+    config = TrainConfig.from_recipe("published", device=device_name)
+    device = pick_device(device_name)
+    catalog = catalog_store.read_samples(work / "catalog")
+    source = FeatureSource(store, ["casme2", "ckplus"], open_features(store, "casme2").config)
+    fold = folds(catalog, "loso", "casme2", validation_fraction=config.validation_fraction)[0]
+    samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
+    scale = FlowScale.fit(source.flows(list(fold.fit_keys)))
+    keys = list(fold.fit_keys) * 2  # the published duplicated list (duplicate_fit)
+    fit = Split(keys, source.inputs(keys, scale, config.layout),
+                np.array([fold.classes.index(samples.at[k, fold.label_column]) for k in keys]))
+    n_classes = len(fold.classes)
+    print(f"published recipe, one LOSO fold: {len(fold.fit_keys)} fit samples (x2 listed), {len(fold.test_keys)} "
+          f"test, inputs {tuple(fit.x.shape[1:])}, {config.encoder}, batch {config.batch_size}, device {device} "
+          f"({torch.get_num_threads()} CPU threads)")
+
+    def timed(function):
+        started = time.perf_counter()
+        result = function()
+        return result, time.perf_counter() - started
+
+    encoder, pretrain_s = timed(lambda: train_classifier(new_encoder(config, 0), fit, None, n_classes,
+                                                         pretrain_epochs, config, device, 0)[0])
+    per_pretrain_epoch = pretrain_s / pretrain_epochs
+    short = dataclasses.replace(config, meta_epochs=1, batches_per_epoch=meta_batches)
+    model, meta_s = timed(lambda: meta_train(encoder, fit, None, n_classes, short, device, 1)[0])
+    per_meta_batch = meta_s / meta_batches
+    test_x = source.inputs(list(fold.test_keys), scale, config.layout)
+    support = _support(fit, n_classes, config.shots, 3)
+    _, evaluation_s = timed(lambda: [prototype_scores(model, support, test_x, n_classes, device) for _ in range(2)])
+    macro = macro_samples(catalog)
+    macro = macro[macro["sample_key"].isin(list(source.diff))]
+    ck_keys = macro["sample_key"].tolist()
+    ck_classes = tuple(sorted(macro["label_ckplus7"].unique()))
+    ck = Split(ck_keys, source.inputs(ck_keys, FlowScale.fit(source.flows(ck_keys)), config.layout),
+               np.array([ck_classes.index(v) for v in macro["label_ckplus7"]]))
+    _, ck_s = timed(lambda: train_classifier(new_encoder(config, 0), ck, None, len(ck_classes), 1, config, device, 0))
+    pretrain_full = per_pretrain_epoch * config.pretrain_epochs
+    meta_full = per_meta_batch * config.batches_per_epoch * config.meta_epochs * 2  # micro and macro encoders
+    fold_full = pretrain_full + meta_full + evaluation_s
+    batches = -(-len(keys) // config.batch_size)
+    print(f"  measured: micro pretraining {per_pretrain_epoch:.1f} s an epoch ({batches} batches of <= "
+          f"{config.batch_size}); meta-training {per_meta_batch:.2f} s a batch of {config.episodes_per_batch} "
+          f"episodes ({n_classes}-way {config.shots}-shot {config.queries}-query); evaluation {evaluation_s:.1f} s; "
+          f"CK+ pretraining {ck_s:.1f} s an epoch ({len(ck_keys)} samples)")
+    print(f"  extrapolated to the published schedule: one fold {fold_full / 60:.1f} min (pretraining "
+          f"{config.pretrain_epochs} epochs {pretrain_full / 60:.1f} min + meta-training 2 x {config.meta_epochs} x "
+          f"{config.batches_per_epoch} batches {meta_full / 60:.1f} min); CK+ pretraining, once a run, "
+          f"{config.macro_epochs} epochs {ck_s * config.macro_epochs / 60:.1f} min; CASME II LOSO (26 folds) "
+          f"{(26 * fold_full + ck_s * config.macro_epochs) / 3600:.1f} h")
 
 
 def episodes_per_second(source, samples, fold, config) -> float:
@@ -55,7 +140,19 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--recipe", choices=["merflow", "published"], default="merflow",
+                        help="published: time one fold of the published recipe and extrapolate (see above)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.recipe == "published":
+        work = args.work or Path(tempfile.mkdtemp(prefix="merflow-bench-training-"))
+        work.mkdir(parents=True, exist_ok=True)
+        published_fold(work, args.device)
+        return
 
     import pandas as pd
     import torch

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 
@@ -56,7 +58,7 @@ def print_frame(frame: pd.DataFrame, title: str | None = None, limit: int | None
         table.add_column((headers or {}).get(name, str(name)), justify="right" if numeric else "left",
                          max_width=max_width, overflow="ellipsis", no_wrap=True)
     for row in frame.head(limit).itertuples(index=False):
-        table.add_row(*(_cell(v, float_format) for v in row))
+        table.add_row(*(Text(_cell(v, float_format)) for v in row))  # Text: brackets are data, not markup
     # Rich fits a table to the terminal by squeezing columns, down to nothing; a table wider than the terminal
     # is printed whole instead (the terminal wraps it, `less -S` scrolls it, --csv keeps it).
     natural = console.measure(table, options=console.options.update(max_width=100_000)).maximum
@@ -88,7 +90,7 @@ def cmd_results_query(args: argparse.Namespace) -> int:
     console.print(f"{len(frame)} row{'' if len(frame) == 1 else 's'}{shown}")
     if args.csv:
         frame.to_csv(args.csv, index=False)
-        console.print(f"[green]wrote[/] all {len(frame)} rows to {args.csv}")
+        console.print(f"[green]wrote[/] all {len(frame)} rows to {escape(str(args.csv))}")
     return 0
 
 
@@ -126,7 +128,7 @@ def cmd_results_best(args: argparse.Namespace) -> int:
                           f"{args.split} {SCORE_LABELS[args.by]}")
         honest = None if selected is None else selected[(selected["run"] == run) & (selected["protocol"] == protocol)]
         if honest is None or honest.empty:
-            console.print(f"[yellow]{run} · {protocol} has no 'selected' result (the search did not finish?): "
+            console.print(f"[yellow]{escape(f'{run} · {protocol}')} has no 'selected' result (the search did not finish?): "
                           "no honest number to report yet[/]")
             continue
         print_frame(honest.drop(columns=["run", "protocol"]), float_format="{:.3f}", headers=headers,
@@ -144,7 +146,7 @@ def cmd_results_plot(args: argparse.Namespace) -> int:
     heatmaps = alpha_shots_heatmaps(metrics, args.out, metric=args.metric, trials=trials)
     confusions = confusion_plots(metrics, runs, args.out)
     for path in [*heatmaps, *confusions]:
-        console.print(f"[green]wrote[/] {path}")
+        console.print(f"[green]wrote[/] {escape(str(path))}")
     if not heatmaps:
         console.print("no hyperparameter search among these runs: no α x shots heatmaps")
     return 0
@@ -169,8 +171,9 @@ def _positive(text: str) -> int:
 def add_results_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``results`` and its subcommands to the main parser's subcommands; returns the ``results`` parser."""
     location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("--results", type=Path, default=Path("results"), metavar="RESULTS",
-                          help="the results folder written by `merflow train --out` (default ./results)")
+    location.add_argument("--results", default="results", metavar="RESULTS",
+                          help="the results written by `merflow train --out`: a folder or an fsspec URL "
+                               "(default ./results)")
     one_run = argparse.ArgumentParser(add_help=False)
     one_run.add_argument("--run", help="only this run id (default: every run)")
 

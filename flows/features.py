@@ -13,14 +13,14 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import dask
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from merflow.storage import catalog
+from merflow.flows.parameters import Detector, FirstFrame, FlowAlgorithm, NoFace
+from merflow.storage import catalog, locations
 from merflow.storage.features import FeatureConfig, FeatureReader, FeatureStore, open_features
 from merflow.tasks.faces import FaceConfig
 from merflow.tasks.features import compute_shard, plan_shards
@@ -76,7 +76,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None):
         yield client
 
 
-def catalog_records(catalog_dir: Path, dataset: str | None) -> list[dict]:
+def catalog_records(catalog_dir: str, dataset: str | None) -> list[dict]:
     """The catalog rows to compute, as plain Python values (nulls as None)."""
     samples = catalog.read_samples(catalog_dir)
     if samples.empty:
@@ -94,15 +94,17 @@ def catalog_records(catalog_dir: Path, dataset: str | None) -> list[dict]:
 
 @flow(name="features", log_prints=True)
 def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask_address: str | None = None,
-                  flow_algorithm: str = "farneback", size: int = 80, detector: str = "yunet",
-                  no_face: str = "centre", shard_size: int = 16, n_workers: int | None = None,
-                  pictures: int = 3) -> dict:
+                  flow_algorithm: FlowAlgorithm = "farneback", size: int = 80, detector: Detector = "yunet",
+                  no_face: NoFace = "centre", shard_size: int = 16, n_workers: int | None = None,
+                  pictures: int = 3, first_frame: FirstFrame = "onset") -> dict:
     """Compute the features of every catalog sample (or one dataset's) into the store; resumable."""
     logger = get_run_logger()
     config = FeatureConfig(face=FaceConfig(detector=detector, no_face=no_face),
-                           motion=MotionConfig(algorithm=flow_algorithm), size=size, shard_size=shard_size)
+                           motion=MotionConfig(algorithm=flow_algorithm), size=size, shard_size=shard_size,
+                           first_frame=first_frame)
+    locations.require(catalog_dir, store)  # a missing extra is one line, before any work
     feature_store = FeatureStore(store)
-    jobs, done = plan_shards(feature_store, catalog_records(Path(catalog_dir), dataset), config)
+    jobs, done = plan_shards(feature_store, catalog_records(catalog_dir, dataset), config)
     logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
     results, started = [], time.perf_counter()
     ready = computed = started
@@ -114,9 +116,14 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
             ready = time.perf_counter()
             logger.info("Dask cluster %s with %d workers, up in %.1f s", client.scheduler.address, workers,
                         ready - started)
-            futures = client.map(compute_shard, jobs, pure=False)
-            for finished, future in enumerate(as_completed(futures), start=1):
+            # No list of the futures is kept, and each is released once its result is read: a finished
+            # shard is on disk with its mark, and a future still held would make the scheduler compute
+            # it again when the worker holding its (tiny) result dies.
+            pending = as_completed(client.map(compute_shard, jobs, pure=False))
+            for finished, future in enumerate(pending, start=1):
                 result = future.result()
+                future.release()
+                del future
                 results.append(result)
                 logger.info("shard %d/%d done: %s #%d, %d samples, %d quarantined", finished, len(jobs),
                             result["group"], result["shard"], result["samples"], result["quarantined"])

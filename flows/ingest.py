@@ -12,14 +12,14 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from merflow.storage import catalog
+from merflow.storage import catalog, locations
 from merflow.tasks import ingest
 from merflow.tasks.archives import ExtractionLimits
 
 
 @task(name="fingerprint")
 def fingerprint_source(source: str, catalog_dir: str) -> tuple[Path, str, str]:
-    return ingest.fingerprint(source, Path(catalog_dir))
+    return ingest.fingerprint(source, catalog_dir)
 
 
 @task(name="unpack")
@@ -34,7 +34,7 @@ def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: st
             reported.add(quarter)
             logger.info("unpacking %s: %d%% of %.1f MB", Path(local).name, 25 * quarter, total / 2**20)
 
-    return ingest.unpack(source, local, kind, sha, Path(catalog_dir), limits, progress)
+    return ingest.unpack(source, local, kind, sha, catalog_dir, limits, progress)
 
 
 @task(name="read-adapters")
@@ -42,7 +42,7 @@ def read_source(prepared: ingest.PreparedSource, config: ingest.IngestConfig):
     return ingest.read(prepared, config)
 
 
-def _unchanged(catalog_dir: Path, source: str, sha: str, config: ingest.IngestConfig) -> str | None:
+def _unchanged(catalog_dir: str, source: str, sha: str, config: ingest.IngestConfig) -> str | None:
     """Why this source needs no work, or None when it does."""
     known = catalog.read_sources(catalog_dir)
     same = known[(known["source_sha256"] == sha) & (known["config"] == config.to_json())]
@@ -56,22 +56,30 @@ def _unchanged(catalog_dir: Path, source: str, sha: str, config: ingest.IngestCo
 @flow(name="ingest", log_prints=True)
 def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
                 max_total_gb: float = 512.0, max_ratio: float = 100.0) -> dict:
-    """Ingest dataset archives or folders (local paths or fsspec URLs) into the catalog at ``out``."""
+    """Ingest dataset archives or folders (local paths or fsspec URLs) into the catalog at ``out``
+    (a local folder or an fsspec URL; unpacked frames stay local, see tasks/ingest.py)."""
     logger = get_run_logger()
-    catalog_dir = Path(out)
-    catalog_dir.mkdir(parents=True, exist_ok=True)
+    locations.require(out, *sources)  # a missing extra is one line, before any work
+    catalog_dir = locations.normalise(out)
+    locations.makedirs(catalog_dir)
     config = ingest.IngestConfig(dataset=dataset,
                                  limits=ExtractionLimits(max_total_bytes=int(max_total_gb * 2**30), max_ratio=max_ratio))
     outcomes = []
     for source in sources:
-        local, kind, sha = fingerprint_source(source, str(catalog_dir))
+        local, kind, sha = fingerprint_source(source, catalog_dir)
         reason = _unchanged(catalog_dir, source, sha, config)
         if reason:
             logger.info("%s: %s; skipped", source, reason)
             outcomes.append({"source": source, "status": "skipped", "detail": reason})
             continue
-        prepared = unpack_source(source, local, kind, sha, str(catalog_dir), config.limits)
-        datasets, samples, problems = read_source(prepared, config)
+        prepared = unpack_source(source, local, kind, sha, catalog_dir, config.limits)
+        try:
+            datasets, samples, problems = read_source(prepared, config)
+        except BaseException:
+            removed = ingest.discard_unpacked(prepared)  # a failed ingest leaves no unpacked files behind
+            if removed:
+                logger.info("removed %s: unpacked for %s, which failed", removed, source)
+            raise
         row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
         for path in ingest.prune_unpacked(catalog_dir, set(catalog.read_sources(catalog_dir)["source_sha256"])):
             logger.info("removed %s: no source refers to it any more", path)
@@ -79,7 +87,7 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
                     row["n_quarantined"])
         outcomes.append({"source": source, "status": "ingested",
                          "detail": f"{'+'.join(datasets)}: {row['n_samples']} samples, {row['n_quarantined']} quarantined"})
-    result = catalog.summary(catalog_dir) | {"sources": outcomes, "catalog": str(catalog_dir.resolve())}
+    result = catalog.summary(catalog_dir) | {"sources": outcomes, "catalog": catalog_dir}
     create_markdown_artifact(summary_markdown(result), key="ingest-summary", description="catalog after this ingest")
     return result
 

@@ -11,12 +11,14 @@ everything else has been written, so that a scheduled run cannot lose them silen
 from __future__ import annotations
 
 import base64
+import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from merflow.storage import results
+from merflow.flows.parameters import Protocol, Scheduler, SelectBy
+from merflow.storage import locations, results
 from merflow.training import report
 from merflow.training.fit import TrainConfig
 from merflow.training.tune import SearchConfig, SearchSpace, run_search
@@ -30,28 +32,37 @@ class TrialsFailed(RuntimeError):
         errors = summary["errors"]
         lines = [f"{row.trial} on {row.fold}: {str(row.error).strip().splitlines()[-1] if row.error else '?'}"
                  for row in errors.itertuples()]
-        super().__init__(f"{len(errors)} trial(s) failed after {summary['max_failures']} retries each: "
+        super().__init__(f"{len(errors)} trial(s) failed (a data error at once, any other error after "
+                         f"{summary['max_failures']} retries): "
                          + "; ".join(lines[:5]) + (" ..." if len(lines) > 5 else ""))
 
 
-def draw_plots(out: Path, run: str) -> list[Path]:
-    """Heatmaps of α by shots (validation and test) and the selected model's confusion matrix."""
+def draw_plots(out: str, run: str, local_folder: Path | None = None) -> list[tuple[str, Path]]:
+    """Heatmaps of α by shots (validation and test) and the selected model's confusion matrix, in
+    ``RESULTS/plots/<run>/``: (location, local file) of each. Results on an object store are drawn into
+    ``local_folder`` (matplotlib writes local files) and uploaded."""
     metrics = results.read_table(out, "metrics", run=run)
     trials = results.read_table(out, "trials", run=run)
     runs = results.read_table(out, "runs", run=run)
-    folder = out / "plots" / run
-    return (report.alpha_shots_heatmaps(metrics, folder, run=run, trials=trials)
-            + report.confusion_plots(metrics, runs, folder, run=run))
+    remote = locations.is_remote(out)
+    folder = local_folder if remote else locations.local_path(locations.join(out, "plots", run))
+    pictures = (report.alpha_shots_heatmaps(metrics, folder, run=run, trials=trials)
+                + report.confusion_plots(metrics, runs, folder, run=run))
+    if not remote:
+        return [(str(p), Path(p)) for p in pictures]
+    return [(locations.put_file(p, locations.join(out, "plots", run, Path(p).name)), Path(p)) for p in pictures]
 
 
 @flow(name="tune", log_prints=True)
-def tune_flow(catalog_dir: str, store: str, protocol: str = "loso", dataset: str | None = "casme2",
+def tune_flow(catalog_dir: str, store: str, protocol: Protocol = "loso", dataset: str | None = "casme2",
               out: str = "results", shots: list[int] = (1, 3, 5, 10),
               alphas: list[float] = tuple(round(0.1 * i, 1) for i in range(0, 11)),
               meta_lr: list[float] = (), pretrain_lr: list[float] = (), config: TrainConfig | None = None,
-              class_set: str | None = None, scheduler: str = "asha", select_by: str = "accuracy",
+              class_set: str | None = None, scheduler: Scheduler = "asha", select_by: SelectBy = "accuracy",
               cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, max_failures: int = 2,
-              max_folds: int | None = None, ray_address: str | None = None, run: str | None = None) -> dict:
+              max_folds: int | None = None, ray_address: str | None = None, run: str | None = None,
+              sample_list: str | None = None, sample_lists: str | None = None,
+              feature_config: str | None = None) -> dict:
     """Search shots (and learning rates) on every fold of ``protocol``, scoring the whole α grid in each
     trial; write runs, trials, metrics and predictions under ``out``."""
     logger = get_run_logger()
@@ -61,7 +72,8 @@ def tune_flow(catalog_dir: str, store: str, protocol: str = "loso", dataset: str
                           class_set=class_set, out=str(out), run=run, base=config or TrainConfig(), space=space,
                           scheduler=scheduler, select_by=select_by, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, max_failures=max_failures, max_folds=max_folds,
-                          ray_address=ray_address)
+                          ray_address=ray_address, sample_list=sample_list, sample_lists=sample_lists,
+                          feature_config=feature_config)
     finished = []
 
     def on_trial(spec: dict, status: str) -> None:
@@ -72,8 +84,7 @@ def tune_flow(catalog_dir: str, store: str, protocol: str = "loso", dataset: str
     logger.info("%d trials (%s), %d failed attempts retried; %d configurations on %d folds",
                 summary["trials"], ", ".join(f"{k} {v}" for k, v in summary["status"].items()),
                 summary["failures"], summary["configurations"], summary["folds"])
-    out_path = Path(out)
-    metrics = results.read_table(out_path, "metrics", run=summary["run"])
+    metrics = results.read_table(out, "metrics", run=summary["run"])
     headline = report.headline(metrics)
     table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
              for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
@@ -81,12 +92,13 @@ def tune_flow(catalog_dir: str, store: str, protocol: str = "loso", dataset: str
         create_table_artifact(table, key="tune-selected-test",
                               description=f"{protocol} {dataset or ''}: pooled test metrics of the per-fold "
                                           "validation-selected configuration and α")
-    pictures = draw_plots(out_path, summary["run"])
-    if pictures:
-        create_markdown_artifact("\n\n".join(
-            f"**{p.name}**\n\n![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-            for p in pictures), key="tune-plots", description=f"run {summary['run']}: α × shots and confusion")
-    summary = summary | {"pictures": [str(p) for p in pictures], "headline": table, "max_failures": max_failures}
+    with tempfile.TemporaryDirectory(prefix="merflow-plots-") as scratch:
+        pictures = draw_plots(out, summary["run"], Path(scratch))
+        if pictures:
+            create_markdown_artifact("\n\n".join(
+                f"**{p.name}**\n\n![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+                for _, p in pictures), key="tune-plots", description=f"run {summary['run']}: α × shots and confusion")
+    summary = summary | {"pictures": [where for where, _ in pictures], "headline": table, "max_failures": max_failures}
     if len(summary["errors"]):
         raise TrialsFailed(summary)
     return summary

@@ -2,27 +2,32 @@
 per unusable one, with its reason) and ``sources.parquet`` (one row per ingested archive or folder).
 
 Schemas are explicit and versioned (``SCHEMA_VERSION`` in each file's metadata); files are written
-to a temporary name and renamed, so a reader never sees half a file.
+whole (a temporary name renamed locally, one PUT on an object store: storage/locations.py), so a
+reader never sees half a file. ``directory`` is a location: a local path or an fsspec URL.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from merflow import __version__
+from merflow.storage import locations
 from merflow.tasks.labels import LABEL_COLUMNS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined
 SAMPLES_FILE = "samples.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SOURCES_FILE = "sources.parquet"
+# apex_source values: the sheet's apex is used | the sheet has none | the sheet's lies outside
+# onset..offset (kept in apex_annotated). The last two leave apex null: the features flow spots it.
+APEX_SOURCES = ("annotated", "missing", "outside_clip")
+APEX_OUTSIDE_CLIP = "outside_clip"
 
 _SOURCE_FIELDS = [
     pa.field("source", pa.string(), nullable=False),        # the path or URL the user gave
@@ -34,15 +39,17 @@ SAMPLES_SCHEMA = pa.schema([
     pa.field("dataset", pa.string(), nullable=False),
     pa.field("subject", pa.string(), nullable=False),
     pa.field("subject_key", pa.string(), nullable=False),    # the person: SMIC HS/VIS/NIR share people
-    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("sample_id", pa.string(), nullable=False),      # <clip>@<onset> where a clip holds several expressions
+    pa.field("clip_id", pa.string(), nullable=False),        # the clip (folder) as the sheet names it
     pa.field("is_macro", pa.bool_(), nullable=False),
     pa.field("clip_dir", pa.string(), nullable=False),
     pa.field("frame_files", pa.list_(pa.string()), nullable=False),  # onset..offset, in order
     pa.field("n_frames", pa.int32(), nullable=False),
     pa.field("fps", pa.float32(), nullable=False),
     pa.field("onset", pa.int32(), nullable=False),
-    pa.field("apex", pa.int32()),                             # null: not annotated (to be spotted)
-    pa.field("apex_source", pa.string(), nullable=False),    # annotated | missing (later: spotted)
+    pa.field("apex", pa.int32()),                             # null: to be spotted (not annotated, or outside the clip)
+    pa.field("apex_annotated", pa.int32()),                   # the sheet's apex as written, null where it has none
+    pa.field("apex_source", pa.string(), nullable=False),    # annotated | missing | outside_clip
     pa.field("offset", pa.int32(), nullable=False),
     pa.field("action_units", pa.string()),
     pa.field("emotion_raw", pa.string()),
@@ -90,50 +97,46 @@ def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return table.replace_schema_metadata(metadata)
 
 
-def write_table(directory: Path, name: str, frame: pd.DataFrame) -> Path:
-    """Write one catalog file atomically (temp file in the same folder, then rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+Location = str | os.PathLike
+
+
+def write_table(directory: Location, name: str, frame: pd.DataFrame) -> str:
+    """Write one catalog file atomically (locally: temp file in the same folder, then rename)."""
     table = _table(frame, _SCHEMAS[name])
-    handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(handle)
-    try:
-        pq.write_table(table, temp)
-        os.replace(temp, directory / name)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return directory / name
+    with locations.atomic_write(locations.join(directory, name)) as file:
+        pq.write_table(table, file)
+    return locations.join(directory, name)
 
 
-def read_table(directory: Path, name: str) -> pd.DataFrame:
+def read_table(directory: Location, name: str) -> pd.DataFrame:
     """One catalog file as a DataFrame; an empty one with the right columns if it does not exist."""
-    path = Path(directory) / name
+    path = locations.join(directory, name)
     schema = _SCHEMAS[name]
-    if not path.exists():
+    if not locations.exists(path):
         return schema.empty_table().to_pandas()
-    table = pq.read_table(path)
+    table = pq.read_table(io.BytesIO(locations.read_bytes(path)))
     version = (table.schema.metadata or {}).get(b"merflow.schema_version", b"?").decode()
     if version != str(SCHEMA_VERSION):
         raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads "
-                                 f"version {SCHEMA_VERSION}: ingest again into a new folder")
+                                 f"version {SCHEMA_VERSION}: re-ingest the sources into a new folder "
+                                 f"(merflow ingest SOURCE ... --out NEW_CATALOG_DIR)")
     # Nullable ints stay ints (apex is null where not annotated) instead of turning into floats.
     return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get)
 
 
-def read_samples(directory: Path) -> pd.DataFrame:
+def read_samples(directory: Location) -> pd.DataFrame:
     return read_table(directory, SAMPLES_FILE)
 
 
-def read_quarantine(directory: Path) -> pd.DataFrame:
+def read_quarantine(directory: Location) -> pd.DataFrame:
     return read_table(directory, QUARANTINE_FILE)
 
 
-def read_sources(directory: Path) -> pd.DataFrame:
+def read_sources(directory: Location) -> pd.DataFrame:
     return read_table(directory, SOURCES_FILE)
 
 
-def merge_source(directory: Path, source: dict, samples: list[dict], problems: list[dict]) -> dict:
+def merge_source(directory: Location, source: dict, samples: list[dict], problems: list[dict]) -> dict:
     """Replace everything a source contributed before by what it gives now, and write the catalog.
 
     A sample key already given by another source is quarantined as ``duplicate_id`` rather than
@@ -166,8 +169,18 @@ def merge_source(directory: Path, source: dict, samples: list[dict], problems: l
     return source_row
 
 
-def summary(directory: Path) -> dict:
+def require_catalog(directory: Location) -> None:
+    """FileNotFoundError unless ``directory`` holds a catalog (its samples file): a mistyped path is an
+    error, not an empty catalog."""
+    if not locations.exists(locations.join(directory, SAMPLES_FILE)):
+        what = "does not exist" if not locations.exists(directory) else f"has no {SAMPLES_FILE}"
+        raise FileNotFoundError(f"no catalog at {directory}: it {what}; make one with "
+                                f"`merflow ingest SOURCE ... --out {directory}`")
+
+
+def summary(directory: Location) -> dict:
     """Counts a user wants after an ingest: per dataset samples, subjects, emotions, quarantine reasons."""
+    require_catalog(directory)
     samples, quarantine = read_samples(directory), read_quarantine(directory)
     per_dataset = {}
     for dataset, rows in samples.groupby("dataset"):
@@ -176,13 +189,19 @@ def summary(directory: Path) -> dict:
             "macro": bool(rows["is_macro"].all()),
             "emotions": {k: int(v) for k, v in rows["emotion"].value_counts().items()},
             "apex_missing": int((rows["apex_source"] == "missing").sum()),
+            "apex_outside_clip": int((rows["apex_source"] == APEX_OUTSIDE_CLIP).sum()),
         }
     reasons = {}
     for (dataset, reason), rows in quarantine.groupby(["dataset", "reason"]):
         reasons.setdefault(dataset, {})[reason] = int(len(rows))
+    # Kept samples a user should know about: an annotated apex outside onset..offset (spotted instead).
+    outside = samples[samples["apex_source"] == APEX_OUTSIDE_CLIP]
+    warnings = [{"sample_key": row.sample_key, "warning": "apex_outside_clip",
+                 "detail": f"annotated apex {row.apex_annotated} outside onset..offset {row.onset}..{row.offset}: "
+                           "kept, the apex is spotted"} for row in outside.itertuples()]
     return {"samples": int(len(samples)), "quarantined": int(len(quarantine)),
-            "datasets": per_dataset, "quarantine_reasons": reasons}
+            "datasets": per_dataset, "quarantine_reasons": reasons, "warnings": warnings}
 
 
-def summary_json(directory: Path) -> str:
+def summary_json(directory: Location) -> str:
     return json.dumps(summary(directory), indent=2, sort_keys=True)

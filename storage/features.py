@@ -2,8 +2,9 @@
 
 Layout of ``STORE/<dataset>-<config hash>/``:
 
-- arrays ``onset``, ``apex`` (uint8 face crops), ``diff`` (float32 apex - onset, each in [-1, 1] first)
-  and ``flow`` (float32 u, v, magnitude, strain), all ``(sample, channel, y, x)`` with dimension
+- arrays ``onset``, ``apex``, ``middle`` (uint8 face crops; ``middle`` is the clip's middle frame
+  floor((N+1)/2), the survey baseline's frame where a dataset has no apex), ``diff`` (float32 apex -
+  onset, each in [-1, 1] first) and ``flow`` (float32 u, v, magnitude, strain), all ``(sample, channel, y, x)`` with dimension
   names; a chunk is one sample, a shard holds ``shard_size`` samples, Zstd-compressed;
 - attributes ``merflow``: the feature configuration, its hash, library versions, the dataset and
   the sample index (sample key -> row), which only the flow's driver writes;
@@ -29,16 +30,19 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
+from merflow.storage import locations
 from merflow.tasks.faces import FaceConfig
 from merflow.tasks.motion import MotionConfig
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2  # 2: the middle crop (training/models/survey_cnn.py)
 DONE_DIR = "_done"
 DIMENSIONS = ("sample", "channel", "y", "x")
 # name -> (dtype, channels)
-ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "diff": ("float32", 3), "flow": ("float32", 4)}
+ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "middle": ("uint8", 3), "diff": ("float32", 3),
+          "flow": ("float32", 4)}
 FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
 SIZES = (28, 64, 80, 112, 128)
+FIRST_FRAMES = ("onset", "onset+1")
 
 
 @dataclass(frozen=True)
@@ -49,15 +53,24 @@ class FeatureConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     size: int = 80
     shard_size: int = 16
+    # The pair of frames the difference and the flow compare: "onset" (onset and apex), or "onset+1",
+    # the published Meta-MMFNet code's pair: its DebinMeng_train.load_imgs_tsn takes img_lists[1]
+    # (onset + 1) and img_lists[apex - onset + 1] (apex + 1) of the clip's sorted frames.
+    first_frame: str = "onset"
 
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}, not {self.size}")
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")
+        if self.first_frame not in FIRST_FRAMES:
+            raise ValueError(f"first_frame must be one of {FIRST_FRAMES}, not {self.first_frame!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"feature_schema": FEATURE_SCHEMA_VERSION}
+        settings = dataclasses.asdict(self) | {"feature_schema": FEATURE_SCHEMA_VERSION}
+        if settings["first_frame"] == "onset":  # the default leaves the hash (the group names) as before
+            del settings["first_frame"]
+        return settings
 
     @property
     def hash(self) -> str:
@@ -68,7 +81,7 @@ class FeatureConfig:
     def from_dict(cls, data: dict) -> FeatureConfig:
         motion = {k: tuple(v) if isinstance(v, list) else v for k, v in data["motion"].items()}
         return cls(face=FaceConfig(**data["face"]), motion=MotionConfig(**motion), size=data["size"],
-                   shard_size=data["shard_size"])
+                   shard_size=data["shard_size"], first_frame=data.get("first_frame", "onset"))
 
 
 def library_versions() -> dict[str, str]:
@@ -76,11 +89,9 @@ def library_versions() -> dict[str, str]:
 
 
 def normalise_url(store: str | Path) -> str:
-    """Local paths as plain paths (zarr's LocalStore); fsspec URLs as they are; file:// stripped."""
-    text = str(store)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    return text if "://" in text else str(Path(text).resolve())
+    """Local paths as plain absolute paths (zarr's LocalStore); fsspec URLs as they are; file:// stripped
+    (storage/locations.py)."""
+    return locations.normalise(store)
 
 
 def group_name(dataset: str, config: FeatureConfig) -> str:
@@ -91,6 +102,7 @@ class FeatureStore:
     """A feature store at a local path or an fsspec URL (memory://, s3://, ...)."""
 
     def __init__(self, url: str | Path):
+        locations.require(url)  # s3:// without s3fs: one line naming the pip install (storage/locations.py)
         self.url = normalise_url(url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
 

@@ -7,16 +7,23 @@ the folder names). ``query(results, sql)`` runs one user statement and refuses a
 Two guards keep it read-only: the statement type (SELECT, or EXPLAIN of a SELECT: EXPLAIN ANALYZE
 runs its statement), and DuckDB's own sandbox, which limits file access to the results folder and
 locks the configuration so a statement cannot lift it.
+
+Results on an object store (``s3://...``) are read through fsspec and pyarrow into Arrow tables that
+are registered as the views, not through DuckDB's httpfs extension (which DuckDB downloads at run
+time); external access is then disabled with no directory allowed at all, so a statement can read
+nothing but those tables. The tables are read whole into memory (result tables are small).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from merflow.storage import locations
 from merflow.storage import results as result_tables
 
 # The exact layout write_part produces. DuckDB's glob, unlike Arrow's dataset discovery, does not skip
@@ -31,34 +38,69 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def results_folder(results: Path) -> Path:
-    """The results folder, resolved; a clear ValueError when it does not exist."""
+def results_folder(results: str | os.PathLike) -> str:
+    """The results folder (a local one resolved); a clear ValueError when it does not exist."""
+    if locations.is_remote(results):
+        folder = locations.normalise(results)
+        if not locations.isdir(folder):
+            raise ValueError(f"no results at {folder} (write them with `merflow train --out {folder}`)")
+        return folder
     folder = Path(results).expanduser()
     if not folder.is_dir():
         raise ValueError(f"no results folder at {folder} (write one with `merflow train --out {folder}`)")
-    return folder.resolve()
+    return str(folder.resolve())
 
 
-def connect(results: Path) -> duckdb.DuckDBPyConnection:
+def _lock_down(con: duckdb.DuckDBPyConnection, allowed: list[str]) -> None:
+    # allowed_directories must be set before external access is disabled; the lock keeps a later SET out.
+    con.execute(f"SET allowed_directories = [{', '.join(_sql_string(d) for d in allowed)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def connect(results: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with one view per result table; a table without parts is an empty view
     with the table's columns, so every query can name every table."""
     folder = results_folder(results)
     con = duckdb.connect(":memory:")
-    # allowed_directories must be set before external access is disabled; the lock keeps a later SET out.
-    con.execute(f"SET allowed_directories = [{_sql_string(str(folder) + '/')}]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
+    if locations.is_remote(folder):
+        _lock_down(con, [])
+        for table in result_tables.TABLES:
+            arrow = result_tables.read_arrow(folder, table)
+            if arrow is None or arrow.num_rows == 0:
+                con.register(table, result_tables.SCHEMAS[table].empty_table())
+                continue
+            # Partition columns first, as the local views have them.
+            names = list(result_tables.PARTITIONS) + [n for n in arrow.schema.names if n not in result_tables.PARTITIONS]
+            con.register(table, arrow.select(names))
+        return con
+    _lock_down(con, [folder + "/"])
     for table in result_tables.TABLES:
-        root = folder / table
+        root = Path(folder) / table
         if not any(root.glob(PART_GLOB)):
             con.register(table, result_tables.SCHEMAS[table].empty_table())
             continue
         # Partition values are names, never numbers or dates: a run called "20240101" stays a string.
-        con.execute(
-            f"CREATE VIEW {table} AS SELECT run, protocol, * EXCLUDE (run, protocol) FROM read_parquet("
-            f"{_sql_string(str(root / PART_GLOB))}, hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'run': 'VARCHAR', 'protocol': 'VARCHAR'})")
+        source = (f"read_parquet({_sql_string(str(root / PART_GLOB))}, hive_partitioning = true, union_by_name = true, "
+                  "hive_types = {'run': 'VARCHAR', 'protocol': 'VARCHAR'})")
+        excluded, added = _method_columns(con, table, source)
+        con.execute(f"CREATE VIEW {table} AS SELECT run, protocol, * EXCLUDE (run, protocol{excluded}){added} "
+                    f"FROM {source}")
     return con
+
+
+def _method_columns(con: duckdb.DuckDBPyConnection, table: str, source: str) -> tuple[str, str]:
+    """Schema version 3's method and recipe columns over parts of any version: version-2 parts have
+    neither (their rows are Meta-MMFNet's, storage/results.py DEFAULT_METHOD; their recipe is null)."""
+    if "method" not in result_tables.SCHEMAS[table].names:
+        return "", ""
+    names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    default = _sql_string(result_tables.DEFAULT_METHOD)
+    excluded = ", method" if "method" in names else ""
+    added = f", coalesce(method, {default}) AS method" if "method" in names else f", {default} AS method"
+    if "recipe" not in names:
+        added += ", CAST(NULL AS VARCHAR) AS recipe"
+    return excluded, added
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -81,7 +123,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise ValueError(f"only reads are allowed: EXPLAIN may explain a SELECT, not {kind}")
 
 
-def query(results: Path, sql: str) -> pd.DataFrame:
+def query(results: str | os.PathLike, sql: str) -> pd.DataFrame:
     """The result of one read-only statement over the result tables' views."""
     con = connect(results)
     try:
@@ -94,7 +136,7 @@ def query(results: Path, sql: str) -> pd.DataFrame:
         con.close()
 
 
-def table(results: Path, name: str, run: str | None = None) -> pd.DataFrame:
+def table(results: str | os.PathLike, name: str, run: str | None = None) -> pd.DataFrame:
     """A whole result table, or one run's rows, through the views (partition columns first)."""
     if name not in result_tables.TABLES:
         raise ValueError(f"unknown result table {name!r}; the tables are {', '.join(result_tables.TABLES)}")

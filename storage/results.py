@@ -8,7 +8,8 @@ hyperparameter search: status, failures, error, the settings chosen on validatio
 ``predictions`` (one row per validation or test sample, model and α). Each file is written to a
 hidden temporary name and renamed, so a reader never sees half a file: Arrow's dataset discovery
 skips names starting with '.', and storage/queries.py reads only ``part-*.parquet`` (DuckDB's glob
-would not skip them).
+would not skip them). ``results`` is a location (a local path or an fsspec URL, storage/locations.py):
+on an object store a part is one PUT, whole or absent, with no temporary name.
 
 The ``trial`` column: "" for a plain training run, a configuration id (``c`` + a hash of the
 searched settings) for a search, and "selected" for a search's honest result: in each fold, the
@@ -19,15 +20,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-RESULTS_SCHEMA_VERSION = 2  # 2: the trials table; shots nullable; predictions.chosen_from
+from merflow.storage import locations
+
+RESULTS_SCHEMA_VERSION = 3  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe
+# Which model made a row (training/models/: meta-mmfnet, survey-cnn) and its recipe (null where the model has
+# none). Version-2 parts have neither column: they were all Meta-MMFNet's, and read so (read_table, queries).
+DEFAULT_METHOD = "meta-mmfnet"
+METHOD_COLUMNS = ("method", "recipe")
 TABLES = ("runs", "trials", "metrics", "predictions")
 SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
 PARTITIONS = ("run", "protocol")
@@ -43,6 +49,8 @@ RUNS_SCHEMA = pa.schema([
     pa.field("versions", pa.string(), nullable=False),        # JSON: package -> version
     pa.field("timings", pa.string(), nullable=False),         # JSON: stage -> seconds
     pa.field("classes", pa.list_(pa.string()), nullable=False),
+    pa.field("method", pa.string()),                          # the model (training/models/); v2: meta-mmfnet
+    pa.field("recipe", pa.string()),                          # the model's recipe, null where it has none
 ])
 
 METRICS_SCHEMA = pa.schema([
@@ -62,6 +70,8 @@ METRICS_SCHEMA = pa.schema([
     pa.field("uar", pa.float64()),
     pa.field("per_class_accuracy", pa.string()),              # JSON: class -> accuracy
     pa.field("confusion", pa.string()),                       # JSON: rows true, columns predicted
+    pa.field("method", pa.string()),
+    pa.field("recipe", pa.string()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([
@@ -80,6 +90,8 @@ PREDICTIONS_SCHEMA = pa.schema([
     pa.field("pred", pa.string(), nullable=False),
     pa.field("scores", pa.list_(pa.float32()), nullable=False),
     pa.field("chosen_from", pa.string()),                     # "selected" rows: the configuration chosen
+    pa.field("method", pa.string()),
+    pa.field("recipe", pa.string()),
 ])
 
 TRIALS_SCHEMA = pa.schema([
@@ -113,34 +125,52 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
     for column in ("per_class_accuracy", "confusion"):
         if column in frame.columns:
             frame[column] = [v if v is None or isinstance(v, str) else json.dumps(v) for v in frame[column]]
+    if "method" in schema.names:  # a writer that names no model writes Meta-MMFNet's rows, as before version 3
+        frame["method"] = frame["method"].where(frame["method"].notna(), DEFAULT_METHOD)
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     return table.replace_schema_metadata({b"merflow.results_schema_version": str(RESULTS_SCHEMA_VERSION).encode()})
 
 
-def write_part(results: Path, table: str, run: str, protocol: str, part: str, rows) -> Path:
+def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
+    return locations.join(results, table, f"run={run}", f"protocol={protocol}", f"part-{part}.parquet")
+
+
+def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, part: str, rows) -> str:
     """Write one part of a table for (run, protocol) atomically; rewriting a part replaces it."""
-    directory = Path(results) / table / f"run={run}" / f"protocol={protocol}"
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"part-{part}.parquet"
-    handle, temp = tempfile.mkstemp(prefix=".part-", suffix=".parquet", dir=directory)
-    os.close(handle)
-    try:
-        # The partition columns live in the path; the file holds the rest.
-        pq.write_table(_table(rows, SCHEMAS[table]).drop_columns(list(PARTITIONS)), temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    target = part_location(results, table, run, protocol, part)
+    # The partition columns live in the path; the file holds the rest.
+    arrow = _table(rows, SCHEMAS[table]).drop_columns(list(PARTITIONS))
+    with locations.atomic_write(target) as file:
+        pq.write_table(arrow, file)
     return target
 
 
-def read_table(results: Path, table: str, run: str | None = None) -> pd.DataFrame:
-    """A whole table (or one run's rows) with its partition columns; empty with the right columns if none."""
-    root = Path(results) / table
+def read_arrow(results: str | os.PathLike, table: str, run: str | None = None) -> pa.Table | None:
+    """A whole table (or one run's rows) as Arrow, partition columns included; None if it has no parts."""
+    root = locations.join(results, table)
+    if not locations.isdir(root):
+        return None
     schema = SCHEMAS[table]
-    if not root.is_dir():
-        return schema.empty_table().to_pandas()
+    filesystem, path = locations.arrow_filesystem(root)
     partitioning = ds.partitioning(pa.schema([schema.field(p) for p in PARTITIONS]), flavor="hive")
-    dataset = ds.dataset(root, format="parquet", partitioning=partitioning, schema=schema)
+    dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning=partitioning, schema=schema)
     expression = ds.field("run") == run if run else None
-    return dataset.to_table(filter=expression).to_pandas()
+    arrow = dataset.to_table(filter=expression)
+    if "method" in arrow.schema.names:  # version-2 parts (no method column) are Meta-MMFNet's
+        index = arrow.schema.get_field_index("method")
+        arrow = arrow.set_column(index, schema.field("method"), pc.fill_null(arrow["method"], DEFAULT_METHOD))
+    return arrow
+
+
+def read_table(results: str | os.PathLike, table: str, run: str | None = None) -> pd.DataFrame:
+    """A whole table (or one run's rows) with its partition columns; empty with the right columns if none."""
+    arrow = read_arrow(results, table, run)
+    frame = (SCHEMAS[table].empty_table() if arrow is None else arrow).to_pandas()
+    return with_method(frame)
+
+
+def with_method(frame: pd.DataFrame) -> pd.DataFrame:
+    """Version-2 rows (no method column, read as null) are Meta-MMFNet's: say so."""
+    if "method" in frame.columns and frame["method"].isna().any():
+        frame = frame.assign(method=frame["method"].where(frame["method"].notna(), DEFAULT_METHOD))
+    return frame

@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
-import fsspec
 import py7zr
 from py7zr.io import Py7zIO, WriterFactory
 
@@ -124,14 +123,16 @@ def materialize(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     into a temporary file that is renamed into place when complete, so a file in the cache is
     always a whole download; a cached file of the remote's size is reused instead of fetched again.
     """
+    from merflow.storage import locations
+
     source = os.fspath(source)
-    if "://" not in source or source.startswith("file://"):
-        local = Path(source.removeprefix("file://")).expanduser().resolve()
+    if not locations.is_remote(source):
+        local = locations.local_path(source)
         if not local.exists():
             raise FileNotFoundError(f"dataset source {source} does not exist ({local})")
         return local
 
-    filesystem, remote_path = fsspec.core.url_to_fs(source)
+    filesystem, remote_path = locations.filesystem(source)  # MissingExtra if its package is not installed
     if not filesystem.exists(remote_path):
         raise FileNotFoundError(f"dataset source {source} does not exist")
     name = PurePosixPath(urlsplit(remote_path).path).name

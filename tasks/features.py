@@ -91,23 +91,40 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
     except NoFaceError as error:
         raise SampleError("no_face", str(error)) from None
     size = config.size
-    onset_crop = crop_face(onset, box, size)
+    # The first frame of the pair: the onset, or (first_frame "onset+1", the published code's pair, see
+    # storage/features.py FeatureConfig) the frame after it, with the annotated apex moved one on too.
+    first = 0 if config.first_frame == "onset" else 1
+    if first >= len(frames):
+        raise SampleError("too_few_frames", f"{clip}: {len(frames)} frame(s), no onset + 1 frame for first_frame "
+                                            f"{config.first_frame!r}")
+    first_frame = onset if first == 0 else read_frame(clip / frames[first], onset.shape)
+    onset_crop = crop_face(first_frame, box, size)
     if record.get("apex") is not None:
-        apex_index, apex_source = int(record["apex"]) - int(record["onset"]), "annotated"
+        # Clamped: apex + 1 of an apex on the last frame of the clip is that last frame.
+        apex_index = min(int(record["apex"]) - int(record["onset"]) + first, len(frames) - 1)
+        apex_source = "annotated"
         apex_crop = crop_face(read_frame(clip / frames[apex_index], onset.shape), box, size)
     else:
-        # No annotated apex (SMIC, an apex '/'): the frame of most motion from the onset.
-        crops = [onset_crop] + [crop_face(read_frame(clip / name, onset.shape), box, size) for name in frames[1:]]
-        apex_index, _ = spot_apex(np.stack(crops), config.motion)
-        apex_crop, apex_source = crops[apex_index], "spotted"
+        # No annotated apex (SMIC, an apex '/'): the frame of most motion from the first frame.
+        crops = [onset_crop] + [crop_face(read_frame(clip / name, onset.shape), box, size)
+                                for name in frames[first + 1:]]
+        spotted, _ = spot_apex(np.stack(crops), config.motion)
+        apex_index, apex_crop, apex_source = first + spotted, crops[spotted], "spotted"
+    # The clip's middle frame, floor((N+1)/2) of its N frames (1-based): the survey baseline's frame for
+    # SMIC, which has no apex (reference/survey/apex4.m: n = floor((N+1)/2)); cropped with the same box.
+    middle_index = (len(frames) + 1) // 2 - 1
+    middle_crop = crop_face(onset if middle_index == 0 else read_frame(clip / frames[middle_index], onset.shape),
+                            box, size)
     arrays = {
         "onset": as_rgb_channels(onset_crop),
         "apex": as_rgb_channels(apex_crop),
+        "middle": as_rgb_channels(middle_crop),
         "diff": frame_difference(onset_crop, apex_crop).astype(np.float32),
         "flow": flow_channels(optical_flow(onset_crop, apex_crop, config.motion)).astype(np.float32),
     }
-    info = {"status": "ok", "reason": None, "apex_index": apex_index,
+    info = {"status": "ok", "reason": None, "apex_index": apex_index, "first_index": first,
             "apex_frame": int(record["onset"]) + apex_index, "apex_source": apex_source,
+            "middle_index": middle_index,
             "colour": onset.ndim == 3, "face": box.to_dict()}
     return arrays, info
 

@@ -59,26 +59,52 @@ def _identity(*classes: str) -> dict[str, str]:
 
 SMIC_DATASETS = frozenset({"smic_hs", "smic_vis", "smic_nir"})
 
-# MEGC2019 takes CASME II's disgust and repression as negative but not its fear or sadness
-# (checked against the official combined_3class_gt.csv: 145 CASME II rows), and SAMM's five
-# negative emotions (133 SAMM rows).
+# MEGC2019 (the official composite list ../shared/reference/megc2019/combined_3class_gt.csv, 442 rows,
+# no header; rows 1-145 CASME II, 146-309 SMIC-HS, 310-442 SAMM) is the datasets' own emotions mapped
+# as below, plus the errata in MEGC2019_EXCLUDED. CASME II's disgust and repression are negative but
+# not its fear or sadness (145 CASME II rows); SAMM's five negative emotions are (133 SAMM rows,
+# 028_4_1 at row 414 and 032_3_1 at row 421 included: their apex lies outside the clip, but they are
+# in the list); every SMIC-HS clip is (164 rows).
 _MEGC_CASME2 = {"disgust": "negative", "repression": "negative", "happiness": "positive", "surprise": "surprise"}
 _MEGC_SAMM = {"anger": "negative", "contempt": "negative", "disgust": "negative", "fear": "negative",
               "sadness": "negative", "happiness": "positive", "surprise": "surprise"}
 _SMIC3 = _identity("negative", "positive", "surprise")
 
-# The official MEGC2019 list leaves out two CASME II disgust clips: sub04/EP12_01f (its apex is '/'
-# in the 2014 sheet) and sub05/EP09_05f. Keyed by (dataset, subject, sample_id) as in the catalog.
-MEGC2019_EXCLUDED = frozenset({("casme2", "sub04", "EP12_01f"), ("casme2", "sub05", "EP09_05f")})
+# Rows the mapping would give but the official list does not hold, keyed by (dataset, subject,
+# sample_id) as in the catalog, with where they would stand in combined_3class_gt.csv. The list was
+# made from the 2014 CASME II sheet: the 2019 sheet's three sub24 relabellings (sadness -> surprise)
+# are not in it, so membership is the same whichever sheet is ingested.
+MEGC2019_EXCLUDED: dict[tuple[str, str, str], str] = {
+    ("casme2", "sub04", "EP12_01f"): "disgust, apex '/' in the 2014 sheet; absent before row 18 (sub04 EP12_02f)",
+    ("casme2", "sub05", "EP09_05f"): "disgust; absent between rows 24 (sub05 EP04_06) and 25 (sub05 EP12_03f)",
+    ("casme2", "sub24", "EP07_01"): "sadness in 2014, surprise in the 2019 sheet; absent between rows 128 and 129",
+    ("casme2", "sub24", "EP07_04f"): "sadness in 2014, surprise in the 2019 sheet; absent between rows 128 and 129",
+    ("casme2", "sub24", "EP10_03"): "sadness in 2014, surprise in the 2019 sheet; absent between rows 128 and 129",
+}
 
+# The survey's fused 4-class set (../shared/reference/survey/apex4.m, the survey code's own mapping,
+# applied to its sample lists): per dataset, an exact-spelling comparison of the list's emotion:
+#   SAMM      lines 38-46:   'Happiness' -> positive, 'Other' -> Other, 'Surprise' -> surprise, else negative
+#                            (Anger, Contempt, Disgust, Fear, Sadness);
+#   SMIC      lines 58-92:   the loop over SMIC's 16 HS subject folders (k2 = 32:47) takes SMIC.xls's labels
+#                            (negative / positive / surprise) as they are (line 88);
+#   CASME II  lines 129-137: happiness -> positive, others -> Other, surprise -> surprise, else negative
+#                            (disgust, repression, sadness, fear);
+#   CASME     lines 164-172: the same spellings (tense, disgust, repression, sadness, contempt, fear -> negative);
+#   CAS(ME)^2 lines 192-200: the same spellings (disgust, anger, fear, pain, helpless, sadness -> negative).
+# So every emotion that is not happiness, others or surprise is negative; merflow names the class
+# 'others' (apex4.m writes 'Other'). SMIC is SMIC-HS only: the survey's input folder holds the HS clips.
 _FUSED4 = {e: ("negative" if e in NEGATIVE_EMOTIONS else e) for e in KNOWN_EMOTIONS}
 _FUSED4["happiness"] = "positive"
 
-# The survey's 9 classes are the raw emotions of SAMM, CASME II, CASME and CAS(ME)^2 with at least
-# a few samples each; CASME's 'tense' and CAS(ME)^2's 'pain'/'helpless' have no class of their own
-# there, so merflow files them under 'others' (a choice: the survey code does not say).
-_FUSED9_CLASSES = ("anger", "contempt", "disgust", "fear", "happiness", "others", "repression", "sadness", "surprise")
-_FUSED9 = _identity(*_FUSED9_CLASSES) | {"tense": "others", "pain": "others", "helpless": "others"}
+# The survey's fused 9-class set (../shared/reference/survey/apex9.m): the labels of SAMM (lines 13-44),
+# CASME II (95-125), CASME (129-142) and CAS(ME)^2 (146-159) are lower-cased (162-167), 'others' is
+# spelled 'other' (168-172), and line 176 keeps exactly the rows whose label is one of anger, sadness,
+# surprise, fear, other, happiness, disgust, repression, tense. SMIC is commented out (47-92).
+# CASME's tense is a class of its own; contempt (SAMM, CASME), pain and helpless (CAS(ME)^2) match
+# none of the nine and are in no class (label null).
+_FUSED9_CLASSES = ("anger", "disgust", "fear", "happiness", "others", "repression", "sadness", "surprise", "tense")
+_FUSED9 = _identity(*_FUSED9_CLASSES)
 
 CLASS_SETS: dict[str, ClassSet] = {cs.name: cs for cs in [
     ClassSet("casme4", ("disgust", "repression", "surprise", "tense"), frozenset({"casme"}),
@@ -101,10 +127,10 @@ CLASS_SETS: dict[str, ClassSet] = {cs.name: cs for cs in [
                                          "negative")}},
              "CDE composite: CASME + CASME II + SMIC, 3 classes (Meta-MMFNet Table 7)"),
     ClassSet("fused4", ("negative", "others", "positive", "surprise"),
-             frozenset({"casme", "casme2", "casme_sq", "samm"}) | SMIC_DATASETS, _FUSED4,
-             "survey's fused 4-class set over five datasets"),
+             frozenset({"casme", "casme2", "casme_sq", "samm", "smic_hs"}), _FUSED4,
+             "survey's fused 4-class set over five datasets (apex4.m; SMIC-HS only)"),
     ClassSet("fused9", _FUSED9_CLASSES, frozenset({"casme", "casme2", "casme_sq", "samm"}), _FUSED9,
-             "survey's fused 9-class set (SMIC left out)"),
+             "survey's fused 9-class set (apex9.m; SMIC left out)"),
 ]}
 
 LABEL_COLUMNS = tuple(f"label_{name}" for name in CLASS_SETS) + ("label_megc2019",)

@@ -63,6 +63,21 @@ def training_set(tmp_path_factory, prefect_backend) -> dict:
 
 
 @pytest.fixture(scope="session")
+def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
+    """The survey's five datasets (CASME, CASME II, CAS(ME)^2, SAMM, SMIC-HS) of ``synth_folders``, through
+    the real ingest and features flows at 28x28 (the survey baseline's input size): LOVO and LOSO over
+    the fused class sets (tests/test_survey_cnn.py)."""
+    from merflow.flows.features import features_flow
+    from merflow.flows.ingest import ingest_flow
+
+    out = tmp_path_factory.mktemp("fused")
+    sources = [synth_folders[name] for name in ("casme", "casme2", "casme_sq", "samm", "smic")]
+    ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
+    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
+    return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray with this machine's 2 CPUs. It also declares one *logical* GPU, the one mock
     here: no GPU exists on CI, and the logical one lets a test check that trials asking for a fraction
@@ -72,3 +87,48 @@ def ray_local():
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server on 127.0.0.1 (moto's, in a thread of this process, on a free port) with dummy
+    credentials, and the bucket ``merflow``. The endpoint goes to every client through AWS_ENDPOINT_URL,
+    which child processes (Dask and Ray workers) inherit. Yields the endpoint URL."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError as error:
+        pytest.skip(f"the S3 tests need moto[server] and s3fs (pip install -e '.[test]'): {error}")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}
+    before = {name: os.environ.get(name) for name in [*settings, "AWS_PROFILE", "AWS_CONFIG_FILE",
+                                                      "AWS_SHARED_CREDENTIALS_FILE"]}
+    os.environ.update(settings)
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        os.environ.pop(name, None)
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir("merflow")
+    yield endpoint
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for fs in list(s3fs.S3FileSystem._cache.values()):  # close their HTTP sessions now, not noisily at exit
+        if getattr(fs, "_s3", None) is None:
+            continue
+        if fs.asynchronous:  # zarr's: its session lives on zarr's event loop
+            from zarr.core.sync import sync
+
+            sync(fs._s3.__aexit__(None, None, None))
+        else:
+            s3fs.S3FileSystem.close_session(fs.loop, fs._s3)
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()

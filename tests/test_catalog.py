@@ -8,9 +8,9 @@ from merflow.tasks.labels import protocol_labels
 
 def _sample(key_suffix: str, emotion="happiness") -> dict:
     return {"sample_key": f"casme2/sub01/{key_suffix}", "dataset": "casme2", "subject": "sub01",
-            "subject_key": "casme2/sub01", "sample_id": key_suffix, "is_macro": False, "clip_dir": "/data/x",
-            "frame_files": ["img1.jpg", "img2.jpg"], "n_frames": 2, "fps": 200.0, "onset": 1, "apex": None,
-            "apex_source": "missing", "offset": 2, "action_units": "12", "emotion_raw": emotion, "emotion": emotion,
+            "subject_key": "casme2/sub01", "sample_id": key_suffix, "clip_id": key_suffix, "is_macro": False,
+            "clip_dir": "/data/x", "frame_files": ["img1.jpg", "img2.jpg"], "n_frames": 2, "fps": 200.0, "onset": 1,
+            "apex": None, "apex_annotated": None, "apex_source": "missing", "offset": 2, "action_units": "12", "emotion_raw": emotion, "emotion": emotion,
             "objective_class": None, **protocol_labels("casme2", "sub01", key_suffix, emotion, False)}
 
 
@@ -53,8 +53,27 @@ def test_other_schema_versions_are_refused(tmp_path):
     catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
     table = pq.read_table(tmp_path / catalog.SAMPLES_FILE)
     pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"0"}), tmp_path / catalog.SAMPLES_FILE)
-    with pytest.raises(catalog.CatalogSchemaError, match="version 0"):
+    with pytest.raises(catalog.CatalogSchemaError, match="version 0.*re-ingest"):
         catalog.read_samples(tmp_path)
+
+
+def test_a_version_1_catalog_is_refused_with_a_re_ingest_message(tmp_path):
+    # Version 1 had no clip_id / apex_annotated and quarantined apex_outside_clip: its rows cannot be
+    # told apart from version 2's, so merflow asks for a fresh ingest rather than guessing.
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
+    table = pq.read_table(tmp_path / catalog.SAMPLES_FILE).drop_columns(["clip_id", "apex_annotated"])
+    pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"1"}), tmp_path / catalog.SAMPLES_FILE)
+    with pytest.raises(catalog.CatalogSchemaError, match=r"version 1; this merflow reads version 2: re-ingest"):
+        catalog.read_samples(tmp_path)
+
+
+def test_summary_warns_of_an_apex_outside_the_clip(tmp_path):
+    outside = _sample("EP02") | {"apex_annotated": 9, "apex_source": "outside_clip"}
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01"), outside], [])
+    result = catalog.summary(tmp_path)
+    assert result["datasets"]["casme2"]["apex_outside_clip"] == 1 and result["quarantined"] == 0
+    assert [(w["sample_key"], w["warning"]) for w in result["warnings"]] == [("casme2/sub01/EP02", "apex_outside_clip")]
+    assert "annotated apex 9 outside onset..offset 1..2" in result["warnings"][0]["detail"]
 
 
 def test_missing_catalog_reads_empty_with_columns(tmp_path):

@@ -26,7 +26,11 @@ def test_synth_then_catalog_summary(tmp_path, capsys):
 
 
 def test_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):
-    assert main(["catalog", str(tmp_path / "missing")]) == 0  # an empty catalog is a valid answer
+    assert main(["catalog", str(tmp_path / "missing")]) == 2  # a mistyped path is not an empty catalog
+    assert "no catalog at" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["catalog", str(tmp_path / "empty")]) == 2
+    assert "has no samples.parquet" in capsys.readouterr().out
     assert main(["synth", "--dataset", "ckplus", "--out", str(tmp_path), "--scale", "5"]) == 2
     assert "scale must be within" in capsys.readouterr().out
 
@@ -38,3 +42,116 @@ def test_ingest_refuses_a_hostile_archive_with_exit_2(tmp_path, capsys):
         bundle.writestr("/etc/evil.conf", "x")
     assert main(["ingest", str(evil), "--out", str(tmp_path / "catalog")]) == 2
     assert "/etc/evil.conf" in capsys.readouterr().out
+
+
+def test_catalog_check_megc2019_lists_each_difference(synth_folders, tmp_path, capsys, monkeypatch):
+    from merflow.storage import catalog
+    from merflow.tasks import ingest
+
+    catalog_dir = tmp_path / "catalog"
+    for name in ("casme2", "samm"):
+        prepared = ingest.prepare(str(synth_folders[name]), catalog_dir)
+        datasets, samples, problems = ingest.read(prepared, ingest.IngestConfig())
+        catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, ingest.IngestConfig()), samples,
+                             problems)
+    rows = catalog.read_samples(catalog_dir).dropna(subset=["label_megc2019"])
+    codes = {"negative": 0, "positive": 1, "surprise": 2}
+    lines = [f"{r.dataset},{int(r.subject) if r.dataset == 'samm' else r.subject},{r.sample_id},{codes[r.label_megc2019]}"
+             for r in rows.itertuples()]
+    official = tmp_path / "combined_3class_gt.csv"
+    official.write_text("\n".join(lines) + "\n")
+    assert main(["catalog", str(catalog_dir), "--check", "megc2019", "--official", str(official)]) == 0
+    assert "0 difference(s)" in capsys.readouterr().out
+    first = rows.iloc[0]
+    changed = lines[1:] + ["casme2,sub99,EP99_01,2", "smic,s01,s01_ne_01,0", lines[0].rsplit(",", 1)[0] + f",{(codes[first.label_megc2019] + 1) % 3}"]
+    official.write_text("\n".join(changed) + "\n")
+    monkeypatch.setenv("MERFLOW_REFERENCE", str(tmp_path / "nowhere"))
+    assert main(["catalog", str(catalog_dir), "--check", "megc2019", "--official", str(official)]) == 1
+    out = capsys.readouterr().out
+    assert "missing  casme2/sub99/EP99_01: official surprise, catalog -" in out
+    assert f"label  {first.sample_key}: official" in out and "2 difference(s)" in out
+    assert "smic_hs: no samples in this catalog" in out
+    assert main(["catalog", str(catalog_dir), "--check", "megc2019"]) == 2  # $MERFLOW_REFERENCE has no list
+    assert "pass --official" in capsys.readouterr().out
+
+
+def test_error_text_keeps_its_brackets_on_one_line(capsys):
+    assert main(["tune", "--catalog", "x", "--store", "y", "--shots", "[s3],[client]"]) == 2
+    out = capsys.readouterr().out
+    assert "[s3],[client]" in out and out.count("\n") == 1, out  # rich markup would have eaten both
+
+
+def _cli(*arguments: str, api_url: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "merflow.flows.cli", *arguments], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"PREFECT_API_URL": api_url})
+
+
+@pytest.mark.usefixtures("prefect_backend")
+def test_a_flow_error_is_one_line_and_its_traceback_is_in_the_run_log_or_under_verbose(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, LogFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()  # the test's own Prefect API: the CLI processes report their runs to it
+    arguments = ["features", "--catalog", str(tmp_path / "nothing"), "--store", str(tmp_path / "f.zarr")]
+    quiet = _cli(*arguments, api_url=api)
+    assert quiet.returncode == 2, quiet.stdout + quiet.stderr
+    everything = quiet.stdout + quiet.stderr
+    assert "Traceback" not in everything and "Finished in state Failed" not in everything, everything
+    errors = [line for line in everything.splitlines() if "has no samples" in line]
+    assert errors == [f"error: the catalog at {tmp_path / 'nothing'} has no samples: run `merflow ingest` first"], \
+        everything
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(flow_run_filter=FlowRunFilter(), sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        logs = client.read_logs(LogFilter(flow_run_id={"any_": [run.id]}))
+    assert run.state.is_failed() and any("Traceback" in log.message and "has no samples" in log.message
+                                         for log in logs), [log.message[:80] for log in logs]
+    verbose = _cli("--verbose", *arguments, api_url=api)
+    assert verbose.returncode == 2 and "Traceback" in verbose.stdout + verbose.stderr
+    assert build_parser().parse_args([*arguments, "--verbose"]).verbose  # after the command too
+    assert not build_parser().parse_args(arguments).verbose
+
+
+@pytest.mark.usefixtures("prefect_backend")
+def test_feature_config_chooses_among_the_stores_configurations(tmp_path, capsys):
+    """A store with the default features and `--size 28` ones: train names both with their settings, and
+    --feature-config (a hash, or its start) picks one."""
+    from merflow.flows.features import features_flow
+    from merflow.flows.ingest import ingest_flow
+    from merflow.storage import results
+    from merflow.storage.features import FeatureStore
+    from merflow.tasks.synthetic import SynthConfig, synthesize
+
+    from conftest import SCALE
+
+    sources = [synthesize(SynthConfig("casme2", subjects=3, samples=18, archive="none", seed=2, scale=SCALE), tmp_path),
+               synthesize(SynthConfig("ckplus", subjects=2, samples=6, archive="none", seed=2, scale=SCALE), tmp_path)]
+    ingest_flow(sources=[str(s) for s in sources], out=str(tmp_path / "catalog"))
+    store = str(tmp_path / "features.zarr")
+    for size in (80, 28):
+        features_flow(catalog_dir=str(tmp_path / "catalog"), store=store, size=size, n_workers=1)
+    hashes = {g["config"]["size"]: g["config_hash"] for g in FeatureStore(store).groups()}
+    train = ["train", "--catalog", str(tmp_path / "catalog"), "--store", store, "--dataset", "casme2", "--shots", "1",
+             "--macro-epochs", "1", "--pretrain-epochs", "1", "--meta-epochs", "1", "--batches-per-epoch", "1",
+             "--out", str(tmp_path / "results")]
+    assert main([*train, "--run", "either"]) == 2
+    out = capsys.readouterr().out
+    assert "--feature-config HASH" in out and out.count("\n") == 1, out
+    for size, config_hash in hashes.items():
+        assert f"{config_hash} (size {size}, flow farneback, detector yunet" in out, out
+    assert main([*train, "--run", "nope", "--feature-config", "nope"]) == 2
+    assert "no feature configuration 'nope'" in capsys.readouterr().out
+    assert main([*train, "--run", "small", "--feature-config", hashes[28][:6]]) == 0, capsys.readouterr().out
+    runs = results.read_table(tmp_path / "results", "runs", run="small")
+    assert runs["feature_config_hash"].tolist() == [hashes[28]]
+
+
+def test_train_and_tune_take_a_sample_list():
+    for command in ("train", "tune"):
+        args = build_parser().parse_args([command, "--catalog", "c", "--store", "s", "--protocol", "fused4",
+                                          "--sample-list", "survey", "--sample-lists", "lists"])
+        assert (args.sample_list, args.sample_lists) == ("survey", "lists")
+        assert build_parser().parse_args([command, "--catalog", "c", "--store", "s"]).sample_list is None

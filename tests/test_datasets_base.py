@@ -3,7 +3,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from merflow.tasks.datasets.base import Annotation, build_samples, frame_number, list_frames, parse_frame
+from merflow.tasks.datasets.base import (
+    Annotation,
+    build_samples,
+    frame_number,
+    list_frames,
+    parse_frame,
+    split_repeated_clips,
+)
 
 
 def test_parse_frame_cells():
@@ -54,9 +61,31 @@ def test_every_unusable_row_is_quarantined_with_its_reason(tmp_path):
         _annotation(good, "EP07", onset=5, offset=1, apex=None),
         _annotation(good, "EP08", apex=None),                 # fine: apex left to be spotted
     ])
-    assert [s["sample_id"] for s in result.samples] == ["EP01", "EP08"]
-    assert result.samples[1]["apex_source"] == "missing"
+    assert [s["sample_id"] for s in result.samples] == ["EP01", "EP02", "EP08"]
+    outside, missing = result.samples[1], result.samples[2]
+    # An apex outside onset..offset is kept: the sheet's apex in apex_annotated, apex left to be spotted.
+    assert (outside["apex"], outside["apex_annotated"], outside["apex_source"]) == (None, 9, "outside_clip")
+    assert (missing["apex"], missing["apex_annotated"], missing["apex_source"]) == (None, None, "missing")
+    assert result.samples[0]["apex_annotated"] == result.samples[0]["apex"] == 3
     assert [(p["sample_id"], p["reason"]) for p in result.problems] == [
-        ("EP01", "duplicate_id"), ("EP02", "apex_outside_clip"), ("EP03", "unknown_label"),
+        ("EP01", "duplicate_id"), ("EP03", "unknown_label"),
         ("EP04", "missing_frames"), ("EP05", "unreadable_frame"), ("EP06", "missing_clip"), ("EP07", "bad_interval")]
     assert list_frames(good) == {n: f"img{n}.jpg" for n in range(1, 6)}
+
+
+def test_a_clip_with_several_expressions_gives_one_sample_each(tmp_path):
+    clip = _clip(tmp_path / "EP01_12", range(1, 21))
+    rows = [_annotation(clip, "EP01_12", onset=11, apex=13, offset=18, emotion_raw="tense"),
+            _annotation(clip, "EP01_12", onset=1, apex=3, offset=8, emotion_raw="repression"),
+            _annotation(clip, "EP01_12", onset=1, apex=4, offset=8),    # same clip, same onset: a duplicate
+            _annotation(clip, "EP02_01", onset=1, apex=3, offset=8)]    # a clip of its own keeps its id
+    result = build_samples(split_repeated_clips(rows))
+    assert [(s["sample_id"], s["clip_id"], s["onset"], s["emotion"]) for s in result.samples] == [
+        ("EP01_12@11", "EP01_12", 11, "tense"), ("EP01_12@1", "EP01_12", 1, "repression"),
+        ("EP02_01", "EP02_01", 1, "happiness")]
+    assert result.samples[0]["frame_files"] == [f"img{n}.jpg" for n in range(11, 19)]
+    assert [(p["sample_id"], p["reason"]) for p in result.problems] == [("EP01_12@1", "duplicate_id")]
+    # The ids depend on the sheet's content, not its row order.
+    again = build_samples(split_repeated_clips([_annotation(clip, "EP01_12", onset=1, apex=3, offset=8),
+                                                _annotation(clip, "EP01_12", onset=11, apex=13, offset=18)]))
+    assert [s["sample_id"] for s in again.samples] == ["EP01_12@1", "EP01_12@11"]

@@ -41,9 +41,10 @@ def test_synthetic_casme2_reads_with_its_quirks(synth_folders):
     assert detect_datasets(root) == ["casme2"]
     result = casme2.read(root)
     reasons = Counter(p["reason"] for p in result.problems)
-    assert reasons == {"apex_outside_clip": 1, "missing_frames": 1}
+    assert reasons == {"missing_frames": 1}
     assert len(result.samples) + len(result.problems) == 12
     assert sum(s["apex_source"] == "missing" for s in result.samples) == 1  # the '/' apex
+    assert sum(s["apex_source"] == "outside_clip" and s["apex"] is None for s in result.samples) == 1
     for sample in result.samples:
         assert sample["n_frames"] == sample["offset"] - sample["onset"] + 1 == len(sample["frame_files"])
         assert all(f.endswith(".jpg") for f in sample["frame_files"])  # the stray Thumbs.db is not a frame

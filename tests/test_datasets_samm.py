@@ -16,18 +16,22 @@ def test_real_sheet_counts(reference):
 
 
 @requires_reference
-def test_real_apex_outside_rows_are_quarantined(reference):
-    rows = samm.read_sheet(reference / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx")
-    result = build_samples(rows)  # no clip folders: everything is quarantined, each with its reason
-    reasons = {p["sample_id"]: p["reason"] for p in result.problems}
-    assert reasons["028_4_1"] == reasons["032_3_1"] == "apex_outside_clip"
-    assert Counter(reasons.values()) == {"missing_clip": 157, "apex_outside_clip": 2}
+def test_real_apex_outside_rows_are_read_as_written(reference):
+    rows = {r.sample_id: r for r in samm.read_sheet(reference / "samm" / "SAMM_Micro_FACS_Codes_v2.xlsx")}
+    assert rows["028_4_1"].apex == 1143 and rows["028_4_1"].offset == 1134
+    assert rows["032_3_1"].apex == 1930 and rows["032_3_1"].onset == 4896
+    result = build_samples(rows.values())  # no clip folders: only missing_clip, apex outside is no reason
+    assert Counter(p["reason"] for p in result.problems) == {"missing_clip": 159}
 
 
 def test_synthetic_samm(synth_folders):
     root = synth_folders["samm"]
     assert detect_datasets(root) == ["samm"]
     result = samm.read(root)
-    assert Counter(p["reason"] for p in result.problems) == {"apex_outside_clip": 1, "missing_frames": 1}
-    assert len(result.samples) == 10
+    assert Counter(p["reason"] for p in result.problems) == {"missing_frames": 1}
+    assert len(result.samples) == 11
+    # The row whose apex lies outside onset..offset is kept, its apex to be spotted.
+    outside = [s for s in result.samples if s["apex_source"] == "outside_clip"]
+    assert len(outside) == 1 and outside[0]["apex"] is None
+    assert not outside[0]["onset"] <= outside[0]["apex_annotated"] <= outside[0]["offset"]
     assert all(s["subject"] >= "006" for s in result.samples)

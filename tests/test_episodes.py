@@ -1,5 +1,6 @@
 """Tests for the episode sampler (training/episodes.py): sizes, grouping and labels, disjoint support
-and query, determinism per seed, the small-class fallback, the errors, and the test-time support draw."""
+and query, determinism per seed, the small-class fallbacks (shortfalls by class name), the errors (naming
+the fold and the classes), and the test-time support draw."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from merflow.training.episodes import Episode, EpisodeSampler, draw_support
+from merflow.training.errors import DataError
 
 # Three classes with 12, 8 and 10 samples, interleaved so that indices and labels differ.
 LABELS = np.array([0, 1, 2] * 8 + [0, 0, 2, 0, 2, 0])
@@ -75,10 +77,36 @@ def test_small_class_query_first_then_support_from_the_rest():
         assert np.array_equal(labels[small_support], np.ones(5, dtype=int))
 
 
-@pytest.mark.parametrize("labels", [[0, 0, 0, 1], [0, 0, 0]], ids=["one_sample", "no_sample"])
-def test_a_class_without_support_and_query_raises(labels):
-    with pytest.raises(ValueError, match="class 1 has"):
-        EpisodeSampler(labels, n_classes=2, k_shot=5, q_query=1)
+def test_a_class_of_one_sample_is_support_only_and_recorded_by_name():
+    labels = np.array([0] * 6 + [1] + [2] * 6)  # class 1 ("contempt") has a single sample
+    sampler = EpisodeSampler(labels, n_classes=3, k_shot=5, q_query=1, seed=0,
+                             class_names=("anger", "contempt", "happiness"), context="fold loso-samm-006")
+    assert sampler.shortfalls == {"contempt": {"samples": 1, "queries": 0, "distinct_shots": 1}}
+    for _ in range(10):
+        episode = sampler.episode()
+        assert np.array_equal(episode.support[episode.support_labels == 1], [6] * 5)  # its prototype: that sample
+        assert 1 not in episode.query_labels  # no query: it would have no support left
+        assert np.array_equal(episode.query_labels, [0, 2])
+        assert np.array_equal(labels[episode.query], episode.query_labels)
+
+
+def test_a_class_without_samples_takes_no_part():
+    labels = np.array([0] * 7 + [2] * 7)  # class 1 absent from this split
+    episode = EpisodeSampler(labels, n_classes=3, k_shot=5, q_query=1, seed=0).episode()
+    assert 1 not in episode.support_labels and 1 not in episode.query_labels
+    assert np.array_equal(episode.support_labels, np.repeat([0, 2], 5))
+    assert EpisodeSampler(labels, n_classes=3).shortfalls == {"class 1": {"samples": 0, "queries": 0,
+                                                                          "distinct_shots": 0}}
+
+
+@pytest.mark.parametrize("labels, why", [([0, 0, 0], "fewer than 2 classes"), ([0, 1], "no class has the 2 samples")],
+                         ids=["one_class", "no_query"])
+def test_nothing_to_learn_raises_naming_the_fold_and_the_classes(labels, why):
+    with pytest.raises(DataError, match=why) as raised:
+        EpisodeSampler(labels, n_classes=2, k_shot=5, q_query=1, class_names=("disgust", "tense"),
+                       context="fold loso-casme-sub03")
+    assert "fold loso-casme-sub03" in str(raised.value) and "disgust" in str(raised.value)
+    assert "tense" in str(raised.value)
 
 
 def test_labels_outside_the_classes_raise():

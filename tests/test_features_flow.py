@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_every_catalog_sample_has_features_of_the_right_shape(catalog_dir, store
         assert reader.attributes["config"]["motion"]["algorithm"] == "farneback"
     assert set(readers["smic_hs"].table()["apex_source"]) == {"spotted"}
     assert set(readers["casme2"].table()["apex_source"]) == {"annotated", "spotted"}  # the '/' apex is spotted
+    # A row whose annotated apex lies outside onset..offset is a sample (catalog apex null): its apex is spotted.
+    outside = samples.loc[samples["apex_source"] == "outside_clip", "sample_key"]
+    assert set(outside.str.split("/").str[0]) == {"casme2", "samm"}
+    for dataset in ("casme2", "samm"):
+        table = readers[dataset].table().set_index("sample_key")
+        assert set(table.loc[table.index.isin(outside), "apex_source"]) == {"spotted"}
     assert result["shards_computed"] == sum(-(-len(r.table()) // 4) for r in readers.values())
 
 
@@ -133,7 +140,16 @@ def _arrays_by_key(url: str, dataset: str) -> dict:
     return {k: {name: batch[name][i] for name in batch} for i, k in enumerate(keys)}
 
 
-def test_a_run_killed_midway_resumes_to_the_same_content(catalog_dir, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted_tvl1(catalog_dir, tmp_path_factory) -> dict:
+    """CASME II's TV-L1 features (one sample per shard) from a run that nothing interrupted."""
+    url = str(tmp_path_factory.mktemp("uninterrupted") / "tvl1.zarr")
+    features_flow(catalog_dir=str(catalog_dir), store=url, dataset="casme2", shard_size=1, n_workers=2,
+                  flow_algorithm="tvl1")
+    return _arrays_by_key(url, "casme2")
+
+
+def test_a_run_killed_midway_resumes_to_the_same_content(catalog_dir, tmp_path, uninterrupted_tvl1):
     url = str(tmp_path / "killed.zarr")
     options = ["--dataset", "casme2", "--shard-size", "1", "--workers", "1", "--flow", "tvl1"]
     command = [sys.executable, "-m", "merflow.flows.cli", "features", "--catalog", str(catalog_dir), "--store", url,
@@ -154,10 +170,7 @@ def test_a_run_killed_midway_resumes_to_the_same_content(catalog_dir, tmp_path):
 
     assert main(["features", "--catalog", str(catalog_dir), "--store", url, *options]) == 0
     resumed = _arrays_by_key(url, "casme2")
-    reference_url = str(tmp_path / "uninterrupted.zarr")
-    features_flow(catalog_dir=str(catalog_dir), store=reference_url, dataset="casme2", shard_size=1, n_workers=1,
-                  flow_algorithm="tvl1")
-    uninterrupted = _arrays_by_key(reference_url, "casme2")
+    uninterrupted = uninterrupted_tvl1
     assert resumed.keys() == uninterrupted.keys() and len(resumed) == total
     for key in resumed:
         for name in resumed[key]:
@@ -171,3 +184,129 @@ def test_show_draws_a_sample(store, tmp_path):
     image = cv2.imread(str(tmp_path / "s.png"))
     assert image.shape[1] == 5 * 160 and image.shape[0] > 160
     assert main(["show", "casme2/sub99/EP01", "--store", url, "--out", str(tmp_path / "x.png")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ a real Dask cluster
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def _marks(url: str) -> dict[Path, tuple[int, int]]:
+    """Every completion mark with its (inode, mtime): a shard computed again rewrites its mark."""
+    found = {}
+    for mark in Path(url).glob("*/_done/*.json"):
+        try:
+            stat = mark.stat()
+        except FileNotFoundError:  # being replaced right now
+            continue
+        found[mark] = (stat.st_ino, stat.st_mtime_ns)
+    return found
+
+
+@pytest.mark.slow
+def test_a_worker_killed_on_a_real_cluster_loses_nothing_and_recomputes_no_finished_shard(
+        catalog_dir, tmp_path, uninterrupted_tvl1):
+    """`dask scheduler` and two `dask worker` processes (no nanny: a killed worker stays dead); the flow
+    runs with --dask-address; one worker is SIGKILLed once shards are marked done and it has finished
+    some. Every sample ends in the store as an uninterrupted run has it, and no shard marked done before
+    the kill is computed again (its mark is never rewritten)."""
+    from distributed import Client
+
+    dask = Path(sys.executable).with_name("dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = {}
+
+    def start(name: str, *arguments: str) -> subprocess.Popen:
+        with open(logs / f"{name}.log", "wb") as log:
+            processes[name] = subprocess.Popen([str(dask), *arguments], stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True, cwd=tmp_path)
+        return processes[name]
+
+    url = str(tmp_path / "cluster.zarr")
+    outcome = {}
+    try:
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
+        for name in ("w1", "w2"):
+            start(name, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", name,
+                  "--host", "127.0.0.1", "--death-timeout", "60")
+        with Client(address, timeout=60) as observer:
+            observer.wait_for_workers(2, timeout=90)
+            names = {info["name"]: worker for worker, info in observer.scheduler_info()["workers"].items()}
+
+            def run_flow():
+                try:
+                    outcome["result"] = features_flow(catalog_dir=str(catalog_dir), store=url, dataset="casme2",
+                                                      shard_size=1, flow_algorithm="tvl1", dask_address=address)
+                except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                    outcome["error"] = error
+
+            driver = threading.Thread(target=run_flow, daemon=True)
+            driver.start()
+
+            def executed() -> dict[str, int]:
+                return observer.run(lambda dask_worker: dask_worker.state.executed_count, workers=list(names.values()))
+
+            # Both workers have finished shards (the kill must hit results that once lived on it).
+            _wait(lambda: all(n >= 2 for n in executed().values()), 240, "both workers to finish 2 shards")
+            done_before = _marks(url)
+            time.sleep(1.0)  # the driver reads (and releases) a finished shard's result within milliseconds
+            finished_by_victim = executed()[names["w1"]]
+            os.killpg(processes["w1"].pid, signal.SIGKILL)
+            processes["w1"].wait(30)
+            driver.join(300)
+            assert not driver.is_alive(), "the flow did not finish after the worker was killed"
+        assert "error" not in outcome, outcome.get("error")
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(30)
+
+    total = int((catalog.read_samples(catalog_dir)["dataset"] == "casme2").sum())
+    assert finished_by_victim >= 2 and 4 <= len(done_before) < total, (finished_by_victim, len(done_before))
+    after = _marks(url)
+    rewritten = [p.name for p, stamp in done_before.items() if after.get(p) != stamp]
+    assert not rewritten, f"shards marked done before the kill were computed again: {rewritten}"
+    assert outcome["result"]["shards_computed"] == total and len(after) == total
+    resumed = _arrays_by_key(url, "casme2")
+    assert resumed.keys() == uninterrupted_tvl1.keys() and len(resumed) == total
+    for key in resumed:
+        for name in resumed[key]:
+            np.testing.assert_array_equal(resumed[key][name], uninterrupted_tvl1[key][name], err_msg=f"{key} {name}")
+
+
+def test_first_frame_onset_plus_one_takes_the_published_codes_pair(catalog_dir):
+    """`--first-frame onset+1`: frame onset + 1 and the annotated apex + 1, as the published code's
+    img_lists[1] and img_lists[apex - onset + 1]; the spotted apex is searched after that frame."""
+    from merflow.flows.features import catalog_records
+    from merflow.storage.features import FeatureConfig
+    from merflow.tasks.features import sample_features
+
+    records = catalog_records(str(catalog_dir), None)
+    annotated = next(r for r in records if r["apex"] is not None and r["apex"] < r["offset"])
+    spotted = next(r for r in records if r["apex"] is None)
+    onset, published = FeatureConfig(size=28), FeatureConfig(size=28, first_frame="onset+1")
+    arrays, info = sample_features(annotated, onset)
+    shifted, shifted_info = sample_features(annotated, published)
+    assert (info["first_index"], shifted_info["first_index"]) == (0, 1)
+    assert shifted_info["apex_frame"] == info["apex_frame"] + 1 == annotated["apex"] + 1
+    assert not np.array_equal(arrays["onset"], shifted["onset"])
+    _, spotted_info = sample_features(spotted, published)
+    assert spotted_info["apex_source"] == "spotted" and spotted_info["apex_index"] >= 1

@@ -1,4 +1,7 @@
-"""Meta-MMFNet's stages on real (synthetic) features: leakage, checkpoints, macro pretraining."""
+"""Meta-MMFNet's stages on real (synthetic) features: leakage, checkpoints, macro pretraining, folds
+short of a class."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -6,7 +9,7 @@ import pytest
 from merflow.storage import catalog as catalog_store
 from merflow.storage.features import open_features
 from merflow.training.data import FeatureSource
-from merflow.training.fit import TrainConfig, choose_alpha, pretrain_macro, run_fold
+from merflow.training.fit import FoldSkipped, TrainConfig, choose_alpha, pretrain_macro, run_fold
 from merflow.training.folds import folds, macro_samples, protocol_samples
 
 TINY = TrainConfig(macro_epochs=3, pretrain_epochs=4, meta_epochs=2, batches_per_epoch=3)
@@ -111,3 +114,39 @@ def test_alpha_is_chosen_on_validation_scores_only():
     # α = 0: predictions 0, 1, 0 (2/3); α >= 0.5: the third flips to class 1 (3/3), the first stays until α = 2.
     assert choose_alpha(micro, macro, labels, (0.0, 0.5, 1.0)) == 0.5
     assert choose_alpha(micro, macro, np.array([], int), (0.0, 0.5)) == 1.0
+
+
+def _fold_with_fit(fold, fit_keys):
+    return dataclasses.replace(fold, fit_keys=tuple(sorted(fit_keys)))
+
+
+def test_a_fold_whose_fit_split_is_short_of_a_class_trains_and_records_the_class_by_name(parts, tmp_path):
+    catalog, source, _ = parts
+    macro = _macro(parts, tmp_path / "macro")
+    fold = folds(catalog, "loso", "casme2")[5]
+    samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
+    labels = samples[fold.label_column]
+    # Like SAMM's contempt in a small fold: one fit sample of the class is left.
+    rare = [k for k in fold.fit_keys if labels[k] == "repression"]
+    short = _fold_with_fit(fold, [k for k in fold.fit_keys if labels[k] != "repression"] + rare[:1])
+    result = run_fold(short, source, samples, macro, TINY, tmp_path / "run")
+    assert result["chosen"]["shortfalls"] == {"repression": {"samples": 1, "queries": 0, "distinct_shots": 1}}
+    assert result["scores"]["micro"]["test"].shape == (len(fold.test_keys), 4)
+    # The same fold in full has no shortfall, and its checkpoints are other files (other fit samples).
+    full = run_fold(fold, source, samples, macro, TINY, tmp_path / "run")
+    assert full["chosen"]["shortfalls"] == {}
+    assert len(list((tmp_path / "run" / fold.name).glob("micro_pretrain-*.pt"))) == 2
+
+
+def test_a_fold_with_nothing_to_train_on_is_skipped_naming_the_fold_and_the_classes(parts, tmp_path):
+    catalog, source, _ = parts
+    fold = folds(catalog, "loso", "casme2")[6]
+    samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
+    labels = samples[fold.label_column]
+    only_disgust = _fold_with_fit(fold, [k for k in fold.fit_keys if labels[k] == "disgust"])
+    with pytest.raises(FoldSkipped) as skipped:
+        run_fold(only_disgust, source, samples, {"state": {}}, TINY, tmp_path)
+    message = str(skipped.value)
+    assert message.startswith(f"fold {fold.name} skipped: its fit split: fewer than 2 classes")
+    assert all(name in message for name in fold.classes) and "happiness 0" in message
+    assert not list(tmp_path.rglob("*.pt"))  # nothing was trained

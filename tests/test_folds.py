@@ -223,8 +223,8 @@ def test_class_sets_per_protocol():
     assert classes("cde") == ("negative", "positive", "surprise")
     assert classes("loso", "smic") == ("negative", "positive", "surprise")
     assert classes("fused4") == ("negative", "others", "positive", "surprise")
-    assert set(classes("fused9")) <= {"anger", "contempt", "disgust", "fear", "happiness", "others", "repression",
-                                      "sadness", "surprise"}
+    assert set(classes("fused9")) <= {"anger", "disgust", "fear", "happiness", "others", "repression", "sadness",
+                                      "surprise", "tense"}  # apex9.m's nine: no contempt; CASME's tense
 
 
 def test_label_columns():
@@ -251,3 +251,35 @@ def test_label_columns():
 def test_label_column_errors_are_clear(args, message):
     with pytest.raises(ValueError, match=message):
         label_column(*args)
+
+
+def test_loso_and_lovo_over_a_whole_class_set_span_its_datasets():
+    from merflow.training.folds import class_set_datasets
+
+    assert class_set_datasets("fused4") == {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
+    assert class_set_datasets("fused9") == {"casme", "casme2", "casme_sq", "samm"}
+    lovo = folds(CATALOG, "lovo", None, "fused4", validation_fraction=0.0)
+    samples = protocol_samples(CATALOG, "lovo", None, "fused4")
+    assert set(samples["dataset"]) == class_set_datasets("fused4")  # one SMIC camera, as the composites
+    assert [f.test_keys for f in lovo] == [(k,) for k in samples["sample_key"]]
+    # No inner validation: each fold trains on every other sample, its person's other clips included.
+    assert all(len(f.fit_keys) == len(samples) - 1 and not f.validation_keys for f in lovo)
+    loso = folds(CATALOG, "loso", None, "fused4")
+    assert {f.test_subjects[0] for f in loso} == set(samples["subject_key"])
+    assert loso[0].name == "loso-casme/sub01"
+    with pytest.raises(ValueError, match="needs a dataset .* or a class set"):
+        label_column("lovo")
+    with pytest.raises(ValueError, match="unknown class set 'fused5'"):
+        folds(CATALOG, "lovo", None, "fused5")
+
+
+def test_undersample_balances_every_class_to_the_smallest_seeded():
+    from merflow.training.folds import undersample
+
+    samples = protocol_samples(CATALOG, "lovo", None, "fused4")
+    kept, record = undersample(samples, "label_fused4", seed=3)
+    counts = Counter(kept["label_fused4"])
+    assert set(counts.values()) == {min(Counter(samples["label_fused4"]).values())} == {record["per_class"]}
+    assert record["kept"] == sorted(kept["sample_key"]) and record["seed"] == 3
+    assert undersample(samples.sample(frac=1, random_state=0), "label_fused4", seed=3)[1]["kept"] == record["kept"]
+    assert undersample(samples, "label_fused4", seed=4)[1]["kept"] != record["kept"]

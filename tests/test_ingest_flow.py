@@ -49,7 +49,11 @@ def test_every_dataset_and_format_lands_in_the_catalog(catalogs, archives):
     # Nothing is dropped silently: every planned sample is a row or a quarantine entry
     # (SMIC's non_micro clip is not a sample, so it is in neither).
     assert len(samples) + len(quarantine) == 9 * len(DATASETS)
-    assert set(quarantine["reason"]) >= {"apex_outside_clip", "missing_frames", "missing_offset", "no_label"}
+    assert set(quarantine["reason"]) >= {"missing_frames", "missing_offset", "no_label"}
+    # An apex outside onset..offset is kept (apex spotted) and warned of, not quarantined.
+    assert "apex_outside_clip" not in set(quarantine["reason"])
+    warned = {w["sample_key"] for w in catalog.summary(zip_catalog)["warnings"]}
+    assert warned == set(samples.loc[samples["apex_source"] == "outside_clip", "sample_key"]) and warned
     assert samples["sample_key"].is_unique
     sources = catalog.read_sources(zip_catalog)
     assert sorted(d for ds in sources["datasets"] for d in ds) == sorted(DATASETS)
@@ -131,3 +135,43 @@ def test_the_summary_is_kept_as_an_artifact(catalogs):
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-summary"])))
     assert artifacts and any("| casme2 |" in (a.data or "") for a in artifacts)
+
+
+def _raw_folders(catalog_dir: Path) -> set[str]:
+    raw = catalog_dir / "raw"
+    return {p.name for p in raw.iterdir()} if raw.is_dir() else set()
+
+
+def test_a_corrupt_sheet_is_named_and_the_failed_ingest_leaves_nothing_unpacked(tmp_path):
+    from merflow.tasks.datasets.base import CorruptSheetError, corrupt_sheets
+
+    folder = synthesize(SynthConfig("casme2", subjects=2, samples_per_subject=2, archive="none", seed=3, scale=SCALE),
+                        tmp_path / "synth")
+    sheet = next(folder.rglob("*.xlsx"))
+    sheet.write_bytes(sheet.read_bytes()[:300])  # a download cut short
+    archive = tmp_path / "CASME2.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, path.relative_to(folder.parent))
+    out = tmp_path / "catalog"
+    for dataset in (None, "casme2"):  # detected, or named with --dataset: the same message
+        with pytest.raises(CorruptSheetError, match=rf"corrupt annotation sheet \S*{sheet.name}: BadZipFile"):
+            ingest_flow(sources=[str(archive)], out=str(out), dataset=dataset)
+        assert _raw_folders(out) == set(), "the failed ingest left its unpacked archive behind"
+    assert catalog.read_sources(out).empty
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "sheet.xls").write_bytes(b"\xd0\xcf\x11\xe0 not a workbook")
+    ((path, reason),) = corrupt_sheets(tmp_path / "old")
+    assert path.name == "sheet.xls" and len(reason) > 10, reason
+
+
+def test_a_failed_ingest_keeps_what_an_earlier_ingest_unpacked(archives, tmp_path):
+    casme2 = next(p for p in archives["zip"] if p.endswith("CASME2.zip"))
+    out = tmp_path / "catalog"
+    ingest_flow(sources=[casme2], out=str(out))
+    unpacked = _raw_folders(out)
+    assert len(unpacked) == 1
+    with pytest.raises(FileNotFoundError, match="SAMM"):  # the wrong --dataset: its sheet is not there
+        ingest_flow(sources=[casme2], out=str(out), dataset="samm")
+    assert _raw_folders(out) == unpacked and len(catalog.read_samples(out)) > 0

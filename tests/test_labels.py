@@ -37,9 +37,49 @@ def test_megc2019_mapping_and_exclusions():
     assert megc2019_label("smic_vis", "s1", "s1_ne_01", "negative") is None
 
 
+def test_megc2019_membership_is_the_2014_list_whichever_sheet():
+    # The 2019 CASME II sheet relabels three sub24 clips sadness -> surprise; the official list has
+    # them as in 2014 (sadness: not in MEGC2019), so they stay out either way.
+    for clip in ("EP07_01", "EP07_04f", "EP10_03"):
+        assert megc2019_label("casme2", "sub24", clip, "surprise") is None
+        assert megc2019_label("casme2", "sub24", clip, "sadness") is None
+    assert megc2019_label("casme2", "sub24", "EP18_03", "surprise") == "surprise"
+
+
+def test_fused9_is_the_nine_classes_of_apex9():
+    fused9 = CLASS_SETS["fused9"]
+    assert set(fused9.classes) == {"anger", "sadness", "surprise", "fear", "others", "happiness", "disgust",
+                                   "repression", "tense"}
+    assert fused9.label("casme", "tense") == "tense"          # CASME's tense is its own class
+    for dataset, emotion in (("samm", "contempt"), ("casme", "contempt"), ("casme_sq", "pain"),
+                             ("casme_sq", "helpless")):
+        assert fused9.label(dataset, emotion) is None, (dataset, emotion)
+    assert fused9.label("samm", "others") == "others" and fused9.label("casme_sq", "anger") == "anger"
+    assert fused9.datasets == {"casme", "casme2", "casme_sq", "samm"}  # SMIC is commented out in apex9.m
+
+
+def test_fused4_follows_apex4():
+    fused4 = CLASS_SETS["fused4"]
+    assert fused4.datasets == {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
+    expected = {  # apex4.m: happiness -> positive, others -> Other, surprise -> surprise, anything else negative
+        "samm": {"happiness": "positive", "others": "others", "surprise": "surprise", "anger": "negative",
+                 "contempt": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative"},
+        "casme2": {"happiness": "positive", "others": "others", "surprise": "surprise", "disgust": "negative",
+                   "repression": "negative", "sadness": "negative", "fear": "negative"},
+        "casme": {"happiness": "positive", "surprise": "surprise", "tense": "negative", "disgust": "negative",
+                  "repression": "negative", "sadness": "negative", "contempt": "negative", "fear": "negative"},
+        "casme_sq": {"happiness": "positive", "surprise": "surprise", "disgust": "negative", "anger": "negative",
+                     "fear": "negative", "pain": "negative", "helpless": "negative", "sadness": "negative"},
+        "smic_hs": {"negative": "negative", "positive": "positive", "surprise": "surprise"},
+    }
+    for dataset, mapping in expected.items():
+        assert {e: fused4.label(dataset, e) for e in mapping} == mapping, dataset
+    assert fused4.label("smic_vis", "negative") is None  # the survey's SMIC clips are HS
+
+
 def test_fused_sets_and_macro_rows():
     micro = protocol_labels("casme_sq", "s15", "happy1_1", "pain", is_macro=False)
-    assert micro["label_fused4"] == "negative" and micro["label_fused9"] == "others"
+    assert micro["label_fused4"] == "negative" and micro["label_fused9"] is None
     assert set(micro) == set(LABEL_COLUMNS)
     macro = protocol_labels("ckplus", "S005", "S005_001", "surprise", is_macro=True)
     assert macro["label_ckplus7"] == "surprise"

@@ -207,3 +207,30 @@ def test_a_missing_results_folder_is_a_clear_error(tmp_path):
         queries.query(tmp_path / "nowhere", "SELECT 1")
     with pytest.raises(ValueError, match="unknown result table"):
         queries.table(tmp_path, "samples")
+
+
+def test_version_2_parts_read_as_meta_mmfnet_beside_version_3(tmp_path):
+    """Schema 3 adds method and recipe; parts written before (version 2: neither column) are Meta-MMFNet's."""
+    import pyarrow.parquet as pq
+
+    row = {"run": "old", "protocol": "loso", "trial": "", "shots": 5, "model": "fused", "alpha": 0.5, "split": "test",
+           "scope": "pooled", "key": "all", "chosen": True, "n": 3, "accuracy": 0.5, "uf1": 0.4, "uar": 0.4,
+           "per_class_accuracy": "{}", "confusion": "[]"}
+    folder = tmp_path / "metrics" / "run=old" / "protocol=loso"
+    folder.mkdir(parents=True)
+    version2 = result_tables._table([row], result_tables.METRICS_SCHEMA).drop_columns(["run", "protocol", "method",
+                                                                                      "recipe"])
+    pq.write_table(version2, folder / "part-all.parquet")
+    assert queries.query(tmp_path, "SELECT method, recipe FROM metrics").to_dict("records") == [
+        {"method": "meta-mmfnet", "recipe": None}]
+    result_tables.write_part(tmp_path, "metrics", "new", "lovo", "all",
+                             [row | {"run": "new", "protocol": "lovo", "model": "survey-cnn", "alpha": None,
+                                     "chosen": False, "method": "survey-cnn", "recipe": "published"}])
+    both = queries.query(tmp_path, "SELECT run, method, coalesce(recipe, '-') AS recipe FROM metrics ORDER BY run")
+    assert both.to_dict("records") == [{"run": "new", "method": "survey-cnn", "recipe": "published"},
+                                       {"run": "old", "method": "meta-mmfnet", "recipe": "-"}]
+    read = result_tables.read_table(tmp_path, "metrics").sort_values("run")
+    assert read["method"].tolist() == ["survey-cnn", "meta-mmfnet"]
+    # A writer that names no model (training/run.py, training/tune.py) writes Meta-MMFNet's rows.
+    result_tables.write_part(tmp_path, "metrics", "plain", "loso", "all", [row | {"run": "plain"}])
+    assert queries.query(tmp_path, "SELECT method FROM metrics WHERE run = 'plain'")["method"].tolist() == ["meta-mmfnet"]

@@ -85,3 +85,13 @@ def test_config_hash_and_memory_store():
     _write(store, ["x", "y"])
     assert json.loads(store.fs.cat_file(store.mark_path(group_name("casme2", CONFIG), 0)))["samples"]["y"]["status"] == "ok"
     assert open_features("memory://merflow-test/features.zarr", "casme2").sample_keys == ["x", "y"]
+
+
+def test_first_frame_onset_plus_one_names_another_group_and_the_default_keeps_its_hash():
+    published = FeatureConfig(size=80, first_frame="onset+1")
+    assert published.hash != FeatureConfig(size=80).hash
+    assert "first_frame" not in FeatureConfig().to_dict()  # stores written before the field keep their group names
+    assert FeatureConfig.from_dict(json.loads(json.dumps(published.to_dict()))) == published
+    assert FeatureConfig.from_dict(json.loads(json.dumps(FeatureConfig().to_dict()))) == FeatureConfig()
+    with pytest.raises(ValueError, match="first_frame"):
+        FeatureConfig(first_frame="apex")

@@ -269,3 +269,164 @@ def test_a_trial_larger_than_the_cluster_is_refused_with_a_reason():
         tuning.check_resources({"cpu": 1, "gpu": 0.25}, {"CPU": 2.0})
     with pytest.raises(ValueError, match="cpus-per-trial"):
         tuning.check_resources({"cpu": 4}, {"CPU": 2.0})
+
+
+# ------------------------------------------------------------------------------------------ data errors
+def _catalog_of_one_class(training_set, folder: Path) -> Path:
+    """A copy of the catalog in which every CASME II sample is labelled surprise: no fold has two classes to
+    train on, which no retry can change (training/fit.py fold_problem raises FoldSkipped, a DataError)."""
+    from merflow.storage import catalog
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (catalog.SAMPLES_FILE, catalog.QUARANTINE_FILE, catalog.SOURCES_FILE):
+        if (training_set["catalog"] / name).exists():
+            (folder / name).write_bytes((training_set["catalog"] / name).read_bytes())
+    samples = catalog.read_samples(folder)
+    samples["label_casme2_4"] = samples["label_casme2_4"].where(samples["label_casme2_4"].isna(), "surprise")
+    catalog.write_table(folder, catalog.SAMPLES_FILE, samples)
+    return folder
+
+
+def test_a_search_where_every_trial_fails_writes_its_tables_and_exits_1(training_set, ray_local, tmp_path, capsys):
+    """A data error fails every trial once each (no retry, though 2 are allowed); each reason is in the trials
+    table and on the console, the runs row is written, and the exit status is 1."""
+    catalog_dir = _catalog_of_one_class(training_set, tmp_path / "catalog")
+    out = tmp_path / "results"
+    status = main(["tune", "--catalog", str(catalog_dir), "--store", training_set["store"], "--dataset", "casme2",
+                   "--shots", "1", "--alpha", "0:1:0.5", "--max-folds", "2", "--max-failures", "2",
+                   "--macro-epochs", "1", "--pretrain-epochs", "1", "--meta-epochs", "1", "--batches-per-epoch", "1",
+                   "--scheduler", "fifo", "--out", str(out), "--run", "allfail"])
+    output = capsys.readouterr().out
+    assert status == 1, output
+    trials = results.read_table(out, "trials", run="allfail")
+    assert len(trials) == 2 and (trials["status"] == "error").all()
+    assert (trials["failures"] == 0).all()  # a DataError is not retried
+    for row in trials.itertuples():
+        assert row.error.startswith(f"FoldSkipped: fold {row.fold} skipped") and "surprise" in row.error, row.error
+        assert f"{row.fold} failed" in output
+    assert "fewer than 2 classes" in output and "Traceback" not in output
+    assert len(results.read_table(out, "runs", run="allfail")) == 1
+    assert results.read_table(out, "metrics", run="allfail").empty
+
+
+# ------------------------------------------------------------------------------------------ a node lost
+NODE_LOSS_SCRIPT = '''
+import json, os, sys, threading, time
+from pathlib import Path
+
+import ray
+import ray._common.utils
+from ray.cluster_utils import Cluster
+
+from merflow.training.fit import TrainConfig
+from merflow.training.tune import SearchConfig, SearchSpace, fold_trial, run_search
+
+out = Path(sys.argv[1])
+settings = json.loads(sys.argv[2])
+
+
+def recording_trial(params, search, run):
+    """The real trial; each attempt first says which node it runs on."""
+    spec = params["trial"]
+    node = ray.get_runtime_context().get_node_id()
+    stamp = f"{spec['id']}-{spec['fold']}-{time.monotonic_ns()}"
+    Path(search.out, "attempts", stamp + ".json").write_text(json.dumps({"trial": spec["id"], "fold": spec["fold"],
+                                                                         "node": node}))
+    return fold_trial(params, search, run)
+
+
+if __name__ == "__main__":
+    (out / "attempts").mkdir(parents=True, exist_ok=True)
+    # Two nodes of one CPU each: one trial runs on each. The driver's own Ray: the test process may hold
+    # another (the ray_local fixture), so this runs in a process of its own.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # Cluster records its address as this machine's current cluster (/tmp/ray/ray_current_cluster), where
+    # any other process's plain ray.init() would then join it: forget it (we connect by address).
+    ray._common.utils.reset_ray_address()
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    worker_id = worker.node_id
+    search = SearchConfig(catalog_dir=settings["catalog"], store=settings["store"], dataset="casme2", out=str(out),
+                          run="nodeloss", base=TrainConfig(**settings["base"]),
+                          space=SearchSpace(shots=(1, 3), alphas=(0.5, 1.0)), scheduler="fifo", max_folds=2,
+                          max_failures=2)
+    outcome = {}
+    searching = threading.Thread(target=lambda: outcome.update(summary=run_search(search, trainable=recording_trial)))
+    searching.start()
+
+    def on_worker_node():
+        seen = [json.loads(p.read_text()) for p in (out / "attempts").glob("*.json")]
+        return [s for s in seen if s["node"] == worker_id]
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not on_worker_node():
+        time.sleep(0.2)
+    lost = on_worker_node()
+    time.sleep(1.5)  # the trial is training on the node now
+    cluster.remove_node(worker, allow_graceful=False)
+    searching.join(600)
+    summary = outcome["summary"]
+    (out / "report.json").write_text(json.dumps({"lost": lost, "status": summary["status"],
+                                                 "failures": summary["failures"], "worker_node": worker_id}))
+    ray.shutdown()
+    cluster.shutdown()
+'''
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_search_retries_its_trials_and_every_table_is_complete(training_set, tmp_path):
+    """A two-node Ray cluster (ray.cluster_utils.Cluster, in its own process: the session's ray_local
+    fixture may hold this process's Ray); the worker node is removed while a trial trains on it."""
+    (tmp_path / "nodeloss.py").write_text(NODE_LOSS_SCRIPT)
+    settings = {"catalog": str(training_set["catalog"]), "store": training_set["store"], "base": TINY.to_dict()}
+    done = subprocess.run([sys.executable, str(tmp_path / "nodeloss.py"), str(tmp_path), json.dumps(settings)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["lost"], "no trial ran on the node that was removed"
+    assert report["status"] == {"completed": 4}, report
+    trials = results.read_table(tmp_path, "trials", run="nodeloss")
+    assert len(trials) == 4 and (trials["status"] == "completed").all()
+    lost = {(s["trial"], s["fold"]) for s in report["lost"]}
+    retried = trials[[pair in lost for pair in zip(trials["trial"], trials["fold"])]]
+    assert (retried["failures"] >= 1).all() and retried["error"].notna().all(), retried
+    # Every table complete: a prediction part per (configuration, fold) and the selection, metrics of every
+    # configuration and of the selection, the runs row.
+    predictions = results.read_table(tmp_path, "predictions", run="nodeloss")
+    assert set(zip(predictions["trial"], predictions["fold"])) >= set(zip(trials["trial"], trials["fold"]))
+    assert set(predictions.loc[predictions["trial"] == "selected", "fold"]) == set(trials["fold"])
+    metrics = results.read_table(tmp_path, "metrics", run="nodeloss")
+    pooled = metrics[(metrics["scope"] == "pooled") & (metrics["split"] == "test")]
+    assert set(pooled["trial"]) == set(trials["trial"]) | {"selected"}
+    assert len(results.read_table(tmp_path, "runs", run="nodeloss")) == 1
+
+
+def test_a_fold_with_nothing_to_train_on_is_left_out_of_the_grid_with_its_reason(training_set, ray_local, tmp_path):
+    """LOVO where one class has a single sample: that sample's fold has one class to fit on. The search
+    leaves it out (the run's row says why) instead of failing a trial of every configuration on it."""
+    import shutil
+
+    from merflow.storage import catalog as catalog_store
+
+    catalog = catalog_store.read_samples(training_set["catalog"])
+    column = "label_casme2_4"
+    rows = catalog[catalog[column].notna()]
+    happy = rows[rows[column] == "happiness"].iloc[0]
+    others = sorted(set(rows["subject_key"]) - {happy["subject_key"]})[:4]
+    disgust = rows[(rows[column] == "disgust") & rows["subject_key"].isin(others)]["sample_key"].iloc[:6]
+    edited = catalog.copy()
+    edited.loc[~edited["sample_key"].isin(set(disgust) | {happy["sample_key"]}), column] = None
+    shutil.copytree(training_set["catalog"], tmp_path / "catalog")
+    catalog_store.write_table(tmp_path / "catalog", catalog_store.SAMPLES_FILE, edited)
+    summary = run_search(SearchConfig(catalog_dir=str(tmp_path / "catalog"), store=training_set["store"],
+                                      protocol="lovo", dataset="casme2", out=str(tmp_path / "out"), run="lone",
+                                      base=TINY, space=SearchSpace(shots=(1,), alphas=(1.0,)), scheduler="fifo",
+                                      max_folds=2, max_failures=0))
+    lone = f"lovo-{happy['sample_key']}"
+    assert list(summary["notes"]["skipped_folds"]) == [lone]
+    assert "fewer than 2 classes" in summary["notes"]["skipped_folds"][lone]
+    assert summary["status"] == {"completed": 2} and lone not in set(results.read_table(
+        tmp_path / "out", "trials", run="lone")["fold"])
+    recorded = json.loads(results.read_table(tmp_path / "out", "runs", run="lone").loc[0, "config"])["data"]
+    assert recorded["skipped_folds"] == summary["notes"]["skipped_folds"]

@@ -27,17 +27,25 @@ class FlowScale:
         return flow / np.asarray(self.divisors, dtype=np.float32)[None, :, None, None]
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""  # a mark's missing field reads as NaN from the table
+
+
 class FeatureSource:
     """Every sample's ``diff`` and ``flow`` of the given datasets, loaded once into memory.
 
     A synthetic or real MER dataset is small (CASME II: 255 samples, ~40 MB at 80x80), so the whole
-    set lives in memory and a fold only indexes it.
+    set lives in memory and a fold only indexes it. It also keeps, from the shards' completion marks
+    (storage/features.py), each valid sample's input fingerprint (what its features were computed
+    from: stage checkpoints are keyed by it) and each quarantined sample's reason.
     """
 
     def __init__(self, store: str, datasets: list[str], config: FeatureConfig):
         feature_store = FeatureStore(store)
         self.diff: dict[str, np.ndarray] = {}
         self.flow: dict[str, np.ndarray] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.quarantined: dict[str, dict] = {}   # sample key -> {"reason", "detail"} from the features flow
         self.config = config
         names = {g["name"] for g in feature_store.groups()}
         for dataset in sorted(set(datasets)):
@@ -45,6 +53,13 @@ class FeatureSource:
                 raise LookupError(f"no {dataset} features with configuration {config.hash} in {feature_store.url}: "
                                   f"run `merflow features` first (groups there: {sorted(names)})")
             reader = FeatureReader(feature_store, group_name(dataset, config))
+            table = reader.table()
+            for row in table.to_dict("records"):
+                if row.get("status") == "ok":
+                    self.fingerprints[row["sample_key"]] = str(row.get("fingerprint"))
+                else:
+                    self.quarantined[row["sample_key"]] = {"reason": _text(row.get("reason")) or "quarantined",
+                                                           "detail": _text(row.get("detail"))}
             keys = reader.sample_keys
             arrays = reader.load(keys, ("diff", "flow"))
             for index, key in enumerate(keys):

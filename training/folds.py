@@ -106,7 +106,11 @@ def label_column(protocol: str, dataset: str | None = None, class_set: str | Non
             raise ValueError(f"protocol {protocol!r} uses class set {composite.class_set!r}, not {class_set!r}")
         return f"label_{composite.class_set}"
     if dataset is None:
-        raise ValueError(f"protocol {protocol!r} needs a dataset: one of {sorted(NATIVE_CLASS_SETS)} or 'smic'")
+        if class_set is not None:  # loso/lovo over every dataset the class set labels (class_set_datasets)
+            class_set_datasets(class_set)
+            return f"label_{class_set}"
+        raise ValueError(f"protocol {protocol!r} needs a dataset (one of {sorted(NATIVE_CLASS_SETS)} or 'smic') "
+                         "or a class set, e.g. --class-set fused4 for LOVO over the survey's fused datasets")
     dataset = _resolve_dataset(dataset)
     name = class_set or NATIVE_CLASS_SETS[dataset]
     if name not in _MICRO_CLASS_SET_DATASETS:
@@ -117,14 +121,31 @@ def label_column(protocol: str, dataset: str | None = None, class_set: str | Non
     return f"label_{name}"
 
 
+def class_set_datasets(class_set: str) -> frozenset[str]:
+    """The datasets that loso/lovo over a whole class set (no dataset named) spans: every dataset the
+    class set labels, SMIC as one camera (HS) as the composites take it. The survey's LOVO ran over its
+    fused sets this way (../shared/METHOD.md "Survey baseline": 448 folds over five datasets)."""
+    if class_set not in _MICRO_CLASS_SET_DATASETS:
+        raise ValueError(f"unknown class set {class_set!r}; expected one of {sorted(_MICRO_CLASS_SET_DATASETS)}")
+    labelled = _MICRO_CLASS_SET_DATASETS[class_set]
+    smic = labelled & {"smic_hs", "smic_vis", "smic_nir"}
+    return frozenset(labelled - smic) | (frozenset({SMIC_MODALITY}) if smic else frozenset())
+
+
 def protocol_samples(catalog: pd.DataFrame, protocol: str, dataset: str | None = None,
                      class_set: str | None = None) -> pd.DataFrame:
     """The micro-expression rows usable under a protocol (labelled in its class set), sorted by sample_key.
 
-    loso/lovo: that dataset only ('smic' means SMIC-HS). Composites: their datasets, SMIC as HS only.
+    loso/lovo: that dataset only ('smic' means SMIC-HS), or with no dataset but a class set, every
+    dataset that class set labels (``class_set_datasets``). Composites: their datasets, SMIC as HS only.
     """
     column = label_column(protocol, dataset, class_set)
-    datasets = {_resolve_dataset(dataset)} if protocol in PER_DATASET_PROTOCOLS else COMPOSITES[protocol].datasets
+    if protocol not in PER_DATASET_PROTOCOLS:
+        datasets = COMPOSITES[protocol].datasets
+    elif dataset is None:
+        datasets = class_set_datasets(class_set)
+    else:
+        datasets = {_resolve_dataset(dataset)}
     usable = (~catalog["is_macro"].astype(bool)) & catalog[column].notna() & catalog["dataset"].isin(datasets)
     return catalog[usable].sort_values("sample_key").reset_index(drop=True)
 
@@ -199,7 +220,7 @@ def folds(catalog: pd.DataFrame, protocol: str, dataset: str | None = None, clas
 
     if protocol == "lovo":
         held_out = [(f"lovo-{key}", (key,)) for key in subject_of]
-    elif protocol == "loso":
+    elif protocol == "loso" and dataset is not None:
         # One dataset: its own subject id reads best ("loso-casme2-sub01").
         held_out = [(f"loso-{rows['dataset'].iloc[0]}-{rows['subject'].iloc[0]}", tuple(rows["sample_key"]))
                     for _, rows in samples.groupby("subject_key", sort=True)]
@@ -244,3 +265,27 @@ def check_disjoint(fold: Fold, catalog: pd.DataFrame) -> None:
         shared_subjects = {subject_of[k] for k in a_keys} & {subject_of[k] for k in b_keys}
         if shared_subjects:
             raise ValueError(f"fold {fold.name}: subjects in both {a} and {b}: {sorted(shared_subjects)}")
+
+
+def undersample(samples: pd.DataFrame, column: str, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Every class of ``column`` subsampled at random to the size of the smallest class, before any split:
+    the survey's balancing (../shared/METHOD.md "Survey baseline": 4 x 112 = 448 and 9 x 16 = 144; the
+    survey published no seed). Returns the kept rows (sorted by sample_key) and what to record: the
+    seed, the class counts before and after, and the kept keys.
+
+    Seeded by ``seed`` only: the same catalog rows and seed keep the same samples in any process.
+    """
+    counts = samples[column].value_counts().sort_index()
+    if counts.empty:
+        raise ValueError(f"nothing to balance: no sample has a {column}")
+    size = int(counts.min())
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"undersample/{seed}".encode()).digest()[:8], "little"))
+    kept = []
+    for label in counts.index:  # classes in sorted order, keys sorted: the draw depends on nothing else
+        keys = np.sort(samples.loc[samples[column] == label, "sample_key"].to_numpy())
+        kept.extend(keys[np.sort(rng.choice(len(keys), size=size, replace=False))].tolist())
+    balanced = samples[samples["sample_key"].isin(kept)].sort_values("sample_key").reset_index(drop=True)
+    record = {"method": "undersample", "seed": seed, "per_class": size,
+              "before": {str(k): int(v) for k, v in counts.items()},
+              "after": {str(k): size for k in counts.index}, "kept": sorted(kept)}
+    return balanced, record

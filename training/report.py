@@ -63,7 +63,7 @@ def headline(metrics: pd.DataFrame) -> pd.DataFrame:
     group = ["run", "protocol", "trial", "scope", "key", "model"]
     has_chosen = rows.groupby(group, dropna=False)["chosen"].transform("any").astype(bool)
     rows = rows[rows["chosen"] | (~has_chosen & rows["alpha"].isna())]
-    columns = [*group, "n", *SCORES, "per_class_accuracy", "confusion"]
+    columns = [*group, "n", *SCORES, "per_class_accuracy", "confusion"] + [c for c in ("method",) if c in rows]
     return _in_canonical_order(rows[columns], "run", "protocol", "trial", "scope", "key", "model")
 
 
@@ -100,12 +100,18 @@ def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
                                  index=part.index).reindex(columns=classes).astype(float)
         table = pd.concat([part[["key", "model"]].rename(columns={"key": "data"}), per_class,
                            part[[*SCORES, "n"]].rename(columns=SCORE_LABELS)], axis=1)
-        composite = protocol not in SINGLE_DATASET_PROTOCOLS
+        # loso/lovo over a whole class set (no dataset) spans datasets too: a block per dataset
+        composite = protocol not in SINGLE_DATASET_PROTOCOLS or part.loc[part["scope"] == "dataset", "key"].nunique() > 1
         if not composite:  # the one dataset's block repeats the pooled one
             table = table[part["scope"] == "pooled"].drop(columns="data")
         dataset = _run_dataset(runs, run_id, protocol)
         chosen = ("configuration and α chosen per fold on validation" if trial == SELECTED
                   else "fused at the α chosen per fold on validation")
+        method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
+        if method != "meta-mmfnet":  # survey-cnn: one model, a fixed schedule (training/models/)
+            chosen = f"{method}, the published fixed schedule (nothing chosen on validation)"
+        if protocol == "lovo":
+            chosen += "; LOVO is leaky: a held-out sample's person has other clips in training"
         title = (f"{run_id} · {protocol}{f' ({dataset})' if dataset else ''}: test, pooled over folds"
                  f"{' and per dataset' if composite else ''}; {chosen}")
         tables.append((title, table.reset_index(drop=True)))

@@ -8,11 +8,12 @@ grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's val
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -21,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from merflow.storage import catalog as catalog_store
-from merflow.storage import results
-from merflow.storage.features import FeatureConfig, open_features
+from merflow.storage import locations, results
+from merflow.storage.features import FeatureConfig, FeatureStore, open_features
+from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
-from merflow.training.fit import TrainConfig, pretrain_macro, run_fold
+from merflow.training.errors import DataError
+from merflow.training.fit import FoldSkipped, TrainConfig, pretrain_macro, recipe_feature_mismatch, run_fold
 from merflow.training.folds import Fold, folds, macro_samples, protocol_samples
 from merflow.training.metrics import summarise
 
@@ -81,10 +84,28 @@ class ProtocolData:
     macro_keys: list[str]
     macro_labels: list[str]
     macro_classes: tuple[str, ...]
+    # Protocol samples left out before the folds were built, because the features flow quarantined
+    # them: sample key -> {"reason", "detail"} (the store's completion marks, storage/features.py).
+    excluded: dict[str, dict] = field(default_factory=dict)
+    # --sample-list: what the list kept and which of its rows matched nothing (tasks/sample_lists.py).
+    sample_list: dict | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.folds[0].classes
+
+    def identity(self) -> dict:
+        """What a run's weights are made from: protocol rows and labels, CK+ rows, the features. A run id
+        reused with another protocol, class set, catalog or feature store has another identity."""
+        column = self.folds[0].label_column
+        rows = [[k, str(self.samples.at[k, "subject_key"]), str(self.samples.at[k, column]),
+                 self.source.fingerprints.get(k, "")] for k in self.samples.index]
+        macro = [[k, label, self.source.fingerprints.get(k, "")]
+                 for k, label in zip(self.macro_keys, self.macro_labels)]
+        digest = hashlib.sha256(json.dumps({"rows": rows, "macro": macro}).encode()).hexdigest()[:16]
+        return {"protocol": self.folds[0].protocol, "label_column": column, "classes": list(self.classes),
+                "samples": len(rows), "excluded": sorted(self.excluded), "catalog_and_features": digest,
+                "feature_config_hash": self.feature_config.hash}
 
     def fold(self, name: str) -> Fold:
         for fold in self.folds:
@@ -97,19 +118,58 @@ class ProtocolData:
 
 
 def load_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, class_set: str | None = None,
-                  seed: int = 0) -> ProtocolData:
+                  seed: int = 0, validation_fraction: float = 0.2, sample_list: str | None = None,
+                  sample_lists: str | None = None, feature_config: str | None = None) -> ProtocolData:
+    """The protocol's folds, rows and features. Samples the features flow quarantined are left out
+    before the folds are built (``ProtocolData.excluded`` says which and why), so every fold runs;
+    samples whose features were never computed are an error (run `merflow features`)."""
     catalog = catalog_store.read_samples(catalog_dir)
-    chosen_folds = folds(catalog, protocol, dataset, class_set=class_set, seed=seed)
+    # --sample-list survey: only the samples of the survey's own lists (tasks/sample_lists.py).
+    catalog, selection = published_lists.apply(catalog, sample_list, sample_lists)
+    wanted = protocol_samples(catalog, protocol, dataset, class_set)
+    if wanted.empty:
+        folds(catalog, protocol, dataset, class_set=class_set, seed=seed)  # raises: says what is missing
+    datasets = sorted(wanted["dataset"].unique())
+    feature_config = _feature_config(store, datasets, feature_config)  # a hash (or its start): --feature-config
+    macro = macro_samples(catalog)
+    source = FeatureSource(store, datasets + (["ckplus"] if len(macro) else []), feature_config)
+    without = [k for k in wanted["sample_key"] if k not in source]
+    excluded = {k: source.quarantined[k] for k in without if k in source.quarantined}
+    never = [k for k in without if k not in excluded]
+    if never:
+        raise DataError(f"{len(never)} samples of protocol {protocol} have no features in {store} (never computed, "
+                        f"e.g. {', '.join(never[:3])}): run `merflow features --catalog {catalog_dir} --store {store}` "
+                        "with the features' settings first")
+    catalog = catalog[~catalog["sample_key"].isin(list(excluded))]
+    chosen_folds = folds(catalog, protocol, dataset, class_set=class_set, validation_fraction=validation_fraction,
+                         seed=seed)
     if not chosen_folds:
         raise ValueError(f"protocol {protocol} has no folds in {catalog_dir}" + (f" for {dataset}" if dataset else ""))
     samples = protocol_samples(catalog, protocol, dataset, class_set).set_index("sample_key", drop=False)
-    feature_config = _feature_config(store, sorted(samples["dataset"].unique()))
-    macro = macro_samples(catalog)
-    source = FeatureSource(store, sorted(samples["dataset"].unique()) + (["ckplus"] if len(macro) else []),
-                           feature_config)
     macro = macro[macro["sample_key"].isin(list(source.diff))]
     return ProtocolData(chosen_folds, samples, source, feature_config, macro["sample_key"].tolist(),
-                        macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())))
+                        macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())), excluded,
+                        selection)
+
+
+RUN_IDENTITY = "protocol.json"
+
+
+def check_run_identity(out, run: str, identity: dict) -> None:
+    """Refuse a run id reused for other data (protocol, class set, catalog rows, feature store): its
+    checkpoints and tables belong to the first. Records the identity on first use."""
+    recorded = locations.join(out, "checkpoints", run, RUN_IDENTITY)
+    if locations.exists(recorded):
+        before = json.loads(locations.read_text(recorded))
+        if before != identity:
+            changed = sorted(k for k in before.keys() | identity.keys() if before.get(k) != identity.get(k))
+            raise ValueError(f"run {run!r} was made with other data ({', '.join(changed)} differ: it was "
+                             f"{before.get('protocol')} on {before.get('label_column')}, {before.get('samples')} "
+                             f"samples; this is {identity.get('protocol')} on {identity.get('label_column')}, "
+                             f"{identity.get('samples')} samples): resume it with the same catalog, store and "
+                             "protocol, or start a new run (another --run)")
+        return
+    locations.write_text(recorded, json.dumps(identity, indent=2, sort_keys=True))
 
 
 def new_run_id() -> str:
@@ -117,36 +177,119 @@ def new_run_id() -> str:
 
 
 def train_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, config: TrainConfig,
-                   out: Path, run: str | None = None, class_set: str | None = None, on_fold=None) -> dict:
-    """Train and evaluate every fold of a protocol; write runs, metrics and predictions under ``out``."""
+                   out: Path, run: str | None = None, class_set: str | None = None, on_fold=None, on_note=None,
+                   max_folds: int | None = None, sample_list: str | None = None,
+                   sample_lists: str | None = None, feature_config: str | None = None) -> dict:
+    """Train and evaluate every fold of a protocol; write runs, metrics and predictions under ``out``.
+
+    A run id already used for other data (``check_run_identity``) is refused. ``on_note(message)``
+    hears the samples left out, a recipe's feature mismatch and each skipped fold (all recorded in the
+    run's row too). ``max_folds``: the first N folds only, a quick look, not a result to report."""
     started = time.perf_counter()
     run = run or new_run_id()
-    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed)
-    checkpoints = Path(out) / "checkpoints" / run
+    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
+                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config)
+    check_run_identity(out, run, data.identity())
+    note = on_note or (lambda message: None)
+    notes = run_notes(data, config)
+    for message in notes_messages(notes):
+        note(message)
+    checkpoints = locations.join(out, "checkpoints", run)  # out: a local path or an fsspec URL
     timings = {}
     stage = time.perf_counter()
     macro_model = data.macro_model(config, checkpoints)
     timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
     predictions, chosen = [], {}
-    for index, fold in enumerate(data.folds, start=1):
+    chosen_folds = data.folds[: max_folds or None]
+    for index, fold in enumerate(chosen_folds, start=1):
         stage = time.perf_counter()
-        result = run_fold(fold, data.source, data.samples, macro_model, config, checkpoints)
+        try:
+            result = run_fold(fold, data.source, data.samples, macro_model, config, checkpoints)
+        except FoldSkipped as skipped:  # that fold alone: its reason goes into the run's row
+            notes["skipped_folds"][fold.name] = skipped.reason
+            note(str(skipped))
+            continue
         predictions.append(fold_predictions(result, data.samples, config.alphas))
         chosen[fold.name] = result["chosen"]
+        if result["chosen"].get("shortfalls"):
+            notes["fold_shortfalls"][fold.name] = result["chosen"]["shortfalls"]
         timings[f"fold:{fold.name}"] = round(time.perf_counter() - stage, 2)
         if on_fold:
-            on_fold(index, len(data.folds), fold, result)
+            on_fold(index, len(chosen_folds), fold, result)
+    if not predictions:
+        raise DataError(f"run {run}: every fold of {protocol} was skipped: "
+                        + "; ".join(f"{k}: {v}" for k, v in list(notes["skipped_folds"].items())[:3]))
     predictions = pd.concat(predictions, ignore_index=True)
     metrics = metric_rows(predictions, data.classes)
     timings["total"] = round(time.perf_counter() - started, 2)
-    write_results(Path(out), run, protocol, dataset, config, data.feature_config, data.classes, metrics, predictions,
-                  timings)
-    return {"run": run, "protocol": protocol, "dataset": dataset, "classes": data.classes, "folds": len(data.folds),
-            "chosen": chosen, "metrics": metrics, "predictions": predictions, "timings": timings,
+    write_results(out, run, protocol, dataset, config, data.feature_config, data.classes, metrics, predictions,
+                  timings, notes)
+    return {"run": run, "protocol": protocol, "dataset": dataset, "classes": data.classes,
+            "folds": len(chosen_folds) - len(notes["skipped_folds"]), "chosen": chosen, "metrics": metrics,
+            "predictions": predictions, "timings": timings, "notes": notes,
             "macro": {k: macro_model[k] for k in ("samples", "weight_change", "epochs")}}
 
 
-def _feature_config(store: str, datasets: list[str]) -> FeatureConfig:
+def run_notes(data: ProtocolData, config: TrainConfig) -> dict:
+    """What a run's row records besides its configuration: the samples left out (and why), the folds
+    skipped (and why), the folds whose fit split was short of a class, and how the features differ
+    from the recipe's."""
+    return {"excluded_samples": {k: v for k, v in sorted(data.excluded.items())}, "skipped_folds": {},
+            "fold_shortfalls": {}, "feature_mismatch": recipe_feature_mismatch(config, data.feature_config),
+            "sample_list": data.sample_list}
+
+
+def notes_messages(notes: dict) -> list[str]:
+    """One line per note worth telling before the folds train."""
+    messages = published_lists.report_lines(notes["sample_list"]) if notes.get("sample_list") else []
+    excluded = notes["excluded_samples"]
+    if excluded:
+        reasons = pd.Series([v["reason"] for v in excluded.values()]).value_counts()
+        messages.append(f"{len(excluded)} samples left out, quarantined by the features flow ("
+                        + ", ".join(f"{reason} {n}" for reason, n in reasons.items()) + "): "
+                        + ", ".join(list(excluded)[:5]) + (" ..." if len(excluded) > 5 else ""))
+    if notes["feature_mismatch"]:
+        messages.append("recipe published on features that differ from the published code's ("
+                        + "; ".join(notes["feature_mismatch"]) + "): recorded with the run; for the published "
+                        "inputs run `merflow features --size 80 --first-frame onset+1` into a store and train on it")
+    return messages
+
+
+def describe_feature_groups(groups: list[dict]) -> str:
+    """Each configuration of these feature groups with the settings that tell them apart."""
+    by_hash: dict[str, list[dict]] = {}
+    for group in groups:
+        by_hash.setdefault(group["config_hash"], []).append(group)
+    described = []
+    for config_hash, members in sorted(by_hash.items()):
+        config = members[0]["config"]
+        settings = (f"size {config.get('size')}, flow {config.get('motion', {}).get('algorithm')}, detector "
+                    f"{config.get('face', {}).get('detector')}, no face {config.get('face', {}).get('no_face')}, "
+                    f"first frame {config.get('first_frame', 'onset')}")
+        datasets = ", ".join(sorted(g["dataset"] for g in members))
+        described.append(f"{config_hash} ({settings}; {datasets})")
+    return "; ".join(described)
+
+
+def _feature_config(store: str, datasets: list[str], chosen: str | None = None) -> FeatureConfig:
+    """The one feature configuration of these datasets in the store, or the one whose hash starts with
+    ``chosen``; where there are several and none is chosen, the error lists them with their settings."""
+    groups = [g for g in FeatureStore(store).groups() if g["dataset"] in set(datasets) | {"ckplus"}]
+    if chosen:
+        picked = [g for g in groups if g["config_hash"].startswith(chosen)]
+        hashes = {g["config_hash"] for g in picked}
+        if len(hashes) != 1:
+            raise LookupError(f"{'no' if not hashes else 'more than one'} feature configuration {chosen!r} in "
+                              f"{store}; it holds: {describe_feature_groups(groups) or 'no features'}")
+        lacking = sorted(set(datasets) - {g["dataset"] for g in picked})
+        if lacking:
+            raise LookupError(f"feature configuration {hashes.pop()} has no features of {', '.join(lacking)} in "
+                              f"{store}: run `merflow features` with its settings for them; the store holds: "
+                              f"{describe_feature_groups(groups)}")
+        return FeatureConfig.from_dict(picked[0]["config"])
+    if len({g["config_hash"] for g in groups if g["dataset"] in datasets}) > 1:
+        raise LookupError(f"{store} holds features of several configurations for {', '.join(datasets)}: pass "
+                          f"--feature-config HASH to choose one of {describe_feature_groups(groups)}")
     configs = {open_features(store, d).config for d in datasets}
     if len(configs) != 1:
         raise LookupError(f"the datasets {datasets} have features of {len(configs)} configurations in {store}")
@@ -161,14 +304,17 @@ def run_row(run: str, protocol: str, dataset: str | None, config: dict, feature_
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": json.dumps(config, sort_keys=True), "feature_config_hash": feature_config.hash,
             "git_commit": git_commit(), "versions": json.dumps(versions, sort_keys=True),
-            "timings": json.dumps(timings), "classes": list(classes)}
+            "timings": json.dumps(timings), "classes": list(classes),
+            # the TrainConfig's recipe (fit.RECIPES); a search's is its base configuration's
+            "recipe": config.get("recipe", config.get("search", {}).get("base", {}).get("recipe"))}
 
 
 def write_results(out: Path, run: str, protocol: str, dataset: str | None, config: TrainConfig,
                   feature_config: FeatureConfig, classes: tuple[str, ...], metrics: pd.DataFrame,
-                  predictions: pd.DataFrame, timings: dict) -> None:
-    common = {"run": run, "protocol": protocol, "trial": "", "shots": config.shots}
+                  predictions: pd.DataFrame, timings: dict, notes: dict | None = None) -> None:
+    common = {"run": run, "protocol": protocol, "trial": "", "shots": config.shots, "recipe": config.recipe}
     results.write_part(out, "metrics", run, protocol, "all", metrics.assign(**common))
     results.write_part(out, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
     results.write_part(out, "runs", run, protocol, "all",
-                       [run_row(run, protocol, dataset, config.to_dict(), feature_config, classes, timings)])
+                       [run_row(run, protocol, dataset, config.to_dict() | ({"data": notes} if notes else {}),
+                                feature_config, classes, timings)])

@@ -31,10 +31,10 @@ import functools
 import hashlib
 import json
 import os
+import posixpath
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,10 +51,14 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler  # noqa: 
 from ray.tune.schedulers.async_hyperband import _Bracket  # noqa: E402  (Ray 2.60's; pinned in pyproject.toml)
 
 from merflow.storage import catalog as catalog_store  # noqa: E402
-from merflow.storage import results  # noqa: E402
+from merflow.storage import (
+    locations,  # noqa: E402
+    results,  # noqa: E402
+)
 from merflow.storage.results import SELECTED  # noqa: E402
-from merflow.training.fit import TrainConfig, run_fold  # noqa: E402
-from merflow.training.run import fold_predictions, load_protocol, metric_rows, new_run_id, run_row  # noqa: E402
+from merflow.training.errors import DataError  # noqa: E402
+from merflow.training.fit import FoldSkipped, TrainConfig, fold_problem, run_fold  # noqa: E402
+from merflow.training.run import check_run_identity, fold_predictions, load_protocol, metric_rows, new_run_id, run_row  # noqa: E402
 from merflow.training.selection import select_per_fold  # noqa: E402
 
 SCHEDULERS = ("asha", "fifo")
@@ -62,6 +66,7 @@ SEARCHED = ("shots", "meta_lr", "pretrain_lr")  # TrainConfig fields a search ma
 METRIC = "validation_accuracy"
 TIME_ATTR = "meta_epoch"
 COMPLETED = "fold_evaluated"  # in the last report only (Tune's own "done" is set on stopped trials too)
+DATA_ERROR = "data_error"      # the last report of a trial ended by a DataError (not retried)
 
 
 def parse_grid(text: str, kind=float) -> tuple:
@@ -132,6 +137,9 @@ class SearchConfig:
     max_failures: int = 2                # retries of a failed trial
     max_folds: int | None = None         # the first N folds only: a quick look, not a result to report
     ray_address: str | None = None       # None: a local Ray; "auto" or ray://HOST:10001: a cluster
+    sample_list: str | None = None       # 'survey': only the samples of the survey's lists (tasks/sample_lists.py)
+    sample_lists: str | None = None      # their folder (default $MERFLOW_SAMPLE_LISTS)
+    feature_config: str | None = None    # hash of the store's feature configuration, where it holds several
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
@@ -140,17 +148,20 @@ class SearchConfig:
             raise ValueError("cpus per trial must be positive and gpus per trial not negative")
         if any(shots < 1 for shots in self.space.shots):
             raise ValueError(f"shots must be at least 1, got {self.space.shots}")
+        if self.base.validation_fraction == 0:
+            raise ValueError("a search chooses each fold's configuration and α on its validation subjects: "
+                             "validation_fraction must be above 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def absolute(self) -> SearchConfig:
-        """The same search with local paths made absolute: Tune runs each trial in its own folder."""
-        def local(path: str) -> str:
-            return path if "://" in path else str(Path(path).expanduser().resolve())
-
-        return dataclasses.replace(self, catalog_dir=local(self.catalog_dir), store=local(self.store),
-                                   out=local(self.out))
+        """The same search with local paths made absolute (Tune runs each trial in its own folder) and
+        URLs as they are (storage/locations.py)."""
+        lists = self.sample_lists or (os.environ.get("MERFLOW_SAMPLE_LISTS") if self.sample_list else None)
+        return dataclasses.replace(self, catalog_dir=locations.normalise(self.catalog_dir),
+                                   store=locations.normalise(self.store), out=locations.normalise(self.out),
+                                   sample_lists=locations.normalise(lists) if lists else None)
 
     def recorded(self) -> dict:
         """What decides the numbers (not where it ran): compared when a run is resumed."""
@@ -170,17 +181,21 @@ def trial_train_config(search: SearchConfig, searched: dict) -> TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ the trial
-def _protocol_data(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None, seed: int):
+def _protocol_data(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None, seed: int,
+                   validation_fraction: float = 0.2, sample_list: str | None = None, sample_lists: str | None = None,
+                   feature_config: str | None = None):
     # Trials of one search in one worker process (actors are reused) read the features once; a catalog
     # written since (a re-ingest between two searches of one process) is read again.
-    samples = Path(catalog_dir) / catalog_store.SAMPLES_FILE
-    stamp = samples.stat().st_mtime_ns if samples.exists() else 0
-    return _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, stamp)
+    stamp = locations.stamp(locations.join(catalog_dir, catalog_store.SAMPLES_FILE))
+    return _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, stamp, validation_fraction,
+                                 sample_list, sample_lists, feature_config)
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, catalog_stamp):
-    return load_protocol(Path(catalog_dir), store, protocol, dataset, class_set, seed)
+def _cached_protocol_data(catalog_dir, store, protocol, dataset, class_set, seed, catalog_stamp, validation_fraction,
+                          sample_list=None, sample_lists=None, feature_config=None):
+    return load_protocol(catalog_dir, store, protocol, dataset, class_set, seed, validation_fraction,
+                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config)
 
 
 def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
@@ -188,11 +203,12 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
     torch.set_num_threads(max(1, int(search.cpus_per_trial)))
     spec = params["trial"]
     config = trial_train_config(search, spec["searched"])
-    out = Path(search.out)
-    checkpoints = out / "checkpoints" / run
+    out = search.out
+    checkpoints = locations.join(out, "checkpoints", run)
     started = time.perf_counter()
     data = _protocol_data(search.catalog_dir, search.store, search.protocol, search.dataset, search.class_set,
-                          search.base.seed)
+                          search.base.seed, search.base.validation_fraction, search.sample_list, search.sample_lists,
+                          search.feature_config)
     fold = data.fold(spec["fold"])
     macro = data.macro_model(config, checkpoints)
 
@@ -201,7 +217,8 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
 
     result = run_fold(fold, data.source, data.samples, macro, config, checkpoints, on_epoch=on_epoch)
     predictions = fold_predictions(result, data.samples, config.alphas).drop(columns=["chosen"])
-    predictions = predictions.assign(run=run, protocol=search.protocol, trial=spec["id"], shots=config.shots)
+    predictions = predictions.assign(run=run, protocol=search.protocol, trial=spec["id"], shots=config.shots,
+                                     recipe=config.recipe)
     results.write_part(out, "predictions", run, search.protocol, f"{spec['id']}-{safe_name(fold.name)}", predictions)
     chosen = result["chosen"]
     # Last report: after it the trial counts as completed; its predictions are already on disk.
@@ -209,6 +226,27 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
                  TIME_ATTR: config.meta_epochs + 1, "stage": "evaluated", COMPLETED: True, "alpha": chosen["alpha"],
                  "epochs": json.dumps({k: v for k, v in chosen.items() if k.endswith("epoch")}),
                  "seconds": round(time.perf_counter() - started, 2)})
+
+
+def ending_on_data_errors(trainable):
+    """``trainable``, except that a ``DataError`` (training/errors.py) ends its trial at once.
+
+    Tune retries every exception a trial raises (FailureConfig has no per-type setting in Ray 2.60),
+    and a fold whose data can't be trained on fails the same way every time: the trial catches it
+    and reports it as its last result instead, so Tune counts the trial finished, with no retry, and
+    ``trial_rows`` records it as an error with the message.
+    """
+
+    @functools.wraps(trainable)
+    def trial(params: dict, search: SearchConfig, run: str):
+        try:
+            return trainable(params, search, run)
+        except DataError as error:
+            # TIME_ATTR 0: below every rung, so early stopping records nothing of this trial.
+            tune.report({METRIC: float("nan"), TIME_ATTR: 0, "stage": "data_error",
+                         DATA_ERROR: f"{type(error).__name__}: {error}"})
+
+    return trial
 
 
 # ------------------------------------------------------------------------------------------ scheduler
@@ -245,25 +283,36 @@ def trial_specs(search: SearchConfig, fold_names: list[str]) -> list[dict]:
             for searched in search.space.configurations() for fold in fold_names]
 
 
-def _experiment_path(search: SearchConfig, run: str) -> Path:
-    return (Path(search.out) / "tune" / safe_name(run)).resolve()
+def _experiment_path(search: SearchConfig, run: str) -> str:
+    """The Tune experiment's location: RESULTS/tune/<run>, a local folder or a URL like --out."""
+    return locations.join(locations.normalise(search.out), "tune", safe_name(run))
+
+
+def _experiment_storage(location: str) -> tuple[str, object]:
+    """(path, pyarrow file system) for Ray: a local path and None (Ray's own), or a remote location's
+    path on the fsspec file system wrapped for pyarrow, so that Ray's storage uses the same settings
+    (endpoint, credentials) as every other access (storage/locations.py)."""
+    if not locations.is_remote(location):
+        return location, None
+    filesystem, path = locations.arrow_filesystem(location)
+    return path, filesystem
 
 
 def _check_same_search(search: SearchConfig, run: str) -> None:
-    recorded = Path(search.out) / "checkpoints" / run / "search.json"
-    if recorded.exists():
-        before = json.loads(recorded.read_text())
+    recorded = locations.join(search.out, "checkpoints", run, "search.json")
+    if locations.exists(recorded):
+        before = json.loads(locations.read_text(recorded))
         if before != search.recorded():
             changed = sorted(k for k in before.keys() | search.recorded().keys()
                              if before.get(k) != search.recorded().get(k))
             raise ValueError(f"run {run!r} was started with other settings ({', '.join(changed)} differ): "
                              "resume it with the same settings, or start a new run (another --run)")
-    recorded.parent.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(search.recorded(), indent=2, sort_keys=True))
+    locations.write_text(recorded, json.dumps(search.recorded(), indent=2, sort_keys=True))
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Connect to a Ray cluster, or start a local one; False if Ray was already initialised here."""
+    locations.require_ray_client(address)  # ray:// needs ray[client]: one line naming the install
     if ray.is_initialized():
         return False
     if address:
@@ -291,7 +340,9 @@ class ProgressCallback(tune.Callback):
         self.on_trial = on_trial
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.on_trial(trial.config["trial"], "completed" if trial.last_result.get(COMPLETED) else "stopped")
+        last = trial.last_result or {}
+        self.on_trial(trial.config["trial"], "error" if last.get(DATA_ERROR) else
+                      "completed" if last.get(COMPLETED) else "stopped")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.on_trial(trial.config["trial"], "error")
@@ -303,22 +354,40 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
     ``trainable`` replaces ``fold_trial`` (same signature), e.g. to wrap it in a test.
     """
     started = time.perf_counter()
+    # Missing extras (s3fs for s3://, ray[client] for ray://) are one line, before any work.
+    locations.require(search.catalog_dir, search.store, search.out)
+    locations.require_ray_client(search.ray_address)
     search = search.absolute()
     run = search.run or new_run_id()
     data = _protocol_data(search.catalog_dir, search.store, search.protocol, search.dataset, search.class_set,
-                          search.base.seed)
-    fold_names = [f.name for f in data.folds][: search.max_folds or None]
+                          search.base.seed, search.base.validation_fraction, search.sample_list, search.sample_lists,
+                          search.feature_config)
+    # A fold with nothing to train on (fit.fold_problem: fewer than two classes) is left out of the
+    # grid with its reason in the run's row, instead of failing every configuration's trial on it.
+    skipped = {f.name: problem for f in data.folds if (problem := fold_problem(f, data.samples[f.label_column]))}
+    fold_names = [f.name for f in data.folds if f.name not in skipped][: search.max_folds or None]
     specs = trial_specs(search, fold_names)
     _check_same_search(search, run)
+    check_run_identity(search.out, run, data.identity())  # another protocol, catalog or store: refused
+    if not specs:
+        # Every fold skipped: nothing for Ray to run. Each (configuration, fold) is an error row with the
+        # fold's reason (as its trial would have ended, without retries), so the tables and the exit
+        # status say what a search of failed trials says.
+        folds = [f.name for f in data.folds][: search.max_folds or None]
+        trials = skipped_trial_rows(trial_specs(search, folds), search, run, skipped)
+        summary = write_search_results(search, run, data, trials,
+                                       {"search": round(time.perf_counter() - started, 2)}, skipped)
+        return summary | {"experiment": _experiment_path(search, run)}
     started_ray = init_ray(search.ray_address, num_cpus=None)
     try:
         resources = {"cpu": search.cpus_per_trial} | ({"gpu": search.gpus_per_trial} if search.gpus_per_trial else {})
         check_resources(resources, ray.cluster_resources())
-        wrapped = tune.with_resources(tune.with_parameters(trainable or fold_trial, search=search, run=run), resources)
-        path = _experiment_path(search, run)
+        wrapped = tune.with_resources(tune.with_parameters(ending_on_data_errors(trainable or fold_trial),
+                                                           search=search, run=run), resources)
+        path, storage = _experiment_storage(_experiment_path(search, run))
         callbacks = [ProgressCallback(on_trial)] if on_trial else []
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(str(path), trainable=wrapped, resume_errored=True,
+        if tune.Tuner.can_restore(path, storage_filesystem=storage):
+            tuner = tune.Tuner.restore(path, trainable=wrapped, resume_errored=True, storage_filesystem=storage,
                                        param_space={"trial": tune.grid_search(specs)})
         else:
             scheduler = (foldwise_asha(max_t=search.base.meta_epochs + 1) if search.scheduler == "asha"
@@ -327,19 +396,20 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
                 wrapped, param_space={"trial": tune.grid_search(specs)},
                 tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
                                             trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=0,
-                                          callbacks=callbacks,
+                run_config=tune.RunConfig(name=posixpath.basename(path), storage_path=posixpath.dirname(path),
+                                          storage_filesystem=storage, verbose=0, callbacks=callbacks,
                                           failure_config=tune.FailureConfig(max_failures=search.max_failures)))
         grid = tuner.fit()
         # Tune counts each trial's failed attempts (across restores too) in its experiment state.
-        failures = {t.trial_id: t.num_failures for t in tune.ExperimentAnalysis(str(path)).trials}
+        failures = {t.trial_id: t.num_failures
+                    for t in tune.ExperimentAnalysis(path, storage_filesystem=storage).trials}
         trials = trial_rows(grid, search, run, failures)
     finally:
         if started_ray:
             ray.shutdown()
     search_seconds = round(time.perf_counter() - started, 2)
-    summary = write_search_results(search, run, data, trials, {"search": search_seconds})
-    return summary | {"experiment": str(_experiment_path(search, run))}
+    summary = write_search_results(search, run, data, trials, {"search": search_seconds}, skipped)
+    return summary | {"experiment": _experiment_path(search, run)}
 
 
 def _trial_dirname(trial) -> str:
@@ -350,9 +420,16 @@ def _trial_dirname(trial) -> str:
 def _error_text(result) -> str | None:
     if result.error is not None:
         return str(result.error)[-2000:]
-    error_file = Path(result.path) / "error.txt" if result.path else None
-    if error_file and error_file.exists():  # an attempt failed and a retry then succeeded
-        return error_file.read_text()[-2000:]
+    if (result.metrics or {}).get(DATA_ERROR):
+        return str(result.metrics[DATA_ERROR])[-2000:]
+    if result.path:  # an attempt failed and a retry then succeeded (the trial's folder may be remote)
+        import pyarrow.fs
+
+        filesystem = result.filesystem or pyarrow.fs.LocalFileSystem()
+        error_file = posixpath.join(result.path, "error.txt")
+        if filesystem.get_file_info(error_file).type == pyarrow.fs.FileType.File:
+            with filesystem.open_input_stream(error_file) as stream:
+                return stream.read().decode(errors="replace")[-2000:]
     return None
 
 
@@ -362,9 +439,10 @@ def trial_rows(grid, search: SearchConfig, run: str, failures: dict[str, int]) -
     for result in grid:
         spec = result.config["trial"]
         metrics = result.metrics or {}
-        status = "error" if result.error is not None else "completed" if metrics.get(COMPLETED) else "stopped"
+        status = ("error" if result.error is not None or metrics.get(DATA_ERROR)
+                  else "completed" if metrics.get(COMPLETED) else "stopped")
         # A trial that failed before its first report has no metrics: its folder ends in its id (_trial_dirname).
-        trial_id = metrics.get("trial_id") or Path(result.path).name.rsplit("-", 1)[-1]
+        trial_id = metrics.get("trial_id") or posixpath.basename(result.path).rsplit("-", 1)[-1]
         config = trial_train_config(search, spec["searched"])
         rows.append({
             "run": run, "protocol": search.protocol, "trial": spec["id"], "fold": spec["fold"],
@@ -379,15 +457,32 @@ def trial_rows(grid, search: SearchConfig, run: str, failures: dict[str, int]) -
     return pd.DataFrame(rows, columns=results.TRIALS_SCHEMA.names)
 
 
-def write_search_results(search: SearchConfig, run: str, data, trials: pd.DataFrame, timings: dict) -> dict:
+def skipped_trial_rows(specs: list[dict], search: SearchConfig, run: str, skipped: dict[str, str]) -> pd.DataFrame:
+    """Trial rows for folds left out before the search (``fit.fold_problem``): status error, no attempt."""
+    rows = []
+    for spec in specs:
+        config = trial_train_config(search, spec["searched"])
+        reason = f"{FoldSkipped.__name__}: {FoldSkipped(spec['fold'], skipped[spec['fold']])}"
+        rows.append({"run": run, "protocol": search.protocol, "trial": spec["id"], "fold": spec["fold"],
+                     "tune_trial_id": None, "status": "error", "failures": 0, "error": reason,
+                     "shots": config.shots, "searched": json.dumps(spec["searched"], sort_keys=True),
+                     "config": json.dumps(config.to_dict(), sort_keys=True), "validation_accuracy": None,
+                     "alpha": None, "epochs": None, "seconds": None})
+    return pd.DataFrame(rows, columns=results.TRIALS_SCHEMA.names)
+
+
+def write_search_results(search: SearchConfig, run: str, data, trials: pd.DataFrame, timings: dict,
+                         skipped: dict | None = None) -> dict:
     """Metrics of every configuration and the per-fold selection, from the predictions the trials wrote."""
-    out, protocol, classes = Path(search.out), search.protocol, data.classes
+    out, protocol, classes = search.out, search.protocol, data.classes
     results.write_part(out, "trials", run, protocol, "all", trials)
     completed = trials[trials["status"] == "completed"]
     predictions = results.read_table(out, "predictions", run=run)
     predictions = predictions[predictions["trial"] != SELECTED]
     done = set(zip(completed["trial"], completed["fold"]))
-    predictions = predictions[[pair in done for pair in zip(predictions["trial"], predictions["fold"])]]
+    # A boolean array, not a list: an empty list would select no columns (a search with no completed trial).
+    predictions = predictions[np.array([pair in done for pair in zip(predictions["trial"], predictions["fold"])],
+                                       dtype=bool)]
     fold_count = trials["fold"].nunique()
     chosen_alpha = {(t, f): a for t, f, a in zip(completed["trial"], completed["fold"], completed["alpha"])}
     for trial, rows in predictions.groupby("trial"):
@@ -399,21 +494,27 @@ def write_search_results(search: SearchConfig, run: str, data, trials: pd.DataFr
         if rows["fold"].nunique() < fold_count:
             metrics = metrics[metrics["scope"] == "fold"]
         results.write_part(out, "metrics", run, protocol, trial,
-                           metrics.assign(run=run, protocol=protocol, trial=trial, shots=int(rows["shots"].iloc[0])))
+                           metrics.assign(run=run, protocol=protocol, trial=trial, shots=int(rows["shots"].iloc[0]),
+                                          recipe=search.base.recipe))
     selected = select_per_fold(predictions, classes, by=search.select_by) if len(predictions) else predictions
     if len(selected):
-        selected = selected.assign(shots=None, run=run, protocol=protocol)
+        selected = selected.assign(shots=None, run=run, protocol=protocol, recipe=search.base.recipe)
         results.write_part(out, "predictions", run, protocol, SELECTED, selected)
         selected_metrics = metric_rows(selected.assign(alpha=None, chosen=False), classes)
         selected_metrics = selected_metrics[~selected_metrics["chosen"]].assign(chosen=True)
         results.write_part(out, "metrics", run, protocol, SELECTED,
-                           selected_metrics.assign(run=run, protocol=protocol, trial=SELECTED, shots=None))
+                           selected_metrics.assign(run=run, protocol=protocol, trial=SELECTED, shots=None,
+                                                   recipe=search.base.recipe))
     results.write_part(out, "runs", run, protocol, "all", [run_row(
-        run, protocol, search.dataset, {"search": search.recorded(), "kind": "tune"}, data.feature_config, classes,
-        timings)])
+        run, protocol, search.dataset, {"search": search.recorded(), "kind": "tune"}
+        | ({"sample_list": data.sample_list} if data.sample_list else {})
+        # samples quarantined by the features flow (left out before the folds) and folds left out
+        | {"data": {"excluded_samples": dict(sorted(data.excluded.items())), "skipped_folds": skipped or {}}},
+        data.feature_config, classes, timings)])
     counts = trials["status"].value_counts().to_dict()
     return {"run": run, "protocol": protocol, "dataset": search.dataset, "classes": classes, "folds": fold_count,
             "configurations": trials["trial"].nunique(), "trials": len(trials), "status": counts,
             "failures": int(trials["failures"].sum()), "errors": trials[trials["status"] == "error"],
             "selected_folds": int(selected["fold"].nunique()) if len(selected) else 0,
-            "timings": timings, "results": str(out)}
+            "timings": timings, "results": str(out),
+            "notes": {"excluded_samples": dict(sorted(data.excluded.items())), "skipped_folds": skipped or {}}}

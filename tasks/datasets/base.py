@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
+from merflow.storage.catalog import APEX_OUTSIDE_CLIP
 from merflow.tasks.archives import JUNK_NAMES
 from merflow.tasks.labels import normalise_emotion, protocol_labels
 
@@ -47,10 +48,16 @@ class Annotation:
     where: str = ""                 # where the annotation came from, e.g. "CASME2-coding.xlsx row 17"
     subject_group: str | None = None  # people shared across datasets (SMIC HS/VIS/NIR) share a group
     problems: list[tuple[str, str]] = field(default_factory=list)  # quirks found while reading
+    clip_id: str | None = None      # the clip as the sheet names it, where one clip holds several samples
 
     @property
     def sample_key(self) -> str:
         return f"{self.dataset}/{self.subject}/{self.sample_id}"
+
+    @property
+    def clip(self) -> str:
+        """The clip (folder) this sample is cut from: its own id unless the clip holds several expressions."""
+        return self.clip_id or self.sample_id
 
 
 @dataclass
@@ -144,6 +151,26 @@ def sheet_names(path: Path) -> list[str]:
         return []
 
 
+class CorruptSheetError(ValueError):
+    """An annotation sheet that does not open: named as corrupt, not taken for "no known dataset"."""
+
+
+def corrupt_sheets(root: Path) -> list[tuple[Path, str]]:
+    """(path, reason) of every spreadsheet under root that does not open (detection skips them: see
+    ``sheet_names``; the ingest names them when no dataset is found). A missing reader library
+    (ImportError) is not corruption and is raised."""
+    found = []
+    for path in find_files(root, SHEET_SUFFIXES):
+        try:
+            with pd.ExcelFile(path):
+                pass
+        except ImportError:
+            raise
+        except Exception as error:  # noqa: BLE001 - zipfile, xlrd and openpyxl each raise their own
+            found.append((path, f"{type(error).__name__}: {error}".strip().rstrip(":")))
+    return found
+
+
 def find_sheet(root: Path, accept) -> Path | None:
     """The first spreadsheet under root for which ``accept(path, sheet_names)`` is true."""
     for path in find_files(root, SHEET_SUFFIXES):
@@ -171,10 +198,30 @@ def numbered_id(value: object, prefix: str, width: int) -> str:
 
 
 def attach_clip_dirs(annotations: list[Annotation], roots: list[Path]) -> None:
-    """Point each annotation at <root>/<subject>/<sample_id> under the first root that has it."""
+    """Point each annotation at <root>/<subject>/<clip> under the first root that has it."""
     for ann in annotations:
-        ann.clip_dir = next((r / ann.subject / ann.sample_id for r in roots
-                             if (r / ann.subject / ann.sample_id).is_dir()), None)
+        ann.clip_dir = next((r / ann.subject / ann.clip for r in roots
+                             if (r / ann.subject / ann.clip).is_dir()), None)
+
+
+def split_repeated_clips(annotations: list[Annotation]) -> list[Annotation]:
+    """One sample per expression where a sheet gives several rows for one clip (CASME: 14 clips of the
+    survey's list, e.g. sub1 EP01_12 at onsets 73 and 163).
+
+    Every row of such a clip gets the id ``<clip>@<onset>`` (``EP01_12@73``, ``EP01_12@163``) and keeps
+    the clip in ``clip_id``, so its frames are still found; a clip with one row keeps its plain id. The
+    ids depend only on the sheet's content, not on row order. Two rows with the same clip and onset
+    still share an id and the second is quarantined as ``duplicate_id``.
+    """
+    counts: dict[tuple[str, str, str], int] = {}
+    for ann in annotations:
+        key = (ann.dataset, ann.subject, ann.clip)
+        counts[key] = counts.get(key, 0) + 1
+    for ann in annotations:
+        if counts[(ann.dataset, ann.subject, ann.clip)] > 1 and ann.onset is not None:
+            ann.clip_id = ann.clip
+            ann.sample_id = f"{ann.clip_id}@{ann.onset}"
+    return annotations
 
 
 def roots_with_subjects(root: Path, subjects: set[str]) -> list[Path]:
@@ -199,8 +246,12 @@ def build_samples(annotations: Iterable[Annotation], check_readable: bool = True
     """Check every annotation against its frames on disk; usable ones become catalog rows.
 
     Quarantine reasons: ``missing_clip``, ``missing_frames``, ``unreadable_frame``, ``bad_interval``
-    (no onset/offset, or onset after offset), ``apex_outside_clip``, ``unknown_label``,
-    ``duplicate_id``, plus whatever an adapter found while reading (``Annotation.problems``).
+    (no onset/offset, or onset after offset), ``unknown_label``, ``duplicate_id``, plus whatever an
+    adapter found while reading (``Annotation.problems``).
+
+    An apex outside onset..offset (SAMM 028_4_1, 032_3_1) is not a reason: the sample is kept with
+    the sheet's apex in ``apex_annotated``, ``apex`` null (the features flow spots it) and
+    ``apex_source`` ``outside_clip``; the catalog summary lists it as a warning.
     """
     samples: list[dict] = []
     problems: list[dict] = []
@@ -221,10 +272,9 @@ def build_samples(annotations: Iterable[Annotation], check_readable: bool = True
         if ann.onset is None or ann.offset is None or ann.onset > ann.offset:
             problems.append(_problem(ann, "bad_interval", f"onset {ann.onset}, offset {ann.offset}"))
             continue
-        if ann.apex is not None and not ann.onset <= ann.apex <= ann.offset:
-            problems.append(_problem(ann, "apex_outside_clip",
-                                     f"apex {ann.apex} outside onset..offset {ann.onset}..{ann.offset}"))
-            continue
+        apex, apex_source = ann.apex, ann.apex_source if ann.apex is not None else "missing"
+        if apex is not None and not ann.onset <= apex <= ann.offset:
+            apex, apex_source = None, APEX_OUTSIDE_CLIP
         if ann.clip_dir is None or not ann.clip_dir.is_dir():
             problems.append(_problem(ann, "missing_clip", f"no frame folder for {ann.sample_key}"
                                      + (f" at {ann.clip_dir}" if ann.clip_dir else "")))
@@ -239,7 +289,7 @@ def build_samples(annotations: Iterable[Annotation], check_readable: bool = True
             problems.append(_problem(ann, "missing_frames",
                                      f"{len(missing)} of {len(wanted)} frames missing in {ann.clip_dir}: {shown}"))
             continue
-        key_frames = {ann.onset, ann.offset} | ({ann.apex} if ann.apex is not None else set())
+        key_frames = {ann.onset, ann.offset} | ({apex} if apex is not None else set())
         if check_readable:
             broken = [n for n in sorted(key_frames) if not _readable(ann.clip_dir / frames[n])]
             if broken:
@@ -252,14 +302,16 @@ def build_samples(annotations: Iterable[Annotation], check_readable: bool = True
             "subject": ann.subject,
             "subject_key": f"{ann.subject_group or ann.dataset}/{ann.subject}",
             "sample_id": ann.sample_id,
+            "clip_id": ann.clip,
             "is_macro": ann.is_macro,
             "clip_dir": str(ann.clip_dir),
             "frame_files": [frames[n] for n in wanted],
             "n_frames": len(wanted),
             "fps": float(ann.fps),
             "onset": ann.onset,
-            "apex": ann.apex,
-            "apex_source": ann.apex_source if ann.apex is not None else "missing",
+            "apex": apex,
+            "apex_annotated": ann.apex,
+            "apex_source": apex_source,
             "offset": ann.offset,
             "action_units": ann.action_units,
             "emotion_raw": ann.emotion_raw,

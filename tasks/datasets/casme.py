@@ -2,6 +2,7 @@
 
 Layout: ``CASME_raw_selected/sub01/EP01_12/EP01_12-<n>.jpg``, 60 fps. Sheet columns: Subject,
 Filename, OnsetF, ApexF1, ApexF2, OffsetF, Onset, Total, AU, Emotion; '\\' marks a missing value.
+A clip can hold several expressions, one sheet row each: they become samples ``<clip>@<onset>``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from merflow.tasks.datasets.base import (
     numbered_id,
     parse_frame,
     roots_with_subjects,
+    split_repeated_clips,
 )
 
 KIND = "casme"
@@ -63,7 +65,9 @@ def read(root: Path) -> AdapterResult:
     sheet = find_coding_sheet(root)
     if sheet is None:
         raise FileNotFoundError(f"no CASME coding sheet (columns {', '.join(REQUIRED_COLUMNS)}) under {root}")
-    annotations = read_sheet(sheet)
+    # A clip holding several expressions has one row per expression (sub01 EP01_12 at onsets 73 and
+    # 163 in the survey's list): each is a sample, told apart by its onset.
+    annotations = split_repeated_clips(read_sheet(sheet))
     roots = roots_with_subjects(root, {a.subject for a in annotations})
     attach_clip_dirs(annotations, roots)
     return build_samples(annotations)

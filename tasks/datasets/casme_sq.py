@@ -20,6 +20,7 @@ from merflow.tasks.datasets.base import (
     clean_text,
     find_sheet,
     parse_frame,
+    split_repeated_clips,
     walk_dirs,
 )
 
@@ -68,7 +69,9 @@ def read_sheet(path: Path) -> list[Annotation]:
         kind = (clean_text(row["type"]) or "").lower()
         ann = Annotation(
             dataset=KIND, subject=folder, sample_id=clip, clip_dir=None,
-            onset=parse_frame(row["onset"]), apex=parse_frame(row["apex"]), offset=parse_frame(row["offset"]),
+            # An apex of 0 is not annotated either, as an offset of 0 (row 309, s34 anger1_1: apex 0,
+            # onset 1763): left to be spotted, not kept as a frame outside the clip.
+            onset=parse_frame(row["onset"]), apex=parse_frame(row["apex"]) or None, offset=parse_frame(row["offset"]),
             fps=FPS, emotion_raw=clean_text(row["emotion"]), action_units=clean_text(row["action_units"]),
             objective_class=clean_text(row["objective_class"]), is_macro=kind.startswith("macro"),
             where=f"{path.name} {CODE_SHEET} row {index + 1}",
@@ -87,12 +90,14 @@ def read(root: Path) -> AdapterResult:
     sheet = find_code_sheet(root)
     if sheet is None:
         raise FileNotFoundError(f"no CAS(ME)^2 code sheet (tab {CODE_SHEET}) under {root}")
-    annotations = read_sheet(sheet)
+    # The real sheet numbers each expression of a video (disgust2_3), so no two rows share a clip
+    # id; a sheet that repeats one gets one sample per onset, as CASME's does.
+    annotations = split_repeated_clips(read_sheet(sheet))
     subject_rule, video_rule = naming_rules(sheet)
     folder_numbers = {folder: folder_no for folder_no, folder in subject_rule.values()}
     subject_dirs = {d.name: d for d in walk_dirs(root) if d.name in folder_numbers}
     for ann in annotations:
-        video = ann.sample_id.rsplit("_", 1)[0]
+        video = ann.clip.rsplit("_", 1)[0]
         subject_dir, code = subject_dirs.get(ann.subject), video_rule.get(video)
         if subject_dir is None or code is None:
             continue

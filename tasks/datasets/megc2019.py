@@ -56,3 +56,52 @@ def composite_from_annotations(annotations: Iterable[Annotation]) -> pd.DataFram
         if label is not None and not ann.is_macro:
             rows.append((ann.dataset, ann.subject, ann.sample_id, label))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+OFFICIAL_FILE = "combined_3class_gt.csv"
+
+
+def official_list_path(explicit: str | Path | None = None, environ: dict | None = None) -> Path:
+    """The official list to check against: ``explicit``, else $MERFLOW_REFERENCE/megc2019/combined_3class_gt.csv.
+
+    The list is reference data and not shipped with merflow: without either, a clear error.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    if explicit:
+        path = Path(explicit)
+    elif environ.get("MERFLOW_REFERENCE"):
+        path = Path(environ["MERFLOW_REFERENCE"]) / "megc2019" / OFFICIAL_FILE
+    else:
+        raise FileNotFoundError(f"no official MEGC2019 list: pass --official PATH/{OFFICIAL_FILE} "
+                                "(or set MERFLOW_REFERENCE to a folder holding megc2019/" + OFFICIAL_FILE + ")")
+    if not path.is_file():
+        raise FileNotFoundError(f"official MEGC2019 list {path} not found: pass --official PATH/{OFFICIAL_FILE}")
+    return path
+
+
+def check_catalog(samples: pd.DataFrame, official: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every difference between a catalog's ``label_megc2019`` rows and the official list.
+
+    Returns (differences, absent): one row per difference (dataset, subject, sample_id, official,
+    catalog, problem: ``missing`` (in the list, not a MEGC2019 row of the catalog), ``extra`` (a
+    catalog row the list does not hold) or ``label``), and the datasets the catalog holds no sample
+    of at all (their official rows are not listed one by one).
+    """
+    rows = samples[samples["label_megc2019"].notna()]
+    ours = {(r.dataset, r.subject, r.sample_id): r.label_megc2019 for r in rows.itertuples()}
+    theirs = {(r.dataset, r.subject, r.sample_id): r.label for r in official.itertuples()}
+    present = set(samples["dataset"])
+    absent = sorted(set(official["dataset"]) - present)
+    differences = []
+    for key in sorted(set(ours) | set(theirs)):
+        if key[0] in absent:
+            continue
+        mine, official_label = ours.get(key), theirs.get(key)
+        if mine == official_label:
+            continue
+        problem = "missing" if mine is None else "extra" if official_label is None else "label"
+        differences.append((*key, official_label, mine, problem))
+    columns = ["dataset", "subject", "sample_id", "official", "catalog", "problem"]
+    return pd.DataFrame(differences, columns=columns, dtype=object), absent

@@ -65,8 +65,9 @@ def read_sheet(path: Path) -> list[Annotation]:
         if sample_id is None:
             continue
         # Rows 140 (028_4_1: apex 1143 after offset 1134) and 147 (032_3_1: apex 1930 before onset
-        # 4896) of v2 are kept as the sheet states them; build_samples quarantines them as
-        # apex_outside_clip rather than guessing which number is the typo.
+        # 4896) of v2 are read as the sheet states them. Both are in the official MEGC2019 list, so
+        # build_samples keeps them: the sheet's apex goes to apex_annotated and the apex is spotted
+        # (apex_source outside_clip) rather than guessing which number is the typo.
         annotations.append(Annotation(
             dataset=KIND, subject=subject_id(row["Subject"]), sample_id=sample_id, clip_dir=None,
             onset=parse_frame(row["Onset Frame"]), apex=parse_frame(row["Apex Frame"]),

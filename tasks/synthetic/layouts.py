@@ -5,6 +5,7 @@ numbering, sheet tabs, header rows, column order, colour or grey, frame size at 
 the known quirks of the real data when ``quirks`` is on:
 
 - an apex given as '/' (CASME II, CASME), an apex outside onset..offset (CASME II, SAMM),
+- a clip holding two expressions, one sheet row each (CASME),
 - frames missing from a clip (CASME II, SAMM), an offset of 0 (CAS(ME)^2), CK+ sequences without a label,
 - a stray non-image file in a clip folder, and the archive unpacking one folder deeper (all).
 
@@ -261,10 +262,19 @@ def write_casme(root: Path, plans: list[Plan], scale: float, seed: int, rng, qui
     slash_apex, stray = _pick_quirk_rows(len(plans), 2, rng) + [None] * max(0, 2 - len(plans))
     book, sheet = _workbook_sheet("Sheet1")
     sheet.append(["Subject", "Filename", "OnsetF", "ApexF1", "ApexF2", "OffsetF", "Onset", "Total", "AU", "Emotion"])
-    episode = {}
+    # A clip holding two expressions (the real sheet has such clips: sub1 EP01_12 at onsets 73 and 163):
+    # the last sample of a subject seen before is a second expression in that subject's previous clip,
+    # its frames numbered after the first's in the same folder.
+    repeated = next((i for i in range(len(plans) - 1, 0, -1)
+                     if any(p.subject == plans[i].subject for p in plans[:i])), None) if quirks else None
+    episode, last_clip = {}, {}
     for index, plan in enumerate(plans):
         episode[plan.subject] = episode.get(plan.subject, 0) + 1
         sample_id = f"EP{episode[plan.subject]:02d}_{index % 12 + 1}"
+        if index == repeated:
+            sample_id, previous = last_clip[plan.subject]
+            plan.first = previous.first + previous.n_frames + 5
+        last_clip[plan.subject] = (sample_id, plan)
         numbers = [plan.number(i) for i in range(plan.n_frames)]
         # Section A (sub01-07) was filmed at 1280x720, section B at 640x480.
         section_spec = spec if plan.subject > 7 else DatasetSpec(**{**spec.__dict__, "frame_size": (720, 1280)})

@@ -1,0 +1,236 @@
+"""storage/locations.py: one way to read and write local paths and fsspec URLs (memory:// here;
+tests/test_s3.py runs the whole chain against a local S3 server)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+from merflow.storage import catalog, locations, queries
+from merflow.storage import results as result_tables
+
+
+@pytest.fixture
+def memory() -> str:
+    """A fresh folder on fsspec's in-process memory file system."""
+    root = f"memory://merflow-test-{uuid.uuid4().hex[:8]}"
+    yield root
+    locations.delete(root, recursive=True)
+
+
+def test_urls_are_never_paths():
+    assert locations.is_remote("s3://bucket/results")
+    assert locations.is_remote("memory://x")
+    assert not locations.is_remote("results")
+    assert not locations.is_remote("file:///tmp/x")
+    # The bug this module exists for: Path() of a URL is a local folder named 's3:'.
+    assert str(Path("s3://bucket/results")) == "s3:/bucket/results"
+    assert locations.join("s3://bucket/results/", "runs", "run=a") == "s3://bucket/results/runs/run=a"
+    assert locations.normalise("S3://bucket/results/") == "s3://bucket/results"
+    assert locations.normalise("file:///tmp/x/../y") == "/tmp/y"
+    assert locations.parent("s3://bucket/results/runs") == "s3://bucket/results"
+    assert locations.name("s3://bucket/results/runs/") == "runs"
+    with pytest.raises(ValueError, match="not a local path"):
+        locations.local_path("s3://bucket/results")
+
+
+def test_local_paths_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert locations.normalise("results") == str(tmp_path / "results")
+    assert locations.join("results", "a") == str(Path("results") / "a")
+
+
+def test_read_write_list_delete_on_memory(memory):
+    target = locations.join(memory, "a", "b.json")
+    assert not locations.exists(target)
+    assert locations.stamp(target) == ""
+    locations.write_text(target, '{"x": 1}')
+    assert locations.read_text(target) == '{"x": 1}'
+    assert locations.isfile(target) and locations.isdir(locations.join(memory, "a"))
+    assert locations.listdir(memory) == ["a"]
+    assert locations.glob(memory, "a/*.json") == [target.replace("memory://", "memory:///")]
+    with locations.atomic_write(locations.join(memory, "a", "c.bin")) as file:
+        file.write(b"123")
+    assert locations.read_bytes(locations.join(memory, "a", "c.bin")) == b"123"
+    locations.delete(target)
+    assert not locations.exists(target)
+    locations.delete(target)  # deleting what is not there is not an error
+
+
+def test_an_atomic_write_that_fails_publishes_nothing(tmp_path, memory):
+    for root in (str(tmp_path), memory):
+        target = locations.join(root, "part.parquet")
+        with pytest.raises(RuntimeError, match="killed"):
+            with locations.atomic_write(target) as file:
+                file.write(b"half")
+                raise RuntimeError("killed")
+        assert not locations.exists(target)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind either
+
+
+def test_local_writes_go_through_a_hidden_temporary_name(tmp_path, monkeypatch):
+    seen = []
+    real_replace = locations.os.replace
+
+    def replace(source, target):
+        seen.append(Path(source).name)
+        real_replace(source, target)
+
+    monkeypatch.setattr(locations.os, "replace", replace)
+    locations.write_bytes(tmp_path / "x" / "f.txt", b"data")
+    assert (tmp_path / "x" / "f.txt").read_bytes() == b"data"
+    assert len(seen) == 1 and seen[0].startswith(".f.txt.")
+
+
+def test_stamp_changes_when_a_file_is_rewritten(memory):
+    target = locations.join(memory, "samples.parquet")
+    locations.write_bytes(target, b"one")
+    first = locations.stamp(target)
+    locations.write_bytes(target, b"second")
+    assert locations.stamp(target) not in ("", first)
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch):
+    def missing(protocol):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    with pytest.raises(locations.MissingExtra) as error:
+        locations.require("results", "s3://bucket/results")
+    assert str(error.value) == "s3:// locations need s3fs: pip install 'merflow[s3]'"
+    with pytest.raises(locations.MissingExtra):
+        locations.filesystem("s3://bucket/x")
+    locations.require("results", "file:///tmp/x", None)  # local locations need nothing
+
+
+def test_the_feature_store_reports_a_missing_extra_before_any_work(monkeypatch):
+    from merflow.storage.features import FeatureStore
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class",
+                        lambda protocol: (_ for _ in ()).throw(ImportError("Install s3fs to access S3")))
+    with pytest.raises(locations.MissingExtra, match=r"pip install 'merflow\[s3\]'"):
+        FeatureStore("s3://bucket/features.zarr")
+
+
+def test_ray_client_addresses_need_the_client_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    with pytest.raises(locations.MissingExtra) as error:
+        locations.require_ray_client("ray://head:10001")
+    assert str(error.value) == "ray:// addresses need ray[client]: pip install 'merflow[ray-client]'"
+    locations.require_ray_client("auto")
+    locations.require_ray_client(None)
+
+
+def test_unknown_schemes_are_a_clear_error():
+    with pytest.raises(ValueError, match="unknown location scheme 'nosuch'"):
+        locations.require("nosuch://bucket/x")
+
+
+def test_cache_dir_is_the_location_itself_when_local(tmp_path, monkeypatch):
+    assert locations.cache_dir(tmp_path, "raw") == tmp_path / "raw"
+    monkeypatch.setenv("MERFLOW_CACHE", str(tmp_path / "cache"))
+    cached = locations.cache_dir("s3://bucket/catalog", "raw", "abc")
+    assert cached.is_relative_to(tmp_path / "cache" / "s3") and cached.parts[-2:] == ("raw", "abc")
+    assert locations.cache_dir("s3://bucket/catalog/") == locations.cache_dir("s3://bucket/catalog")
+    assert locations.cache_dir("s3://bucket/catalog") != locations.cache_dir("s3://bucket/catalog2")
+    assert Path(locations.lock_file("s3://bucket/x.pt")).parent == tmp_path / "cache" / "locks"
+    assert locations.lock_file(tmp_path / "x.pt") == str(tmp_path / ".x.pt.lock")
+
+
+def test_the_catalog_round_trips_on_memory(memory):
+    frame = pd.DataFrame([{"source": "s", "source_sha256": "0" * 64, "kind": "zip", "root": "/r", "datasets": ["casme2"],
+                           "n_samples": 3, "n_quarantined": 0, "ingested_at": "now", "config": "{}"}])
+    catalog.write_table(memory, catalog.SOURCES_FILE, frame)
+    assert catalog.read_sources(memory)["n_samples"].tolist() == [3]
+    assert catalog.read_samples(memory).empty  # a file not written yet is an empty table
+
+
+def test_result_tables_and_queries_on_memory(memory):
+    rows = [{"run": "r1", "protocol": "loso", "dataset": "casme2", "created_at": "2026-01-01", "config": "{}",
+             "feature_config_hash": "abc", "git_commit": None, "versions": "{}", "timings": "{}", "classes": ["a"]}]
+    written = result_tables.write_part(memory, "runs", "r1", "loso", "all", rows)
+    assert written == f"{memory}/runs/run=r1/protocol=loso/part-all.parquet"
+    assert result_tables.read_table(memory, "runs")["run"].tolist() == ["r1"]
+    assert queries.query(memory, "SELECT run, protocol, dataset FROM runs").to_dict("records") == [
+        {"run": "r1", "protocol": "loso", "dataset": "casme2"}]
+    assert queries.query(memory, "SELECT count(*) AS n FROM metrics")["n"].tolist() == [0]
+    # Still read-only, and no file can be read at all: the tables were read through fsspec, not DuckDB.
+    with pytest.raises(ValueError, match="only reads"):
+        queries.query(memory, "CREATE TABLE x AS SELECT 1")
+    with pytest.raises(ValueError, match="the query failed"):
+        queries.query(memory, "SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(ValueError, match="no results at"):
+        queries.query(locations.join(memory, "nothing"), "SELECT 1")
+
+
+def _without_s3fs(monkeypatch):
+    real = fsspec.get_filesystem_class
+
+    def get_filesystem_class(protocol):
+        if protocol in ("s3", "s3a"):
+            raise ImportError("Install s3fs to access S3")
+        return real(protocol)
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", get_filesystem_class)
+
+
+def test_the_cli_prints_a_missing_extra_as_one_line_with_its_brackets(monkeypatch, capsys):
+    from merflow.flows.cli import main
+
+    _without_s3fs(monkeypatch)
+    assert main(["results", "runs", "--results", "s3://bucket/results"]) == 2
+    output = capsys.readouterr()
+    lines = [line for line in (output.out + output.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and "s3:// locations need s3fs: pip install 'merflow[s3]'" in lines[0], lines
+
+
+def test_a_search_stops_on_a_missing_extra_before_any_work(monkeypatch, tmp_path):
+    import importlib.util
+
+    from merflow.training import tune as tuning
+
+    search = tuning.SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path / "no-store"),
+                                 out="s3://bucket/results")
+    _without_s3fs(monkeypatch)
+    with pytest.raises(locations.MissingExtra, match="s3fs"):  # not "no samples": nothing was read
+        tuning.run_search(search)
+    monkeypatch.undo()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    with pytest.raises(locations.MissingExtra, match=r"ray\[client\]"):
+        tuning.run_search(tuning.SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path),
+                                              out=str(tmp_path / "out"), ray_address="ray://head:10001"))
+    with pytest.raises(locations.MissingExtra, match=r"pip install 'merflow\[ray-client\]'"):
+        tuning.init_ray("ray://head:10001")
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoints_on_an_object_store_are_loaded_not_trained_again(memory, tmp_path, monkeypatch):
+    import torch
+
+    from merflow.training.fit import TrainConfig, _checkpoint
+
+    monkeypatch.setenv("MERFLOW_CACHE", str(tmp_path))  # the local lock file keyed by the checkpoint's URL
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"weights": torch.arange(3.0)}
+
+    folder, config = locations.join(memory, "checkpoints", "run", "fold"), TrainConfig()
+    first = _checkpoint(folder, "micro_pretrain", config, make)
+    again = _checkpoint(folder, "micro_pretrain", config, make)
+    assert len(calls) == 1 and torch.equal(again["weights"], first["weights"])
+    (written,) = locations.glob(folder, "micro_pretrain-*.pt")
+    assert list((tmp_path / "locks").iterdir())  # locked locally, nothing written beside the checkpoint
+    assert [locations.name(p) for p in locations.glob(folder, "*")] == [locations.name(written)]
+    locations.write_bytes(written, b"torn")  # an unreadable checkpoint is trained again and replaced
+    _checkpoint(folder, "micro_pretrain", config, make)
+    assert len(calls) == 2 and locations.read_bytes(written) != b"torn"

@@ -1,0 +1,310 @@
+"""The survey baseline (training/models/survey_cnn.py): the network as net4.mat names it, MATLAB's
+training rules, stacked folds equal to folds trained one by one, and a synthetic fused run over all five
+datasets (LOVO and LOSO) through the real ingest and features flows."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from merflow.training.models import survey_cnn as sc
+
+# ------------------------------------------------------------------------------------------ net4.mat
+
+
+def _elements(buffer: bytes):
+    position = 0
+    while position + 8 <= len(buffer):
+        kind, size = struct.unpack("<II", buffer[position:position + 8])
+        if kind >> 16:  # small data element: 4 bytes of data in the tag
+            yield kind & 0xFFFF, buffer[position + 4:position + 4 + (kind >> 16)]
+            position += 8
+            continue
+        yield kind, buffer[position + 8:position + 8 + size]
+        position += 8 + (size + 7) // 8 * 8 if kind != 15 else 8 + size
+
+
+_NUMERIC = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8", 16: "u1"}
+
+
+def _matrix(body: bytes, out: list):
+    """Walk one miMATRIX (MAT-file v5 format), appending every struct as {field: value} to ``out``."""
+    parts = list(_elements(body))
+    if not parts:  # an empty matrix
+        return None
+    mx_class = parts[0][1][0]
+    if mx_class == 17:  # MCOS opaque object: its contents follow as matrices
+        for kind, data in parts[4:]:
+            if kind == 14:
+                _matrix(data, out)
+        return None
+    if mx_class in (1, 2):  # cell, struct
+        children = parts[3:] if mx_class == 1 else parts[5:]
+        values = [_matrix(data, out) for kind, data in children if kind == 14]
+        if mx_class == 2:
+            width = struct.unpack("<i", parts[3][1][:4])[0]
+            names = [parts[4][1][i:i + width].split(b"\0")[0].decode() for i in range(0, len(parts[4][1]), width)]
+            out.append(dict(zip(names, values)))
+            return out[-1]
+        return values
+    kind, data = parts[3]
+    values = np.frombuffer(data, _NUMERIC[kind])
+    if mx_class == 4:  # char
+        return values.astype(np.uint16).tobytes().decode("utf-16le")
+    if mx_class == 9 and values.size > 1000:  # the uint8 subsystem: a MAT stream of its own after 8 bytes
+        for kind, data in _elements(values.tobytes()[8:]):
+            if kind == 14:
+                _matrix(data, out)
+    return values.tolist()
+
+
+def layer_structs(path) -> list[dict]:
+    data = path.read_bytes()
+    found: list[dict] = []
+    for kind, body in _elements(data[128:]):
+        if kind == 15:  # miCOMPRESSED
+            for inner_kind, inner in _elements(zlib.decompress(body)):
+                if inner_kind == 14:
+                    _matrix(inner, found)
+    return [s for s in found if "Name" in s]
+
+
+@pytest.mark.parametrize("name, classes", [("net4.mat", 4), ("net9.mat", 9)])
+def test_network_matches_the_survey_layer_graph(reference, name, classes):
+    layers = {s["Name"]: s for s in layer_structs(reference / "survey" / name)}
+    assert list(layers) == ["imageinput", "conv_2_1", "relu_2_1", "batchnorm_2_1", "maxpool_7", "dropout_2_1",
+                            "avgpool", "fc_2", "softmax", "classoutput"]
+    assert layers["imageinput"]["InputSize"] == [sc.INPUT_SIZE, sc.INPUT_SIZE, sc.INPUT_CHANNELS]
+    assert layers["imageinput"]["Normalization"]["Type"] == "zerocenter"
+    conv = layers["conv_2_1"]
+    assert (conv["FilterSize"], conv["NumFilters"], conv["Stride"], conv["PaddingMode"]) == (
+        [sc.KERNEL, sc.KERNEL], [sc.FILTERS], [1.0, 1.0], "same")
+    assert (conv["Weights"]["L2Factor"], conv["Bias"]["L2Factor"]) == ([1.0], [0.0])
+    assert layers["batchnorm_2_1"]["Epsilon"] == [sc.BN_EPSILON]
+    pool = layers["maxpool_7"]
+    assert (pool["PoolSize"], pool["Stride"], pool["PaddingMode"]) == ([sc.POOL] * 2, [sc.POOL] * 2, "same")
+    assert layers["dropout_2_1"]["Probability"] == [sc.SurveyConfig().dropout]
+    average = layers["avgpool"]
+    assert (average["PoolSize"], average["Stride"], average["PaddingSize"]) == ([sc.AVG_POOL] * 2, [sc.AVG_POOL] * 2,
+                                                                              [0.0] * 4)
+    assert layers["fc_2"]["OutputSize"] == [1.0, 1.0, float(classes)]
+    assert (layers["fc_2"]["Weights"]["L2Factor"], layers["fc_2"]["Bias"]["L2Factor"]) == ([1.0], [0.0])
+
+
+def test_main4_schedule_is_the_default(reference):
+    script = (reference / "survey" / "main4.m").read_bytes().decode("gbk")
+    assert "trainingOptions('adam', 'InitialLearnRate', 0.00005, 'MaxEpochs', 150, 'MiniBatchSize', 256')" in script
+    config = sc.SurveyConfig()
+    assert (config.learning_rate, config.epochs, config.batch_size, config.shuffle) == (5e-5, 150, 256, "once")
+    assert config.recipe == "published" and sc.SurveyConfig(epochs=3).recipe == "custom"
+
+
+# ------------------------------------------------------------------------------------------ the network
+
+
+def test_shapes_follow_the_layer_graph():
+    model = sc.StackedSurveyCNN(folds=3, n_classes=4)
+    assert model.features == 5 * 5 * 5  # 28 -> 'same' max pool /3 -> 10 -> 2x2 avg pool -> 5
+    model.initialise([torch.Generator().manual_seed(i) for i in range(3)])
+    bound = (6 / (27 + 45)) ** 0.5  # glorot: fan_in 3*3*3, fan_out 3*3*5
+    assert model.conv_weight.abs().max() <= bound and model.conv_weight.abs().max() > 0.8 * bound
+    images = torch.rand(10, 3, 28, 28) * 255
+    patches = sc.image_patches(images)
+    means = torch.nn.functional.unfold(images.mean(0, keepdim=True).expand(3, -1, -1, -1), 3, padding=1)
+    model.eval()
+    logits = model(patches, means, torch.tensor([[0, 1], [2, 3], [4, 5]]))
+    assert logits.shape == (2, 3, 4)
+    # The stacked convolution equals a plain convolution of the zero-centred images with each fold's filters.
+    weights = model.conv_weight.view(3, 5, 3, 3, 3)
+    centred = images - images.mean(0, keepdim=True)
+    direct = torch.relu(torch.nn.functional.conv2d(centred[[2, 3]], weights[1], model.conv_bias.view(3, 5)[1],
+                                                   padding=1))
+    stacked = model.conv_relu(patches, means, torch.tensor([[0, 1], [2, 3], [4, 5]]))[:, 5:10]
+    assert torch.allclose(direct, stacked, atol=1e-3)
+
+
+def test_batches_follow_trainnetwork():
+    config = sc.SurveyConfig(epochs=3)
+    assert sc.batch_plan(447, config) == (256, 1)   # the survey's LOVO: 191 samples never seen with Shuffle once
+    assert sc.batch_plan(143, config) == (143, 1)   # the 9-class set's 143: one mini-batch of all
+    assert sc.batch_plan(600, config) == (256, 2)
+    batches = sc._batches(np.random.default_rng(0), 447, config)
+    assert len(batches) == 3 and all((b == batches[0]).all() for b in batches)  # 'once': the same 256 every epoch
+    every = sc._batches(np.random.default_rng(0), 447, sc.SurveyConfig(epochs=3, shuffle="every-epoch"))
+    assert not (every[0] == every[1]).all()
+
+
+def _toy(n=24, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.uniform(0, 255, (n, 3, 28, 28)).astype(np.float32)
+    images[:, 0, 4:12, 4:12] += 40 * labels[:, None, None]  # something to learn
+    return images, labels
+
+
+def _lovo_tasks(n, names=None):
+    return [sc.FoldTask(f"lovo-{i}", np.delete(np.arange(n), i), np.array([i])) for i in range(n)][:names]
+
+
+def test_stacked_folds_equal_folds_trained_one_by_one():
+    images, labels = _toy()
+    tasks = _lovo_tasks(len(labels), 5) + [sc.FoldTask("loso-a", np.arange(8, 24), np.arange(0, 8)),
+                                           sc.FoldTask("loso-b", np.arange(0, 16), np.arange(16, 24))]
+    config = sc.SurveyConfig(epochs=4, batch_size=8, dtype="float64", device="cpu", folds_per_batch=7)
+    stacked = sc.train_folds(images, labels, tasks, 3, config)
+    alone = sc.train_folds(images, labels, tasks, 3, sc.SurveyConfig(**(config.to_dict() | {"folds_per_batch": 1})))
+    assert set(stacked) == {t.name for t in tasks}
+    for name in stacked:
+        np.testing.assert_allclose(stacked[name], alone[name], rtol=0, atol=1e-9)
+    # Different folds learnt different things (the comparison is not between constants).
+    assert not np.allclose(stacked["loso-a"][:1], stacked["loso-b"][:1])
+
+
+def test_zero_centring_uses_the_fold_mean_image():
+    images, labels = _toy()
+    tasks = _lovo_tasks(len(labels), 3)
+    config = sc.SurveyConfig(epochs=3, batch_size=8, dtype="float64", device="cpu")
+    shift = np.random.default_rng(1).uniform(-50, 50, (1, 3, 28, 28))
+    plain = sc.train_folds(images, labels, tasks, 3, config)
+    shifted = sc.train_folds(images + shift, labels, tasks, 3, config)  # a constant image added to all
+    for name in plain:
+        np.testing.assert_allclose(plain[name], shifted[name], atol=1e-8)
+
+
+def test_training_learns_and_is_seeded():
+    images, labels = _toy(n=24)
+    images[:, :, 14:24, 14:24] += 60 * labels[:, None, None, None]
+    tasks = _lovo_tasks(24)
+    config = sc.SurveyConfig(epochs=25, learning_rate=2e-2, device="cpu")
+    scores = sc.train_folds(images, labels, tasks, 3, config)
+    accuracy = np.mean([scores[t.name][0].argmax() == labels[t.test[0]] for t in tasks])
+    assert accuracy > 0.6  # chance is 1/3
+    again = sc.train_folds(images, labels, tasks[:2], 3, config)
+    np.testing.assert_allclose(again[tasks[0].name], scores[tasks[0].name], atol=1e-6)
+    other = sc.train_folds(images, labels, tasks[:2], 3, sc.SurveyConfig(**(config.to_dict() | {"seed": 1})))
+    assert not np.allclose(other[tasks[0].name], scores[tasks[0].name])
+
+
+def test_a_fold_without_two_training_samples_is_refused_by_name():
+    images, labels = _toy(n=4)
+    with pytest.raises(ValueError, match="fold tiny: 1 training sample"):
+        sc.train_folds(images, labels, [sc.FoldTask("tiny", np.array([0]), np.array([1]))], 3, sc.SurveyConfig())
+
+
+# ------------------------------------------------------------------------------------------ a synthetic fused run
+SHORT = sc.SurveyConfig(epochs=3, device="cpu")  # the schedule stays main4.m's 150 epochs by default
+FIVE = {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
+
+
+@pytest.fixture(scope="module")
+def lovo_run(fused_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("survey-lovo")
+    result = sc.train_protocol(fused_set["catalog"], fused_set["store"], "lovo", None, SHORT, str(out),
+                               run="lovo4", class_set="fused4")
+    return result, out
+
+
+def test_lovo_over_fused4_spans_five_datasets_one_held_out_sample_per_fold(lovo_run):
+    from merflow.storage import results
+
+    result, out = lovo_run
+    predictions = result["predictions"]
+    balance = result["notes"]["balance"]
+    assert set(predictions["dataset"]) == FIVE
+    assert result["folds"] == len(balance["kept"]) == len(predictions) == predictions["fold"].nunique()
+    assert set(predictions.groupby("fold").size()) == {1}
+    assert sorted(predictions["sample_key"]) == balance["kept"]
+    # Balanced before the split: every class at the smallest class's size.
+    counts = Counter(predictions["label"])
+    assert set(counts.values()) == {balance["per_class"]} and len(counts) == 4
+    assert balance["before"]["negative"] > balance["per_class"]
+    pooled = result["metrics"].query("scope == 'pooled' and split == 'test'").iloc[0]
+    assert pooled["n"] == len(predictions)
+    assert pooled["accuracy"] == pytest.approx((predictions["label"] == predictions["pred"]).mean())
+    assert result["leaky"] and result["notes"]["schedule"].startswith("fixed")
+    for table in ("runs", "metrics", "predictions"):
+        rows = results.read_table(out, table, run="lovo4")
+        assert set(rows["method"]) == {"survey-cnn"} and set(rows["recipe"]) == {"custom"}
+    config = __import__("json").loads(results.read_table(out, "runs", run="lovo4")["config"].iat[0])
+    assert config["data"]["balance"]["kept"] == balance["kept"] and config["epochs"] == 3
+
+
+def test_lovo_rerun_resumes_from_its_checkpoints(lovo_run, fused_set, monkeypatch):
+    result, out = lovo_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(sc, "train_folds", no_training)
+    again = sc.train_protocol(fused_set["catalog"], fused_set["store"], "lovo", None, SHORT, str(out),
+                              run="lovo4", class_set="fused4")
+    assert again["predictions"]["pred"].tolist() == result["predictions"]["pred"].tolist()
+
+
+def test_the_same_model_on_loso_over_the_fused_set(fused_set, tmp_path):
+    result = sc.train_protocol(fused_set["catalog"], fused_set["store"], "fused4", None, SHORT, str(tmp_path))
+    predictions = result["predictions"]
+    assert set(predictions["dataset"]) == FIVE and not result["leaky"]
+    assert len(set(Counter(predictions["label"]).values())) == 1  # balanced as well
+    # Subject-disjoint: every fold tests one person, none of whose clips it trained on.
+    assert (predictions.groupby("fold")["subject_key"].nunique() == 1).all()
+    assert result["folds"] == predictions["subject_key"].nunique()
+
+
+def test_smic_takes_the_middle_frame_and_others_the_apex(fused_set):
+    from merflow.storage import catalog as catalog_store
+    from merflow.storage.features import open_features
+
+    samples = catalog_store.read_samples(fused_set["catalog"])
+    samples = samples[samples["dataset"].isin(["smic_hs", "casme2"])].reset_index(drop=True)
+    config = open_features(fused_set["store"], "casme2").config
+    images, frames = sc.load_images(fused_set["store"], config, samples, SHORT)
+    assert images.shape == (len(samples), 3, 28, 28) and 0 <= images.min() and images.max() <= 255
+    by_dataset = dict(zip(samples["dataset"], frames))
+    assert by_dataset["smic_hs"] == "middle frame" and by_dataset["casme2"] == "annotated apex"
+    spotted = sc.load_images(fused_set["store"], config, samples, sc.SurveyConfig(unannotated_apex="spotted"))[1]
+    assert {f for d, f in zip(samples["dataset"], spotted) if d == "smic_hs"} == {"spotted apex"}
+    reader = open_features(fused_set["store"], "smic_hs")
+    table = reader.table().set_index("sample_key")
+    for key, n_frames in zip(samples["sample_key"], samples["n_frames"]):
+        if key in table.index and table.at[key, "status"] == "ok":
+            assert table.at[key, "middle_index"] == (n_frames + 1) // 2 - 1  # floor((N+1)/2), 1-based
+
+
+def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
+    import shutil
+
+    import zarr
+
+    from merflow.storage import catalog as catalog_store
+    from merflow.storage.features import open_features
+
+    store = tmp_path / "old.zarr"
+    shutil.copytree(fused_set["store"], store)
+    group = open_features(str(store), "samm").name
+    del zarr.open_group(str(store), mode="r+")[group]["middle"]
+    samples = catalog_store.read_samples(fused_set["catalog"])
+    samples = samples[samples["dataset"] == "samm"].reset_index(drop=True)
+    with pytest.raises(LookupError, match=r"no 'middle' crops.*recompute the features with `merflow features"):
+        sc.load_images(str(store), open_features(str(store), "samm").config, samples, SHORT)
+
+
+def test_train_survey_cnn_through_the_cli(fused_set, tmp_path, capsys):
+    from merflow.flows.cli import main
+
+    out = tmp_path / "results"
+    common = ["--catalog", str(fused_set["catalog"]), "--store", fused_set["store"], "--out", str(out)]
+    assert main(["train", "--model", "survey-cnn", "--protocol", "lovo", "--class-set", "fused9", "--epochs", "2",
+                 "--device", "cpu", "--run", "cli9", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "survey-cnn" in printed and "LOVO is leaky" in printed and "balanced (undersample" in printed
+    assert main(["results", "summary", "--results", str(out), "--run", "cli9"]) == 0
+    summary = capsys.readouterr().out
+    assert "survey-cnn" in summary and "leaky" in summary
+    assert main(["tune", "--model", "survey-cnn", "--dataset", "casme2", *common]) == 2
+    assert "tune supports --model meta-mmfnet only" in capsys.readouterr().out

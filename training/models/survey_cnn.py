@@ -1,0 +1,582 @@
+"""The survey's baseline CNN (Gong, An, Elfiky 2022; ../shared/METHOD.md "Survey baseline"), trained as
+its MATLAB code trained it, many folds at once.
+
+The network, as ``reference/survey/net4.mat`` names it (the LayerGraph read from the file's
+zlib-compressed MCOS stream; ``net9.mat`` differs only in fc_2's OutputSize 9):
+
+==============  ==========================================================================
+imageinput      InputSize [28 28 3], Normalization 'zerocenter' (AverageImage empty in the file:
+                trainNetwork fills it with the mean image of the training data)
+conv_2_1        FilterSize [3 3], NumFilters 5, Stride [1 1], DilationFactor [1 1], PaddingMode 'same';
+                Weights L2Factor 1, Bias L2Factor 0
+relu_2_1        ReLU
+batchnorm_2_1   Epsilon 1e-05; Offset and Scale L2Factor 1
+maxpool_7       PoolSize [3 3], Stride [3 3], PaddingMode 'same' (28 -> 10: one pad on each side)
+dropout_2_1     Probability 0.5
+avgpool         PoolSize [2 2], Stride [2 2], PaddingMode 'manual', PaddingSize [0 0 0 0] (10 -> 5)
+fc_2            OutputSize [1 1 4] (net9.mat: 9); Weights L2Factor 1, Bias L2Factor 0
+softmax, classoutput (LossFunction 'crossentropyex')
+==============  ==========================================================================
+
+Training (``reference/survey/main4.m``): ``trainingOptions('adam', 'InitialLearnRate', 0.00005,
+'MaxEpochs', 150, 'MiniBatchSize', 256)``; every other option is MATLAB's default (trainingOptions
+documentation; the defaults as MATLAB prints them, e.g. MATLAB Answers 2102116): Shuffle 'once' (the
+training data is shuffled once, before training), L2Regularization 1e-4 (times each parameter's
+L2Factor, added to the gradient: torch's coupled ``weight_decay``), GradientDecayFactor 0.9,
+SquaredGradientDecayFactor 0.999, Epsilon 1e-8, no learning-rate schedule, no gradient threshold, no
+validation. trainNetwork discards the training data that does not fit into the last complete
+mini-batch of each epoch (the trainingOptions documentation under Shuffle; MATLAB Answers 1730315):
+with Shuffle 'once' the same samples are left out of every epoch (447 training samples, batch 256: one
+iteration per epoch on the same 256 samples). A training set smaller than the mini-batch is taken as
+one mini-batch (an assumption: MATLAB's documentation does not say). Weights are initialised with
+MATLAB's default 'glorot' (uniform, ±sqrt(6 / (fan_in + fan_out))), biases and BN offsets with 0, BN
+scales with 1. After training, batch normalisation uses the population statistics of the training
+data (trainNetwork's default 'population': one more pass over the training data).
+
+Many folds at once, exactly: F folds' networks are stacked as groups of one network (a grouped
+convolution over F x 3 input channels, batch normalisation over F x 5 channels, which are per-fold
+statistics, pooling per channel, the fully connected layer as a per-fold einsum), each fold fed its
+own mini-batch. The loss is the sum of the folds' mean losses, so each fold's gradient is its own;
+Adam and L2 act elementwise, so one optimiser over the stacked parameters is F independent Adams.
+Each fold draws its initial weights, its shuffle and its dropout masks from its own seeded generator,
+so a fold's result does not depend on which folds share its batch (tests/test_survey_cnn.py checks
+that stacked training equals training the folds one by one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from merflow.storage import locations, results
+from merflow.storage.features import FeatureReader, FeatureStore, group_name
+from merflow.training.folds import Fold, folds, undersample
+from merflow.training.metrics import summarise
+
+NAME = "survey-cnn"
+INPUT_SIZE = 28           # net4.mat imageinput InputSize [28 28 3]
+INPUT_CHANNELS = 3
+FILTERS = 5               # net4.mat conv_2_1 NumFilters
+KERNEL = 3                # conv_2_1 FilterSize [3 3], PaddingMode 'same'
+POOL = 3                  # maxpool_7 PoolSize [3 3], Stride [3 3], PaddingMode 'same'
+AVG_POOL = 2              # avgpool PoolSize [2 2], Stride [2 2], no padding
+BN_EPSILON = 1e-5         # batchnorm_2_1 Epsilon
+BALANCES = ("none", "undersample")
+UNANNOTATED_APEX = ("middle", "spotted")
+GREY_CHANNELS = ("replicate", "first")
+SHUFFLES = ("once", "every-epoch")
+
+
+def _pooled_size(size: int) -> int:
+    same = math.ceil(size / POOL)                 # 'same' padding, stride 3: ceil(28 / 3) = 10
+    return (same - AVG_POOL) // AVG_POOL + 1      # 2x2 stride 2, no padding: 10 -> 5
+
+
+FEATURES_PER_FILTER = _pooled_size(INPUT_SIZE) ** 2   # 25: fc_2 sees 5 x 5 x 5 = 125 values
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    """Everything that decides a survey-cnn run's numbers; recorded with every result row."""
+
+    epochs: int = 150                 # main4.m MaxEpochs
+    batch_size: int = 256             # main4.m MiniBatchSize
+    learning_rate: float = 5e-5       # main4.m InitialLearnRate
+    l2: float = 1e-4                  # trainingOptions' default L2Regularization
+    beta1: float = 0.9                # default GradientDecayFactor
+    beta2: float = 0.999              # default SquaredGradientDecayFactor
+    adam_epsilon: float = 1e-8        # default Epsilon
+    shuffle: str = "once"             # default Shuffle
+    dropout: float = 0.5              # net4.mat dropout_2_1 Probability
+    balance: str = "undersample"      # the survey: every class subsampled to the smallest (4 x 112, 9 x 16)
+    unannotated_apex: str = "middle"  # SMIC (no apex): apex4.m takes frame floor((N+1)/2) of the clip
+    grey_channels: str = "replicate"  # grey datasets as 3 equal channels; "first": apex4.m's channel 1 only
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    # Folds trained together (results do not depend on it). None: 4 on a CPU, where small stacks stay in
+    # cache (benchmarks/README.md: 13.5 ms a fold-iteration at 4, 23 ms at 1, 27 ms at 128 on 2 cores),
+    # 128 on a GPU, where a big stack fills the device (~3 GB).
+    folds_per_batch: int | None = None
+
+    def __post_init__(self):
+        for name, allowed in (("balance", BALANCES), ("unannotated_apex", UNANNOTATED_APEX),
+                              ("grey_channels", GREY_CHANNELS), ("shuffle", SHUFFLES),
+                              ("dtype", ("float32", "float64"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"survey-cnn {name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.epochs < 1 or self.batch_size < 1 or (self.folds_per_batch is not None and self.folds_per_batch < 1):
+            raise ValueError("survey-cnn epochs, batch size and folds per batch must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def chunk_size(self, device: torch.device) -> int:
+        """How many folds to train together on ``device`` (``folds_per_batch``, or its default there)."""
+        return self.folds_per_batch or (128 if device.type == "cuda" else 4)
+
+    def weights_dict(self) -> dict:
+        """The settings a fold's weights and scores depend on (not where or how many at a time it ran)."""
+        settings = self.to_dict()
+        for name in ("device", "folds_per_batch"):
+            settings.pop(name)
+        return settings
+
+    @property
+    def recipe(self) -> str:
+        """'published' when every training setting is main4.m's (and MATLAB's defaults), else 'custom'."""
+        published = SurveyConfig(seed=self.seed, device=self.device, folds_per_batch=self.folds_per_batch,
+                                 balance=self.balance, unannotated_apex=self.unannotated_apex,
+                                 grey_channels=self.grey_channels)
+        return "published" if published == self else "custom"
+
+
+def fold_seed(seed: int, fold_name: str) -> int:
+    """A fold's own seed: the same in any batch of folds, in any process."""
+    return int.from_bytes(hashlib.sha256(f"survey-cnn/{seed}/{fold_name}".encode()).digest()[:8], "little") >> 1
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class StackedSurveyCNN(nn.Module):
+    """``folds`` independent copies of the survey's network, computed together.
+
+    The convolution is computed on a fixed pool of images: their 3x3 patches (``patches``, the im2col
+    of the zero-padded images, 27 x N*H*W) times every fold's filters in one matrix product, minus the
+    fold's filters applied to its mean image ('zerocenter' is linear: conv(x - m) = conv(x) - conv(m),
+    zero padding included); each fold then takes its own mini-batch's rows. Logits are (B, F, classes).
+    """
+
+    def __init__(self, folds: int, n_classes: int, dropout: float = 0.5, size: int = INPUT_SIZE):
+        super().__init__()
+        self.folds, self.n_classes, self.dropout, self.size = folds, n_classes, dropout, size
+        taps = INPUT_CHANNELS * KERNEL * KERNEL
+        self.conv_weight = nn.Parameter(torch.zeros(folds * FILTERS, taps))    # rows: fold-major filters
+        self.conv_bias = nn.Parameter(torch.zeros(folds * FILTERS))
+        self.bn_scale = nn.Parameter(torch.ones(folds * FILTERS))
+        self.bn_offset = nn.Parameter(torch.zeros(folds * FILTERS))
+        self.features = FILTERS * _pooled_size(size) ** 2
+        self.fc_weight = nn.Parameter(torch.zeros(folds, n_classes, self.features))
+        self.fc_bias = nn.Parameter(torch.zeros(folds, n_classes))
+        # Population statistics (set by ``finalise``) for inference.
+        self.register_buffer("bn_mean", torch.zeros(folds * FILTERS))
+        self.register_buffer("bn_var", torch.ones(folds * FILTERS))
+
+    @torch.no_grad()
+    def initialise(self, generators: list[torch.Generator]) -> None:
+        """MATLAB's 'glorot' initialisation, each fold from its own generator; zero biases."""
+        conv_bound = math.sqrt(6 / (KERNEL * KERNEL * INPUT_CHANNELS + KERNEL * KERNEL * FILTERS))
+        fc_bound = math.sqrt(6 / (self.features + self.n_classes))
+        dtype = self.conv_weight.dtype
+        for f, generator in enumerate(generators):
+            conv = torch.rand((FILTERS, self.conv_weight.shape[1]), generator=generator, dtype=torch.float64)
+            fc = torch.rand((self.n_classes, self.features), generator=generator, dtype=torch.float64)
+            self.conv_weight[f * FILTERS:(f + 1) * FILTERS] = ((2 * conv - 1) * conv_bound).to(dtype)
+            self.fc_weight[f] = ((2 * fc - 1) * fc_bound).to(dtype)
+        self.conv_bias.zero_()
+        self.fc_bias.zero_()
+        self.bn_scale.fill_(1.0)
+        self.bn_offset.zero_()
+
+    def conv_relu(self, patches: torch.Tensor, mean_patches: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """ReLU(conv) of each fold's images ``index`` (F, B) as (B, F*5, H, W). ``patches`` (27, N*H*W),
+        ``mean_patches`` (F, 27, H*W): the patches of each fold's mean image."""
+        folds, pixels = self.folds, self.size * self.size
+        out = (self.conv_weight @ patches).view(folds, FILTERS, -1, pixels)                # (F, 5, N, P)
+        offset = self.conv_bias.view(folds, FILTERS, 1) - torch.bmm(
+            self.conv_weight.view(folds, FILTERS, -1), mean_patches)                      # (F, 5, P)
+        h = out[torch.arange(folds, device=index.device)[None, :], :, index.T]            # (B, F, 5, P)
+        return F.relu(h + offset).reshape(index.shape[1], folds * FILTERS, self.size, self.size)
+
+    def forward(self, patches: torch.Tensor, mean_patches: torch.Tensor, index: torch.Tensor,
+                dropout_masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, F, classes) of each fold's images ``index`` (F, B). Training mode: batch statistics
+        and ``dropout_masks`` (B, F*5, 10, 10) of kept (1) / dropped (0) units; eval mode: population
+        statistics, no dropout."""
+        folds, batch = index.shape
+        h = self.conv_relu(patches, mean_patches, index)                                   # (B, F*5, H, W)
+        if self.training:
+            h = F.batch_norm(h, None, None, self.bn_scale, self.bn_offset, training=True, eps=BN_EPSILON)
+        else:
+            h = F.batch_norm(h, self.bn_mean, self.bn_var, self.bn_scale, self.bn_offset, training=False,
+                             eps=BN_EPSILON)
+        h = F.max_pool2d(h, POOL, stride=POOL, padding=1)   # 'same': one -inf pad each side, 28 -> 10
+        if self.training and dropout_masks is not None:
+            h = h * dropout_masks / (1 - self.dropout)       # inverted dropout, as MATLAB's dropoutLayer
+        h = F.avg_pool2d(h, AVG_POOL, stride=AVG_POOL)
+        h = h.reshape(batch, folds, self.features)
+        return torch.einsum("bfi,fci->bfc", h, self.fc_weight) + self.fc_bias
+
+    @torch.no_grad()
+    def finalise(self, patches: torch.Tensor, mean_patches: torch.Tensor, train_index: torch.Tensor,
+                 train_mask: torch.Tensor) -> None:
+        """Population mean and (biased) variance of the BN inputs over each fold's whole training set:
+        ``train_index`` (F, N_max) padded, ``train_mask`` (F, N_max) 1 for a fold's real samples."""
+        h = self.conv_relu(patches, mean_patches, train_index)                             # (N_max, F*5, H, W)
+        h = h.view(h.shape[0], self.folds, FILTERS, -1)
+        weights = (train_mask / (train_mask.sum(1, keepdim=True) * h.shape[-1])).T          # (N_max, F)
+        mean = torch.einsum("nfcp,nf->fc", h, weights)
+        var = torch.einsum("nfcp,nf->fc", (h - mean[None, :, :, None]) ** 2, weights)
+        self.bn_mean.copy_(mean.reshape(-1))
+        self.bn_var.copy_(var.reshape(-1))
+
+    def parameter_groups(self, l2: float) -> list[dict]:
+        """L2 on the weights, BN scale and offset (L2Factor 1 in net4.mat), not on the biases (L2Factor 0)."""
+        return [{"params": [self.conv_weight, self.fc_weight, self.bn_scale, self.bn_offset], "weight_decay": l2},
+                {"params": [self.conv_bias, self.fc_bias], "weight_decay": 0.0}]
+
+
+def unfold3(images: torch.Tensor) -> torch.Tensor:
+    """(N, 27, H*W): the 3x3 patches of zero-padded images (N, 3, H, W), channel-major like conv weights
+    (as ``F.unfold(images, 3, padding=1)``, which is 50x slower on a CPU)."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (1, 1, 1, 1))
+    shifted = torch.stack([padded[:, :, dy:dy + h, dx:dx + w] for dy in range(KERNEL) for dx in range(KERNEL)], dim=2)
+    return shifted.reshape(n, c * KERNEL * KERNEL, h * w)
+
+
+def image_patches(images: torch.Tensor) -> torch.Tensor:
+    """(27, N*H*W): the 3x3 patches of zero-padded images (N, 3, H, W), channel-major like conv weights."""
+    n, _, h, w = images.shape
+    columns = unfold3(images)                                                              # (N, 27, H*W)
+    return columns.transpose(0, 1).reshape(columns.shape[1], n * h * w).contiguous()
+
+
+@dataclass
+class FoldTask:
+    """One fold as the trainer sees it: indices into the pool of images, training and test."""
+
+    name: str
+    train: np.ndarray       # int64 indices of the training samples
+    test: np.ndarray        # int64 indices of the held-out samples
+
+
+def batch_plan(n_train: int, config: SurveyConfig) -> tuple[int, int]:
+    """(mini-batch size, iterations per epoch) of a training set of ``n_train`` samples, as trainNetwork:
+    whole mini-batches only; a set smaller than one mini-batch is one mini-batch."""
+    size = min(config.batch_size, n_train)
+    return size, n_train // size
+
+
+def _batches(rng: np.random.Generator, n_train: int, config: SurveyConfig) -> list[np.ndarray]:
+    """The positions (into the fold's training list) of every iteration's mini-batch, all epochs."""
+    size, per_epoch = batch_plan(n_train, config)
+    order = rng.permutation(n_train)
+    batches = []
+    for _ in range(config.epochs):
+        if config.shuffle == "every-epoch":
+            order = rng.permutation(n_train)
+        batches.extend(order[i * size:(i + 1) * size] for i in range(per_epoch))
+    return batches
+
+
+def plan_size(plans: list[list[np.ndarray]]) -> int:
+    """The mini-batch size of a chunk's plans (every fold of a chunk has the same)."""
+    return len(plans[0][0])
+
+
+def train_folds(images: np.ndarray, labels: np.ndarray, tasks: list[FoldTask], n_classes: int,
+                config: SurveyConfig, on_batch=None) -> dict[str, np.ndarray]:
+    """Train one network per fold and score its held-out samples; returns fold name -> softmax scores
+    (len(test), n_classes). ``images`` (N, 3, 28, 28) in 0..255, ``labels`` (N,) class indices.
+
+    Folds are trained ``config.chunk_size(device)`` at a time; folds whose training sets give the same
+    mini-batch plan share a batch. Each fold's numbers depend only on its own data and seed.
+    """
+    device = pick_device(config.device)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    pool = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=dtype)
+    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    by_plan: dict[tuple[int, int], list[FoldTask]] = {}
+    for task in tasks:
+        if len(task.train) < 2:
+            raise ValueError(f"fold {task.name}: {len(task.train)} training sample(s); batch normalisation "
+                             "needs at least 2")
+        by_plan.setdefault(batch_plan(len(task.train), config), []).append(task)
+    scores: dict[str, np.ndarray] = {}
+    done = 0
+    for group in by_plan.values():
+        for start in range(0, len(group), config.chunk_size(device)):
+            chunk = group[start:start + config.chunk_size(device)]
+            scores.update(_train_chunk(pool, targets, chunk, n_classes, config, device, dtype))
+            done += len(chunk)
+            if on_batch:
+                on_batch(done, len(tasks), [t.name for t in chunk])
+    return scores
+
+
+def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask], n_classes: int,
+                 config: SurveyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, np.ndarray]:
+    folds, size = len(chunk), pool.shape[-1]
+    seeds = [fold_seed(config.seed, task.name) for task in chunk]
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    rngs = [np.random.default_rng(s) for s in seeds]
+    model = StackedSurveyCNN(folds, n_classes, config.dropout, size).to(device=device, dtype=dtype)
+    model.initialise(generators)
+    # Only the images some fold of the chunk uses (all of them, in LOVO).
+    used = np.unique(np.concatenate([np.concatenate([t.train, t.test]) for t in chunk]))
+    local = {int(k): i for i, k in enumerate(used)}
+    images = pool[torch.from_numpy(used).to(device)]
+    patches = image_patches(images)
+    # Each fold's training images, padded to the longest (folds of one batch plan can differ in size).
+    longest = max(len(t.train) for t in chunk)
+    train_index = torch.tensor([[local[int(k)] for k in t.train] + [local[int(t.train[0])]] * (longest - len(t.train))
+                                for t in chunk], device=device)                                          # (F, N_max)
+    train_mask = torch.tensor([[1.0] * len(t.train) + [0.0] * (longest - len(t.train)) for t in chunk],
+                              device=device, dtype=dtype)
+    # 'zerocenter': each fold's mean image over its whole training set, as patches.
+    weights = torch.zeros((folds, len(used)), device=device, dtype=dtype)
+    weights.scatter_(1, train_index, 1.0)
+    weights /= weights.sum(1, keepdim=True)
+    means = (weights @ images.reshape(len(used), -1)).view(folds, *images.shape[1:])       # (F, 3, H, W)
+    mean_patches = unfold3(means)                                                            # (F, 27, H*W)
+    local_targets = targets[torch.from_numpy(used).to(device)]
+    plans = [_batches(rng, len(task.train), config) for rng, task in zip(rngs, chunk)]
+    optimiser = torch.optim.Adam(model.parameter_groups(config.l2), lr=config.learning_rate,
+                                 betas=(config.beta1, config.beta2), eps=config.adam_epsilon)
+    pooled = math.ceil(size / POOL)   # maxpool_7's output side, where dropout acts
+    draws = torch.empty((folds, plan_size(plans), FILTERS, pooled, pooled))                  # dropout's uniforms
+    model.train()
+    for step in range(len(plans[0])):
+        positions = torch.from_numpy(np.stack([plan[step] for plan in plans])).to(device)     # (F, B)
+        index = torch.gather(train_index, 1, positions)                                       # (F, B)
+        masks = None
+        if config.dropout > 0:  # each fold's mask from its own generator, so no fold depends on its batch-mates
+            for f, generator in enumerate(generators):
+                torch.rand(draws.shape[1:], generator=generator, out=draws[f])
+            masks = (draws >= config.dropout).transpose(0, 1).reshape(index.shape[1], folds * FILTERS, pooled, pooled)
+            masks = masks.to(device=device, dtype=dtype)
+        logits = model(patches, mean_patches, index, masks)                                  # (B, F, C)
+        loss = F.cross_entropy(logits.reshape(-1, n_classes), local_targets[index].T.reshape(-1),
+                               reduction="sum") / index.shape[1]   # the sum over folds of each fold's mean loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.finalise(patches, mean_patches, train_index, train_mask)
+    scores = {}
+    with torch.no_grad():
+        tests = np.unique(np.concatenate([t.test for t in chunk]))
+        row = {int(k): i for i, k in enumerate(tests)}
+        index = torch.tensor([local[int(k)] for k in tests], device=device)
+        probabilities = torch.softmax(model(patches, mean_patches, index.expand(folds, -1)), dim=-1)
+        probabilities = probabilities.double().cpu().numpy()                                  # (U, F, C)
+        for f, task in enumerate(chunk):
+            scores[task.name] = probabilities[[row[int(k)] for k in task.test], f]
+    return scores
+
+
+def smoke_step(seed: int = 0) -> dict:
+    """A forward pass and one Adam step of two stacked folds on random images (the registry's tiny test)."""
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.uniform(0, 255, (6, INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE)).astype(np.float32))
+    labels = torch.from_numpy(np.arange(6) % 4)
+    model = StackedSurveyCNN(2, 4)
+    model.initialise([torch.Generator().manual_seed(seed + f) for f in range(2)])
+    patches = image_patches(images)
+    mean_patches = unfold3(images.mean(0, keepdim=True).expand(2, -1, -1, -1))
+    index = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]])
+    before = [p.detach().clone() for p in model.parameters()]
+    optimiser = torch.optim.Adam(model.parameter_groups(1e-4), lr=5e-5)
+    model.train()
+    logits = model(patches, mean_patches, index)
+    loss = F.cross_entropy(logits.reshape(-1, 4), labels[index].T.reshape(-1), reduction="sum") / index.shape[1]
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    change = float(sum((p.detach() - b).norm() for p, b in zip(model.parameters(), before)))
+    return {"loss": float(loss.detach()), "change": change, "logits": (logits.shape[0] * logits.shape[1], logits.shape[2])}
+
+
+# ------------------------------------------------------------------------------------------ a protocol
+Config = SurveyConfig
+# Datasets whose frames the survey read as grey: apex4.m fills only channel 1 of their 28x28x3 input
+# (SAMM: all_C(:,:,1,e)=Image2; CASME: all_C(:,:,1,e)=Image8), the colour sets all three.
+SURVEY_GREY_DATASETS = frozenset({"samm", "casme"})
+LEAKY_PROTOCOLS = ("lovo",)   # a held-out sample's person is in training (../shared/METHOD.md)
+
+
+def default_config(**overrides) -> SurveyConfig:
+    return SurveyConfig(**overrides)
+
+
+def load_images(store: str, feature_config, samples: pd.DataFrame, config: SurveyConfig
+                ) -> tuple[np.ndarray, list[str]]:
+    """(N, 3, 28, 28) float32 images in 0..255 for ``samples`` (in their order), and which frame each is:
+    the annotated apex; where the dataset has none (SMIC), the clip's middle frame or the spotted apex
+    (``config.unannotated_apex``)."""
+    feature_store = FeatureStore(store)
+    images = np.zeros((len(samples), INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), np.float32)
+    frames = [""] * len(samples)
+    position = {key: i for i, key in enumerate(samples["sample_key"])}
+    for dataset, rows in samples.groupby("dataset", sort=True):
+        reader = FeatureReader(feature_store, group_name(dataset, feature_config))
+        if "middle" not in reader.group:
+            raise LookupError(f"the feature group {reader.name} in {feature_store.url} has no 'middle' crops (it was "
+                              "written before feature schema 2): survey-cnn needs them; recompute the features with "
+                              f"`merflow features --catalog CATALOG --store {store} --size {feature_config.size}`")
+        keys = rows["sample_key"].tolist()
+        arrays = reader.load(keys, ("apex", "middle"))
+        source = reader.table().set_index("sample_key")["apex_source"]
+        for i, key in enumerate(keys):
+            annotated = source.get(key) == "annotated"
+            name = "apex" if annotated or config.unannotated_apex == "spotted" else "middle"
+            image = arrays[name][i]
+            if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
+                image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
+                                   interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+            image = image.astype(np.float32)
+            if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
+                image[1:] = 0.0
+            images[position[key]] = image
+            frames[position[key]] = ("annotated apex" if annotated
+                                     else "middle frame" if name == "middle" else "spotted apex")
+    return images, frames
+
+
+def _chunk_key(config: SurveyConfig, chunk: list[Fold], labels: dict, frames: dict, fingerprints: dict,
+               feature_hash: str) -> str:
+    keys = sorted({k for fold in chunk for k in fold.fit_keys + fold.test_keys})
+    return config_hash({"model": NAME, "config": config.weights_dict(), "features": feature_hash,
+                        "folds": [[f.name, list(f.fit_keys), list(f.test_keys)] for f in chunk],
+                        "classes": list(chunk[0].classes),
+                        "samples": [[k, labels[k], frames[k], fingerprints.get(k, "")] for k in keys]})
+
+
+def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *, store: str,
+              on_fold=None) -> list[dict]:
+    """Train and score ``fold_list`` (each trains on its fit keys, tests its test keys; no validation),
+    32 folds (or one GPU stack) at a time; each batch's scores are checkpointed under
+    ``checkpoints/survey-cnn/``, named by everything they depend on, so a rerun trains only what is missing."""
+    if not fold_list:
+        return []
+    classes = fold_list[0].classes
+    column = fold_list[0].label_column
+    keys = sorted({k for fold in fold_list for k in fold.fit_keys + fold.validation_keys + fold.test_keys})
+    rows = data.samples.loc[keys]
+    images, frame_names = load_images(store, data.feature_config, rows.reset_index(drop=True), config)
+    index = {k: i for i, k in enumerate(keys)}
+    labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
+    label_of, frame_of = dict(zip(keys, rows[column])), dict(zip(keys, frame_names))
+    fingerprints = getattr(data.source, "fingerprints", {}) or {}
+    folder = locations.join(checkpoints, NAME)
+    by_plan: dict[tuple[int, int], list[Fold]] = {}
+    for fold in fold_list:
+        by_plan.setdefault(batch_plan(len(fold.fit_keys), config), []).append(fold)
+    scores: dict[str, np.ndarray] = {}
+    done = 0
+    order = {fold.name: i for i, fold in enumerate(fold_list)}
+    # Scores are checkpointed every 32 folds (or one GPU stack): a killed run loses at most that much.
+    per_checkpoint = max(32, config.chunk_size(pick_device(config.device)))
+    for group in by_plan.values():
+        for start in range(0, len(group), per_checkpoint):
+            chunk = group[start:start + per_checkpoint]
+            path = locations.join(folder, f"folds-{_chunk_key(config, chunk, label_of, frame_of, fingerprints, data.feature_config.hash)}.json")
+            if locations.exists(path):
+                saved = json.loads(locations.read_text(path))
+                chunk_scores = {name: np.asarray(v, dtype=np.float64) for name, v in saved["scores"].items()}
+            else:
+                tasks = [FoldTask(f.name, np.array([index[k] for k in f.fit_keys], dtype=np.int64),
+                                  np.array([index[k] for k in f.test_keys], dtype=np.int64)) for f in chunk]
+                chunk_scores = train_folds(images, labels, tasks, len(classes), config)
+                locations.write_text(path, json.dumps({"model": NAME, "folds": [f.name for f in chunk],
+                                                       "scores": {k: v.tolist() for k, v in chunk_scores.items()}}))
+            scores.update(chunk_scores)
+            for fold in chunk:
+                done += 1
+                if on_fold:
+                    on_fold(done, len(fold_list), fold, {"chosen": {}, "frames": {k: frame_of[k] for k in fold.test_keys}})
+    outcomes = []
+    for fold in sorted(fold_list, key=lambda f: order[f.name]):
+        fold_scores = scores[fold.name]
+        predictions = pd.DataFrame([{
+            "fold": fold.name, "split": "test", "model": NAME, "alpha": None, "sample_key": key,
+            "dataset": rows.at[key, "dataset"], "subject_key": rows.at[key, "subject_key"],
+            "label": rows.at[key, column], "pred": classes[int(np.argmax(row))],
+            "scores": [float(v) for v in row], "chosen": False} for key, row in zip(fold.test_keys, fold_scores)])
+        outcomes.append({"fold": fold, "predictions": predictions, "chosen": {}})
+    return outcomes
+
+
+def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
+    """Metrics per fold, per dataset and pooled (accuracy = correct / N over every held-out sample)."""
+    indexed = predictions.assign(label=predictions["label"].map(classes.index),
+                                 pred=predictions["pred"].map(classes.index))
+    table = summarise(indexed, classes, by=("split", "model")).assign(alpha=None, chosen=False)
+    return table
+
+
+def train_protocol(catalog_dir, store, protocol, dataset, config: SurveyConfig, out, run=None, class_set=None,
+                   on_fold=None, on_note=None, balance=None, **protocol_options) -> dict:
+    """The survey's run: the protocol's samples, balanced (``config.balance``, or ``balance``) before
+    the split, one network per fold trained on every other training sample with main4.m's fixed
+    schedule (no inner validation: nothing is chosen), scored on the held-out samples; result tables
+    written with method 'survey-cnn'."""
+    from merflow.training import run as protocol_run  # run.py imports fit.py (torch models of Meta-MMFNet)
+
+    started = time.perf_counter()
+    if balance is not None:
+        config = dataclasses.replace(config, balance=balance)
+    run = run or protocol_run.new_run_id()
+    note = on_note or (lambda message: None)
+    data = protocol_run.load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, 0.0,
+                                      **protocol_options)
+    column = data.folds[0].label_column
+    rows = data.samples.reset_index(drop=True)
+    balance_record = None
+    if config.balance == "undersample":
+        rows, balance_record = undersample(rows, column, config.seed)
+        note(f"balanced by undersampling (seed {config.seed}): {balance_record['per_class']} per class, "
+             f"{len(rows)} of {len(data.samples)} samples (before: "
+             + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + ")")
+    fold_list = folds(rows, protocol, dataset, class_set=class_set, validation_fraction=0.0, seed=config.seed)
+    identity = (data.identity() if hasattr(data, "identity") else {}) | {
+        "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record else None})}
+    if hasattr(protocol_run, "check_run_identity"):
+        protocol_run.check_run_identity(out, run, identity)
+    if protocol in LEAKY_PROTOCOLS:
+        note(f"{protocol} is leaky: a held-out sample's person has other clips in training (the survey's protocol, "
+             "run for comparison); subject-disjoint: --protocol loso or fused4/fused9")
+    checkpoints = locations.join(out, "checkpoints", run)
+    timings = {}
+    stage = time.perf_counter()
+    outcomes = run_folds(data, fold_list, config, checkpoints, store=store, on_fold=on_fold)
+    timings["folds"] = round(time.perf_counter() - stage, 2)
+    predictions = pd.concat([o["predictions"] for o in outcomes], ignore_index=True)
+    classes = fold_list[0].classes
+    metrics = metric_rows(predictions, classes)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    notes = {"excluded_samples": dict(sorted(getattr(data, "excluded", {}).items())),
+             "sample_list": getattr(data, "sample_list", None), "balance": balance_record,
+             "schedule": "fixed: main4.m's published schedule, no inner validation, nothing chosen",
+             "leaky": protocol in LEAKY_PROTOCOLS}
+    settings = {"model": NAME, **config.to_dict(), "data": notes}
+    common = {"run": run, "protocol": protocol, "trial": "", "shots": None, "method": NAME, "recipe": config.recipe}
+    results.write_part(out, "metrics", run, protocol, "all", metrics.assign(**common))
+    results.write_part(out, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
+    row = protocol_run.run_row(run, protocol, dataset, settings, data.feature_config, classes, timings)
+    results.write_part(out, "runs", run, protocol, "all", [row | {"method": NAME, "recipe": config.recipe}])
+    return {"run": run, "protocol": protocol, "dataset": dataset, "classes": classes, "folds": len(fold_list),
+            "chosen": {}, "metrics": metrics, "predictions": predictions, "timings": timings, "notes": notes,
+            "method": NAME, "leaky": protocol in LEAKY_PROTOCOLS}
+
+
+def config_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
