@@ -289,3 +289,38 @@ def test_a_resumed_example_schedule_gets_its_runs(server, deployed):
     runs = run_async(scheduled())
     assert runs, f"no scheduled runs 60 s after resuming; server log:\n{server.log.read_text()[-3000:]}"
     assert {run.expected_start_time.strftime("%H:%M") for run in runs} == {"02:00"}
+
+
+def test_a_scheduled_pipeline_run_lands_its_results_in_a_local_s3_bucket(server, deployed, s3_server):
+    """The issue's whole path: a pipeline run scheduled on the server (to start in a few seconds), picked
+    up by a process worker, with its catalog, feature store and results all in a bucket of the local S3
+    server (moto on 127.0.0.1); `merflow results` then reads them from the bucket."""
+    import re
+
+    from merflow.flows.cli import main
+    from merflow.storage import locations, results
+
+    # The worker and its flow run reach the bucket as a user's would: through the AWS_* environment.
+    server.env |= {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    bucket = "s3://merflow/scheduled"
+    parameters = {"sources": deployed["sources"], "catalog_dir": f"{bucket}/catalog",
+                  "store": f"{bucket}/features.zarr", "out": f"{bucket}/results", "mode": "train",
+                  "features": {"size": 28, "n_workers": 1}, "training": TINY, "run": "scheduled-s3"}
+    created = server.prefect("deployment", "run", "pipeline/pipeline-nightly", "--params", json.dumps(parameters),
+                             "--start-in", "in 3 seconds")
+    flow_run_id = re.search(UUID, created).group(0)
+
+    async def state():
+        async with server.client() as client:
+            return (await client.read_flow_run(flow_run_id)).state
+
+    assert run_async(state()).is_scheduled()
+    time.sleep(3)
+    worker = server.prefect("worker", "start", "--pool", POOL, "--run-once", timeout=600)
+    final = run_async(state())
+    assert final.is_completed(), f"{final.type} {final.message}\nworker:\n{worker[-4000:]}"
+    assert not (ROOT / "s3:").exists() and not Path("s3:").exists()  # no local folder named after the URL
+    for name in ("catalog/samples.parquet", "results/runs", "results/metrics", "results/predictions"):
+        assert locations.exists(f"{bucket}/{name}"), name
+    assert not results.read_table(f"{bucket}/results", "metrics", run="scheduled-s3").empty
+    assert main(["results", "summary", "--results", f"{bucket}/results", "--run", "scheduled-s3"]) == 0
