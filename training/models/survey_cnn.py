@@ -61,6 +61,7 @@ from torch.nn import functional as F
 
 from merflow.storage import locations, results
 from merflow.storage.features import FeatureReader, FeatureStore, group_name
+from merflow.training.fit import pick_device  # the one device rule (auto: CUDA where there is one)
 from merflow.training.folds import Fold, folds, undersample
 from merflow.training.metrics import summarise
 
@@ -147,12 +148,6 @@ class SurveyConfig:
 def fold_seed(seed: int, fold_name: str) -> int:
     """A fold's own seed: the same in any batch of folds, in any process."""
     return int.from_bytes(hashlib.sha256(f"survey-cnn/{seed}/{fold_name}".encode()).digest()[:8], "little") >> 1
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class StackedSurveyCNN(nn.Module):
@@ -475,7 +470,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     index = {k: i for i, k in enumerate(keys)}
     labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
     label_of, frame_of = dict(zip(keys, rows[column])), dict(zip(keys, frame_names))
-    fingerprints = getattr(data.source, "fingerprints", {}) or {}
+    fingerprints = data.source.fingerprints
     folder = locations.join(checkpoints, NAME)
     by_plan: dict[tuple[int, int], list[Fold]] = {}
     for fold in fold_list:
@@ -547,10 +542,9 @@ def train_protocol(catalog_dir, store, protocol, dataset, config: SurveyConfig, 
              f"{len(rows)} of {len(data.samples)} samples (before: "
              + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + ")")
     fold_list = folds(rows, protocol, dataset, class_set=class_set, validation_fraction=0.0, seed=config.seed)
-    identity = (data.identity() if hasattr(data, "identity") else {}) | {
+    identity = data.identity() | {
         "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record else None})}
-    if hasattr(protocol_run, "check_run_identity"):
-        protocol_run.check_run_identity(out, run, identity)
+    protocol_run.check_run_identity(out, run, identity)
     if protocol in LEAKY_PROTOCOLS:
         note(f"{protocol} is leaky: a held-out sample's person has other clips in training (the survey's protocol, "
              "run for comparison); subject-disjoint: --protocol loso or fused4/fused9")
@@ -563,8 +557,8 @@ def train_protocol(catalog_dir, store, protocol, dataset, config: SurveyConfig, 
     classes = fold_list[0].classes
     metrics = metric_rows(predictions, classes)
     timings["total"] = round(time.perf_counter() - started, 2)
-    notes = {"excluded_samples": dict(sorted(getattr(data, "excluded", {}).items())),
-             "sample_list": getattr(data, "sample_list", None), "balance": balance_record,
+    notes = {"excluded_samples": dict(sorted(data.excluded.items())),
+             "sample_list": data.sample_list, "balance": balance_record,
              "schedule": "fixed: main4.m's published schedule, no inner validation, nothing chosen",
              "leaky": protocol in LEAKY_PROTOCOLS}
     settings = {"model": NAME, **config.to_dict(), "data": notes}
