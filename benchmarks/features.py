@@ -28,12 +28,11 @@ def main() -> None:
     parser.add_argument("--algorithms", default="farneback,dis,tvl1")
     args = parser.parse_args()
 
+    from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
     from merflow.flows.features import catalog_records, features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.storage.features import FeatureConfig, FeatureStore
-    from merflow.tasks.faces import FaceConfig
-    from merflow.tasks.features import compute_shard, plan_shards
-    from merflow.tasks.motion import MotionConfig
+    from merflow.storage.features import FeatureStore
+    from merflow.tasks.features import compute_shard, with_fingerprints
     from merflow.tasks.synthetic import SynthConfig, synthesize
 
     work = Path(tempfile.mkdtemp(prefix="merflow-bench-features-"))
@@ -46,10 +45,10 @@ def main() -> None:
     for algorithm in args.algorithms.split(","):
         config = FeatureConfig(face=FaceConfig(), motion=MotionConfig(algorithm=algorithm))
         store = FeatureStore(work / f"loop-{algorithm}.zarr")
-        jobs, _ = plan_shards(store, records, config)
+        jobs, _ = store.plan_shards(with_fingerprints(records), config)
         started = time.perf_counter()
         for job in jobs:
-            compute_shard(job)
+            store.write_shard(job.group, job.shard, job.start, *compute_shard(job.samples, job.start, job.length, config))
         elapsed = time.perf_counter() - started
         print(f"plain loop, {algorithm:>9}: {len(records) / elapsed:6.1f} samples/s ({elapsed:.1f} s, one process)")
         if algorithm == "farneback":

@@ -8,7 +8,7 @@ second of meta-training, on a CASME II-size synthetic set (26 subjects, 255 samp
 The published schedule (100 macro epochs, 50 pretraining epochs, 7 meta epochs of 30 x 4 episodes)
 is the default; --quick uses the test suite's small schedule.
 
-``--recipe published`` times the published recipe (training/fit.py RECIPES: ResNet-18, batch 128, the
+``--recipe published`` times the published recipe (configs/train.py RECIPES: ResNet-18, batch 128, the
 duplicated fit list) on its own inputs (80x80, onset + 1: 3x160x80 images) for one LOSO fold: a
 reduced number of epochs and episode batches of each stage, measured, then extrapolated to the full
 schedule (50 pretraining epochs, 2 x 7 meta epochs of 30 batches, and the 100 CK+ epochs once a run).
@@ -43,25 +43,24 @@ def build(work: Path, size: int, first_frame: str = "onset") -> str:
 def published_fold(work: Path, device_name: str, pretrain_epochs: int = 2, meta_batches: int = 4) -> None:
     """The published recipe's time for one LOSO fold: each stage run for a few epochs / batches, timed,
     and extrapolated to the full schedule (see the module's docstring)."""
-    import dataclasses
 
     import numpy as np
     import torch
 
+    from merflow.configs.train import TrainConfig
     from merflow.storage import catalog as catalog_store
     from merflow.storage.features import open_features
     from merflow.training.data import FeatureSource, FlowScale
-    from merflow.training.fit import (
+    from merflow.training.folds import folds, macro_samples, protocol_samples
+    from merflow.training.loops import (
         Split,
-        TrainConfig,
-        _support,
         meta_train,
         new_encoder,
         pick_device,
         prototype_scores,
+        support_of,
         train_classifier,
     )
-    from merflow.training.folds import folds, macro_samples, protocol_samples
 
     store = build(work, 80, "onset+1")
     config = TrainConfig.from_recipe("published", device=device_name)
@@ -87,11 +86,11 @@ def published_fold(work: Path, device_name: str, pretrain_epochs: int = 2, meta_
     encoder, pretrain_s = timed(lambda: train_classifier(new_encoder(config, 0), fit, None, n_classes,
                                                          pretrain_epochs, config, device, 0)[0])
     per_pretrain_epoch = pretrain_s / pretrain_epochs
-    short = dataclasses.replace(config, meta_epochs=1, batches_per_epoch=meta_batches)
+    short = config.replace(meta_epochs=1, batches_per_epoch=meta_batches)
     model, meta_s = timed(lambda: meta_train(encoder, fit, None, n_classes, short, device, 1)[0])
     per_meta_batch = meta_s / meta_batches
     test_x = source.inputs(list(fold.test_keys), scale, config.layout)
-    support = _support(fit, n_classes, config.shots, 3)
+    support = support_of(fit, n_classes, config.shots, 3)
     _, evaluation_s = timed(lambda: [prototype_scores(model, support, test_x, n_classes, device) for _ in range(2)])
     macro = macro_samples(catalog)
     macro = macro[macro["sample_key"].isin(list(source.diff))]
@@ -120,7 +119,7 @@ def episodes_per_second(source, samples, fold, config) -> float:
     import numpy as np
 
     from merflow.training.data import FlowScale
-    from merflow.training.fit import Split, meta_train, new_encoder, pick_device
+    from merflow.training.loops import Split, meta_train, new_encoder, pick_device
 
     scale = FlowScale.fit(source.flows(list(fold.fit_keys)))
     keys = list(fold.fit_keys)
@@ -157,12 +156,14 @@ def main() -> None:
     import pandas as pd
     import torch
 
+    from merflow.configs.train import TrainConfig
     from merflow.storage import catalog as catalog_store
     from merflow.storage.features import open_features
     from merflow.training.data import FeatureSource
-    from merflow.training.fit import TrainConfig, pick_device, pretrain_macro, run_fold
     from merflow.training.folds import folds, macro_samples, protocol_samples
+    from merflow.training.loops import pick_device
     from merflow.training.run import fold_predictions, metric_rows
+    from merflow.training.stages import pretrain_macro, run_fold
 
     work = args.work or Path(tempfile.mkdtemp(prefix="merflow-bench-training-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ Every measurement starts from empty checkpoints, so nothing is reused between th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 import tempfile
@@ -28,17 +27,11 @@ def main() -> None:
 
     import torch
 
-    from merflow.training.fit import TrainConfig, run_fold
+    from merflow.configs.train import TrainConfig
+    from merflow.flows.search import ray, run_search
     from merflow.training.run import fold_predictions, load_protocol, metric_rows
-    from merflow.training.tune import (
-        SearchConfig,
-        SearchSpace,
-        config_id,
-        parse_grid,
-        ray,
-        run_search,
-        trial_train_config,
-    )
+    from merflow.training.search.space import SearchConfig, SearchSpace, config_id, parse_grid, trial_train_config
+    from merflow.training.stages import run_fold
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from training import build  # benchmarks/training.py: the same synthetic set
@@ -78,7 +71,7 @@ def main() -> None:
     print(f"direct, 1 thread: {direct:.1f} s ({direct / trials:.2f} s a trial)")
 
     # α costs no training: fusing and scoring the grid from the trial's stored scores, against the training.
-    one = dataclasses.replace(trial_train_config(search, {"shots": shots[0]}), alphas=(1.0,))
+    one = trial_train_config(search, {"shots": shots[0]}).replace(alphas=(1.0,))
     result = run_fold(folds[0], data.source, data.samples, macro, one, direct_dir)
     stage = time.perf_counter()
     metric_rows(fold_predictions(result, data.samples, one.alphas), data.classes)
@@ -93,7 +86,7 @@ def main() -> None:
         out = work / f"tune-{cpus}cpu"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        summary = run_search(dataclasses.replace(search, out=str(out), run=f"bench-{cpus}"))
+        summary = run_search(search.replace(out=str(out), run=f"bench-{cpus}"))
         wall = time.perf_counter() - started
         ray.shutdown()
         assert summary["status"] == {"completed": trials}, summary["status"]

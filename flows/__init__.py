@@ -1,7 +1,7 @@
 """Prefect flows and the merflow CLI: they wire tasks and storage, they do no work themselves.
 
-Prefect reads its settings when it is first imported, so the offline-friendly defaults that
-../shared/STACK.md found necessary are set here, before any flow module imports it. A user's own
+Prefect reads its settings when it is first imported, so the defaults an offline machine needs
+(each commented below) are set here, before any flow module imports it. A user's own
 environment wins: these are defaults only.
 """
 

@@ -76,6 +76,7 @@ def start_server(timeout: float | None = None) -> tuple[subprocess.Popen, str]:
 
 
 def stop_server(process: subprocess.Popen) -> None:
+    """Terminate the CLI's local Prefect server if it still runs."""
     if process.poll() is None:
         process.terminate()
         try:

@@ -8,24 +8,23 @@ a few pictures are kept as Prefect artifacts.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
+import resource
 import time
 from contextlib import contextmanager
 
 import dask
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from merflow.flows.parameters import Detector, FirstFrame, FlowAlgorithm, NoFace
+from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
+from merflow.flows.defaults import default
+from merflow.flows.parameters import Detector, FeatureOptions, FirstFrame, FlowAlgorithm, NoFace
 from merflow.storage import catalog, locations
-from merflow.storage.features import FeatureConfig, FeatureReader, FeatureStore, open_features
-from merflow.tasks.faces import FaceConfig
-from merflow.tasks.features import compute_shard, plan_shards
-from merflow.tasks.motion import MotionConfig
-from merflow.tasks.visualise import png_bytes, sample_strip
+from merflow.storage.features import FeatureStore, ShardPlan, first_samples, store_summary
+from merflow.tasks.features import compute_shard, with_fingerprints
+from merflow.tasks.visualise import STRIP_ARRAYS, features_markdown
 
 # ~135 INFO lines per cluster otherwise; the logger may already exist, so set its level too.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -53,6 +52,17 @@ def check_workers(client) -> int:
     if wrong:
         raise RuntimeError(f"Dask workers run another merflow than this one ({__version__}): {wrong}")
     return len(versions)
+
+
+def shard_task(plan: ShardPlan, store: str, config: FeatureConfig) -> dict:
+    """One Dask task: compute a shard (tasks/features.py) and write it, then its mark (storage/features.py),
+    as its only writer. Returns its tally."""
+    arrays, marks = compute_shard(plan.samples, plan.start, plan.length, config)
+    FeatureStore(store).write_shard(plan.group, plan.shard, plan.start, arrays, marks)
+    # ru_maxrss is in KiB on Linux: the worker process's peak so far, for the memory budget per worker.
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"group": plan.group, "shard": plan.shard, "samples": len(marks),
+            "quarantined": sum(m["status"] != "ok" for m in marks.values()), "peak_rss_mb": round(peak_mb, 1)}
 
 
 @contextmanager
@@ -93,10 +103,14 @@ def catalog_records(catalog_dir: str, dataset: str | None) -> list[dict]:
 
 
 @flow(name="features", log_prints=True)
-def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask_address: str | None = None,
-                  flow_algorithm: FlowAlgorithm = "farneback", size: int = 80, detector: Detector = "yunet",
-                  no_face: NoFace = "centre", shard_size: int = 16, n_workers: int | None = None,
-                  pictures: int = 3, first_frame: FirstFrame = "onset") -> dict:
+def features_flow(catalog_dir: str, store: str, dataset: str | None = None,
+                  dask_address: str | None = default(FeatureOptions, "dask_address"),
+                  flow_algorithm: FlowAlgorithm = default(FeatureOptions, "flow_algorithm"),
+                  size: int = default(FeatureOptions, "size"), detector: Detector = default(FeatureOptions, "detector"),
+                  no_face: NoFace = default(FeatureOptions, "no_face"),
+                  shard_size: int = default(FeatureOptions, "shard_size"),
+                  n_workers: int | None = default(FeatureOptions, "n_workers"), pictures: int = 3,
+                  first_frame: FirstFrame = default(FeatureOptions, "first_frame")) -> dict:
     """Compute the features of every catalog sample (or one dataset's) into the store; resumable."""
     logger = get_run_logger()
     config = FeatureConfig(face=FaceConfig(detector=detector, no_face=no_face),
@@ -104,7 +118,7 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
                            first_frame=first_frame)
     locations.require(catalog_dir, store)  # a missing extra is one line, before any work
     feature_store = FeatureStore(store)
-    jobs, done = plan_shards(feature_store, catalog_records(catalog_dir, dataset), config)
+    jobs, done = feature_store.plan_shards(with_fingerprints(catalog_records(catalog_dir, dataset)), config)
     logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
     results, started = [], time.perf_counter()
     ready = computed = started
@@ -119,7 +133,7 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
             # No list of the futures is kept, and each is released once its result is read: a finished
             # shard is on disk with its mark, and a future still held would make the scheduler compute
             # it again when the worker holding its (tiny) result dies.
-            pending = as_completed(client.map(compute_shard, jobs, pure=False))
+            pending = as_completed(client.map(shard_task, jobs, store=feature_store.url, config=config, pure=False))
             for finished, future in enumerate(pending, start=1):
                 result = future.result()
                 future.release()
@@ -133,55 +147,8 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None, dask
         "shards_skipped": done, "cluster_start_seconds": round(ready - started, 2),
         "compute_seconds": round(computed - ready, 2),
         "peak_worker_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)}
-    create_markdown_artifact(summary_markdown(summary, feature_store, pictures), key="features-summary",
+    # One picture from each of the first few groups.
+    samples = first_samples(feature_store, list(summary["groups"])[:pictures], STRIP_ARRAYS)
+    create_markdown_artifact(features_markdown(summary, samples), key="features-summary",
                              description="feature store after this run")
     return summary
-
-
-def store_summary(feature_store: FeatureStore, config: FeatureConfig) -> dict:
-    groups = {}
-    for group in feature_store.groups():
-        if group["config_hash"] != config.hash:
-            continue
-        table = open_features(feature_store.url, group["dataset"], config).table()
-        ok = table[table["status"] == "ok"] if not table.empty else table
-        groups[group["name"]] = {
-            "dataset": group["dataset"], "samples": int(len(ok)),
-            "quarantined": {k: int(v) for k, v in table.loc[table["status"] != "ok", "reason"].value_counts().items()}
-            if not table.empty else {},
-            "apex_spotted": int((ok["apex_source"] == "spotted").sum()) if len(ok) else 0,
-            "no_face_centre_crop": int(sum(f.get("detector") == "none" for f in ok["face"])) if len(ok) else 0,
-        }
-    return {"groups": groups}
-
-
-def summary_markdown(summary: dict, feature_store: FeatureStore, pictures: int) -> str:
-    lines = [f"# Features in `{summary['store']}` (config {summary['config_hash']})", "",
-             f"{summary['shards_computed']} shards computed, {summary['shards_skipped']} already done, "
-             f"cluster up in {summary['cluster_start_seconds']} s, computed in {summary['compute_seconds']} s, "
-             f"peak worker memory {summary['peak_worker_rss_mb']} MB", "",
-             "| group | samples | quarantined | apex spotted | centre crops (no face) |", "|---|---|---|---|---|"]
-    for name, info in summary["groups"].items():
-        reasons = ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-"
-        lines.append(f"| {name} | {info['samples']} | {reasons} | {info['apex_spotted']} | "
-                     f"{info['no_face_centre_crop']} |")
-    # One picture from each of the first few groups: enough to see that faces and flow look right.
-    for name in list(summary["groups"])[:pictures]:
-        reader = FeatureReader(feature_store, name)
-        for key in reader.sample_keys[:1]:
-            strip = sample_strip({k: v[0] for k, v in reader.load([key], ("onset", "apex", "diff", "flow")).items()}, key)
-            encoded = base64.b64encode(png_bytes(strip)).decode()
-            lines += ["", f"**{key}**", "", f"![{key}](data:image/png;base64,{encoded})"]
-    return "\n".join(lines)
-
-
-def find_sample(store: str, sample_key: str) -> tuple[pd.Series, dict]:
-    """(mark row, arrays) of a sample in whichever group of the store holds it."""
-    feature_store = FeatureStore(store)
-    for group in feature_store.groups():
-        reader = FeatureReader(feature_store, group["name"])
-        if sample_key in reader.sample_keys:
-            arrays = reader.load([sample_key], ("onset", "apex", "diff", "flow"))
-            table = reader.table()
-            return table[table["sample_key"] == sample_key].iloc[0], {k: v[0] for k, v in arrays.items()}
-    raise KeyError(f"{sample_key} has no valid features in {feature_store.url}")

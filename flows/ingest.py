@@ -12,19 +12,25 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from merflow.configs.ingest import ExtractionLimits
+from merflow.flows.defaults import default
+from merflow.flows.parameters import IngestOptions
 from merflow.storage import catalog, locations
+from merflow.storage import sources as source_copies
 from merflow.tasks import ingest
-from merflow.tasks.archives import ExtractionLimits
 
 
 @task(name="fingerprint")
 def fingerprint_source(source: str, catalog_dir: str) -> tuple[Path, str, str]:
-    return ingest.fingerprint(source, catalog_dir)
+    """The source as a local file (a URL downloaded first), its kind and its sha256."""
+    local = source_copies.fetch(source, catalog_dir)  # a URL is downloaded into the catalog's downloads/
+    return local, *ingest.fingerprint(source, local)
 
 
 @task(name="unpack")
 def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: str,
                   limits: ExtractionLimits) -> ingest.PreparedSource:
+    """The source unpacked once into the catalog's ``raw/<sha>`` (a folder is used in place), progress logged."""
     logger = get_run_logger()
     reported = set()
 
@@ -34,30 +40,21 @@ def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: st
             reported.add(quarter)
             logger.info("unpacking %s: %d%% of %.1f MB", Path(local).name, 25 * quarter, total / 2**20)
 
-    return ingest.unpack(source, local, kind, sha, catalog_dir, limits, progress)
+    return ingest.unpack(source, local, kind, sha, source_copies.raw_dir(catalog_dir, sha), limits, progress)
 
 
 @task(name="read-adapters")
 def read_source(prepared: ingest.PreparedSource, config: ingest.IngestConfig):
+    """The datasets' adapters run on the unpacked source: its samples and quarantined rows."""
     return ingest.read(prepared, config)
 
 
-def _unchanged(catalog_dir: str, source: str, sha: str, config: ingest.IngestConfig) -> str | None:
-    """Why this source needs no work, or None when it does."""
-    known = catalog.read_sources(catalog_dir)
-    same = known[(known["source_sha256"] == sha) & (known["config"] == config.to_json())]
-    if (same["source"] == source).any():
-        return "unchanged since its last ingest"
-    if len(same):
-        return f"same content as {same['source'].iloc[0]}, already ingested"
-    return None
-
-
 @flow(name="ingest", log_prints=True)
-def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
-                max_total_gb: float = 512.0, max_ratio: float = 100.0) -> dict:
+def ingest_flow(sources: list[str], out: str, dataset: str | None = default(IngestOptions, "dataset"),
+                max_total_gb: float = default(IngestOptions, "max_total_gb"),
+                max_ratio: float = default(IngestOptions, "max_ratio")) -> dict:
     """Ingest dataset archives or folders (local paths or fsspec URLs) into the catalog at ``out``
-    (a local folder or an fsspec URL; unpacked frames stay local, see tasks/ingest.py)."""
+    (a local folder or an fsspec URL; unpacked frames stay local, see storage/sources.py)."""
     logger = get_run_logger()
     locations.require(out, *sources)  # a missing extra is one line, before any work
     catalog_dir = locations.normalise(out)
@@ -67,7 +64,7 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
     outcomes = []
     for source in sources:
         local, kind, sha = fingerprint_source(source, catalog_dir)
-        reason = _unchanged(catalog_dir, source, sha, config)
+        reason = ingest.unchanged_reason(catalog.read_sources(catalog_dir), source, sha, config)
         if reason:
             logger.info("%s: %s; skipped", source, reason)
             outcomes.append({"source": source, "status": "skipped", "detail": reason})
@@ -76,12 +73,12 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
         try:
             datasets, samples, problems = read_source(prepared, config)
         except BaseException:
-            removed = ingest.discard_unpacked(prepared)  # a failed ingest leaves no unpacked files behind
+            removed = source_copies.discard_unpacked(prepared.unpacked)  # a failed ingest leaves no unpacked files behind
             if removed:
                 logger.info("removed %s: unpacked for %s, which failed", removed, source)
             raise
         row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
-        for path in ingest.prune_unpacked(catalog_dir, set(catalog.read_sources(catalog_dir)["source_sha256"])):
+        for path in source_copies.prune_unpacked(catalog_dir, set(catalog.read_sources(catalog_dir)["source_sha256"])):
             logger.info("removed %s: no source refers to it any more", path)
         logger.info("%s: %s, %d samples, %d quarantined", source, "+".join(datasets), row["n_samples"],
                     row["n_quarantined"])
@@ -93,6 +90,7 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = None,
 
 
 def summary_markdown(result: dict) -> str:
+    """The ingest artifact: the catalog's counts per dataset, as Markdown."""
     lines = [f"# Catalog `{result['catalog']}`", "",
              f"{result['samples']} samples, {result['quarantined']} quarantined", "",
              "| dataset | samples | subjects | emotions | quarantined |", "|---|---|---|---|---|"]

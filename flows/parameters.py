@@ -3,7 +3,7 @@
 The choices are the registries' own tuples (a new protocol or flow algorithm appears here by itself);
 the per-stage option models group the settings of one stage of the ``pipeline`` flow, with the field
 names of that stage's flow, so that each is passed on as it is. Training settings are
-``training.fit.TrainConfig`` itself (a frozen dataclass, which Prefect validates and shows the same way).
+``configs.train.TrainConfig`` itself (a pydantic model, which Prefect validates and shows the same way).
 """
 
 from __future__ import annotations
@@ -12,9 +12,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from merflow.storage.features import FIRST_FRAMES
-from merflow.tasks.faces import DETECTORS, NO_FACE_POLICIES
-from merflow.tasks.motion import FLOW_ALGORITHMS
+from merflow.configs.features import (
+    DETECTORS,
+    FIRST_FRAMES,
+    FLOW_ALGORITHMS,
+    NO_FACE_POLICIES,
+    FaceConfig,
+    FeatureConfig,
+    MotionConfig,
+)
+from merflow.configs.ingest import ExtractionLimits, IngestConfig
+from merflow.configs.search import SCHEDULERS, SearchSpace
+from merflow.flows.defaults import default
 from merflow.training.folds import PROTOCOLS
 from merflow.training.selection import SELECTION_METRICS
 
@@ -23,12 +32,15 @@ FlowAlgorithm = Literal[FLOW_ALGORITHMS]
 Detector = Literal[DETECTORS]
 NoFace = Literal[NO_FACE_POLICIES]
 FirstFrame = Literal[FIRST_FRAMES]
-# training.tune.SCHEDULERS, spelt out so that the features flow need not import Ray (tests/test_deployments.py
-# checks that they agree).
-Scheduler = Literal["asha", "fifo"]
+Scheduler = Literal[SCHEDULERS]
 SelectBy = Literal[SELECTION_METRICS]
 Mode = Literal["tune", "train"]
 
+# Where the train and tune flows (and `merflow train/tune --out`, `merflow results --results`) put results.
+RESULTS = "results"
+# TrainConfig's α grid, 0.0..1.0 (configs/train.py), which the tune flow searches; spelt out so that this
+# module need not import torch (tests/test_deployments.py checks that they agree). SearchSpace's own
+# default (0.1..1.0, configs/search.py) applies only to a SearchSpace built without alphas.
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(0, 11)]
 
 
@@ -39,20 +51,24 @@ class _Options(BaseModel):
 class IngestOptions(_Options):
     """The ingest stage (flows/ingest.py): which adapter, and the decompression-bomb limits."""
 
-    dataset: str | None = Field(None, description="the dataset of every source; None: detected from the content")
-    max_total_gb: float = Field(512.0, gt=0, description="refuse an archive bigger than this unpacked")
-    max_ratio: float = Field(100.0, gt=0, description="refuse an archive compressed more than this")
+    dataset: str | None = Field(default(IngestConfig, "dataset"),
+                                description="the dataset of every source; None: detected from the content")
+    max_total_gb: float = Field(default(ExtractionLimits, "max_total_bytes") / 2**30, gt=0,
+                                description="refuse an archive bigger than this unpacked")
+    max_ratio: float = Field(default(ExtractionLimits, "max_ratio"), gt=0,
+                             description="refuse an archive compressed more than this")
 
 
 class FeatureOptions(_Options):
     """The features stage (flows/features.py): faces, optical flow and the crop size; where it runs."""
 
-    flow_algorithm: FlowAlgorithm = "farneback"
-    size: int = Field(80, ge=8, description="crop side in pixels")
-    detector: Detector = "yunet"
-    no_face: NoFace = Field("centre", description="no face found: a flagged centre crop, or quarantine")
-    shard_size: int = Field(16, ge=1, description="samples per Zarr shard (one Dask task each)")
-    first_frame: FirstFrame = "onset"
+    flow_algorithm: FlowAlgorithm = default(MotionConfig, "algorithm")
+    size: int = Field(default(FeatureConfig, "size"), ge=8, description="crop side in pixels")
+    detector: Detector = default(FaceConfig, "detector")
+    no_face: NoFace = Field(default(FaceConfig, "no_face"), description="no face found: a flagged centre crop, or quarantine")
+    shard_size: int = Field(default(FeatureConfig, "shard_size"), ge=1,
+                            description="samples per Zarr shard (one Dask task each)")
+    first_frame: FirstFrame = default(FeatureConfig, "first_frame")
     dask_address: str | None = Field(None, description="tcp://SCHEDULER:8786; None: a LocalCluster on the worker")
     n_workers: int | None = Field(None, ge=1, description="LocalCluster workers; None: one per core")
 
@@ -68,9 +84,13 @@ class Evaluation(_Options):
 
 
 class SearchOptions(_Options):
-    """The search (flows/tune.py): the grid, early stopping, selection and resources per trial."""
+    """The search (flows/tune.py): the grid, early stopping, selection and resources per trial.
 
-    shots: list[int] = Field([1, 3, 5, 10], min_length=1)
+    The grid's shots are SearchSpace's (configs/search.py); the other defaults are SearchConfig's
+    (training/search/space.py), spelt out so that this module need not import torch (tests/test_deployments.py
+    checks that they agree); the tune flow and the CLI read them from those classes."""
+
+    shots: list[int] = Field(list(default(SearchSpace, "shots")), min_length=1)
     alphas: list[float] = Field(DEFAULT_ALPHAS, min_length=1)
     meta_lr: list[float] = Field([], description="empty: the training settings' value only")
     pretrain_lr: list[float] = Field([], description="empty: the training settings' value only")

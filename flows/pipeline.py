@@ -12,13 +12,13 @@ run (its stages checkpointed, a search restored with its finished trials) and ne
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from merflow.configs.train import TrainConfig
 from merflow.flows.features import features_flow
 from merflow.flows.ingest import ingest_flow
 from merflow.flows.parameters import Evaluation, FeatureOptions, IngestOptions, Mode, SearchOptions
@@ -26,7 +26,6 @@ from merflow.flows.train import train_flow
 from merflow.flows.tune import tune_flow
 from merflow.storage import catalog, locations, results
 from merflow.training import report
-from merflow.training.fit import TrainConfig
 
 
 def derived_run_id(mode: str, catalog_dir: str, feature_config_hash: str, settings: dict) -> str:
@@ -77,7 +76,7 @@ def pipeline_flow(sources: list[str], catalog_dir: str, store: str, out: str, mo
     computed = features_flow(catalog_dir=catalog_dir, store=store, **features.model_dump())
     logger.info("features: %d shards computed, %d already done", computed["shards_computed"], computed["shards_skipped"])
 
-    settings = {"mode": mode, "evaluation": evaluation.model_dump(), "training": dataclasses.asdict(training)}
+    settings = {"mode": mode, "evaluation": evaluation.model_dump(), "training": training.to_dict()}
     if mode == "tune":
         settings["search"] = search.model_dump()
     run = run or derived_run_id(mode, catalog_dir, computed["config_hash"], settings)

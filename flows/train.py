@@ -1,89 +1,171 @@
-"""The train flow: Meta-MMFNet on every fold of a protocol, results as Parquet tables.
+"""The train flow: a registered model (training/models/) on every fold of a protocol, results as Parquet tables.
 
-Thin: it reads the catalog and the feature store, runs ``training.run.train_protocol`` (which
-checkpoints every stage of every fold, so a rerun resumes), logs per fold and keeps the pooled
-test table as a Prefect artifact.
+Prefect tasks around the units of training/run.py, run in the flow's process one after another (no
+task runner, no workers): ``load-protocol`` (the catalog and the feature store read), ``macro-pretrain``
+(Meta-MMFNet only: CK+ once a run), one ``fold`` task per fold (Meta-MMFNet) or per batch of folds trained
+together (``ModelInfo.folds_per_task``: survey-cnn stacks every fold's network, nearest-centroid builds its
+feature matrix once: one task for all their folds), ``floor`` (the nearest centroid on the folds that
+trained) and ``write-results`` (storage/results.py ``write_run``). A failed fold or pretraining is
+retried (its finished stages are checkpointed, so a retry resumes), except on ``training.errors.DataError``
+(FoldSkipped among them), which no retry can mend. The pooled test table is kept as a Prefect artifact.
 """
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+import time
+
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from merflow.flows.parameters import Protocol
-from merflow.storage import locations
+from merflow.configs.train import TrainConfig
+from merflow.flows.defaults import default
+from merflow.flows.parameters import RESULTS, Evaluation, Protocol
+from merflow.storage import locations, results
 from merflow.training import models
-from merflow.training.fit import TrainConfig
+from merflow.training import run as units
+from merflow.training.errors import DataError
+from merflow.training.models import nearest_centroid
+from merflow.training.models.nearest_centroid import CentroidConfig
 from merflow.training.models.survey_cnn import SurveyConfig
-from merflow.training.run import train_protocol
+from merflow.training.report import pooled_table
+
+UNIT_RETRIES = 2  # a fold (or the CK+ pretraining) that fails for another reason than its data is run again
 
 
-def pooled_table(metrics, chosen_label: str = " (α chosen on validation)") -> list[dict]:
-    """Pooled test metrics: micro, macro, fused at each fold's chosen α, then the α grid."""
-    pooled = metrics[(metrics["scope"] == "pooled") & (metrics["split"] == "test")]
-    order = {"micro": 0, "macro": 1, "fused": 2}
-    pooled = pooled.assign(_order=pooled["model"].map(order) + (~pooled["chosen"]) * 1.5).sort_values(["_order", "alpha"])
-    return [{"model": r.model + (chosen_label if r.chosen else ""),
-             "alpha": None if r.alpha != r.alpha or r.alpha is None else round(float(r.alpha), 2),
-             "n": int(r.n), "accuracy": round(r.accuracy, 4), "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
-            for r in pooled.itertuples()]
+def unless_data_error(task, task_run, state) -> bool:
+    """Prefect's retry condition: retry a failed unit unless its data can never train (a ``DataError``)."""
+    try:
+        state.result()
+    except DataError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+# Task inputs hold arrays and models (the loaded protocol, the pretrained encoder): no cache keys are made of them.
+UNIT = {"cache_policy": NO_CACHE}
+RETRIED = UNIT | {"retries": UNIT_RETRIES, "retry_condition_fn": unless_data_error}
+
+
+@task(name="load-protocol", **UNIT)
+def load_protocol_task(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None,
+                       config, **options) -> units.ProtocolData:
+    """The protocol's folds, catalog rows and features (training.run.load_protocol)."""
+    return units.load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed,
+                               config.validation_fraction, **options)
+
+
+@task(name="macro-pretrain", **RETRIED)
+def pretrain_task(model: str, data: units.ProtocolData, config, checkpoints: str):
+    """The model's run-wide work before the folds (Meta-MMFNet: the CK+ macro encoder, checkpointed)."""
+    return models.load(model).prepare(data, config, checkpoints)
+
+
+@task(name="fold", task_run_name="fold {label}", **RETRIED)
+def fold_task(label: str, model: str, data: units.ProtocolData, fold_list: list, config, checkpoints: str,
+              prepared) -> list[models.FoldResult]:
+    """One unit of folds (one fold, or a stacked batch) through training.run.train_folds."""
+    logger = get_run_logger()
+
+    def progress(done, total, fold):
+        if total > 1 and (done == total or done % 50 == 0):
+            logger.info("%s: %d/%d folds trained (last %s)", model, done, total, fold.name)
+
+    return units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=progress)
+
+
+@task(name="floor", **UNIT)
+def floor_task(data: units.ProtocolData, fold_list: list) -> dict:
+    """The floor (nearest centroid, flow u, v) on the folds that trained."""
+    return nearest_centroid.floor(data, fold_list)
+
+
+@task(name="write-results", **UNIT)
+def write_task(out: str, trained: units.TrainedRun) -> None:
+    """The run's tables through storage (floor, metrics, predictions, then the runs row)."""
+    results.write_run(out, **trained.tables())
+
+
+def model_config(model: str, config: TrainConfig | None, survey_config: SurveyConfig | None,
+                 centroid_config: CentroidConfig | None, balance: str | None):
+    """The configuration the flow's parameters give ``model`` (its default where none), with ``balance``."""
+    given = {models.DEFAULT_MODEL: config, "survey-cnn": survey_config, "nearest-centroid": centroid_config}[model]
+    return units.with_balance(given or models.load(model).default_config(), balance)
 
 
 @flow(name="train", log_prints=True)
-def train_flow(catalog_dir: str, store: str, protocol: Protocol = "loso", dataset: str | None = "casme2",
-               out: str = "results", class_set: str | None = None, config: TrainConfig | None = None,
+def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluation, "protocol"),
+               dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS, class_set: str | None = None, config: TrainConfig | None = None,
                run: str | None = None, sample_list: str | None = None, sample_lists: str | None = None,
                feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
-               survey_config: SurveyConfig | None = None, balance: str | None = None) -> dict:
+               survey_config: SurveyConfig | None = None, balance: str | None = None,
+               centroid_config: CentroidConfig | None = None) -> dict:
     """Train and evaluate every fold of ``protocol``; write runs, metrics and predictions under ``out``.
     ``sample_list`` ('survey'): only the samples of that published list (folder ``sample_lists``);
     ``feature_config``: the hash of the store's feature configuration to train on, where it holds several.
-    ``model`` (training/models/): meta-mmfnet with ``config``, or survey-cnn with ``survey_config``;
+    ``model`` (training/models/): meta-mmfnet with ``config``, survey-cnn with ``survey_config``, or
+    nearest-centroid with ``centroid_config``;
     ``balance`` (none | undersample) overrides the model's default."""
     locations.require(catalog_dir, store, out)  # a missing extra is one line, before any work
     logger = get_run_logger()
-    if model != models.DEFAULT_MODEL:
-        return _train_other(models.get(model), catalog_dir, store, protocol, dataset, out, class_set, run,
-                            survey_config, balance, logger, sample_list=sample_list, sample_lists=sample_lists,
-                            feature_config=feature_config)
-    if balance not in (None, "none"):
-        raise ValueError(f"--balance {balance} is implemented for --model survey-cnn only; Meta-MMFNet trains on "
-                         "every sample (its episodes draw the same number of samples of every class)")
-    config = config or TrainConfig()
+    started = time.perf_counter()
+    info = models.get(model)
+    settings = model_config(model, config, survey_config, centroid_config, balance)
+    run = run or units.new_run_id()
+    data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
+                              sample_lists=sample_lists, feature_config=feature_config)
+    plan = info.load().plan(data, settings, protocol, dataset, class_set)
+    units.check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
+    for message in plan.messages:
+        logger.warning(message)
+    checkpoints = locations.join(out, "checkpoints", run)
+    timings = {}
+    stage = time.perf_counter()
+    prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
+    if info.macro_pretraining:
+        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+    outcomes = []
+    for batch in units.fold_batches(info, plan.folds):
+        stage = time.perf_counter()
+        label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
+        for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
+            outcomes.append(outcome)
+            message = units.fold_message(len(outcomes), len(plan.folds), outcome)
+            if message:
+                (logger.warning if outcome.skipped else logger.info)(message)
+        key = units.timing_key(info, batch)
+        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
+    trained = units.collect(plan, outcomes, run, protocol)
+    floor = floor_task(data, [o.fold for o in trained])
+    result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
+                          model=model, timings=timings, started=started, prepared=prepared)
+    write_task(out, result)
+    table = pooled_rows(result, settings) + floor_table(result.floor_metrics)
+    create_table_artifact(table, key="train-pooled-test", description=(
+        f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
+        else f"{model} {protocol}: pooled test metrics"))
+    return result.summary() | {"pooled": table, "results": str(out)}
 
-    def on_fold(index, total, fold, result):
-        chosen = result["chosen"]
-        logger.info("fold %d/%d %s: α %.1f, epochs micro %d+%d, macro %d", index, total, fold.name,
-                    chosen["alpha"], chosen["micro_pretrain_epoch"], chosen["micro_meta_epoch"],
-                    chosen["macro_meta_epoch"])
 
-    result = train_protocol(catalog_dir, store, protocol, dataset, config, out, run=run,
-                            class_set=class_set, on_fold=on_fold, on_note=logger.warning,
-                            sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config)
-    # Without validation subjects (--recipe published) nothing chooses α: the plain sum, α = 1.0.
-    table = pooled_table(result["metrics"], " (α chosen on validation)" if config.validation_fraction > 0
-                         else " (α 1.0: no validation split to choose on)")
-    create_table_artifact(table, key="train-pooled-test", description=f"{protocol} {dataset or ''}: pooled test metrics")
-    return {k: v for k, v in result.items() if k not in ("metrics", "predictions")} | {"pooled": table,
-                                                                                       "results": str(out)}
+def pooled_rows(result: units.TrainedRun, config) -> list[dict]:
+    """The run's pooled test rows: a model that chooses on validation (Meta-MMFNet) as micro, macro and
+    fused (α chosen, then the α grid); any other as its one row, LOVO's marked leaky."""
+    if result.chosen:
+        # Without validation subjects (--recipe published) nothing chooses α: the plain sum, α = 1.0.
+        return pooled_table(result.metrics, " (α chosen on validation)" if config.validation_fraction > 0
+                            else " (α 1.0: no validation split to choose on)")
+    leaky = " (LOVO: leaky, a held-out person's other clips are in training)" if result.leaky else ""
+    return [{"model": r.model + leaky, "alpha": None, "n": int(r.n), "accuracy": round(r.accuracy, 4),
+             "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
+            for r in result.metrics.itertuples() if r.scope == "pooled" and r.split == "test"]
 
 
-def _train_other(info, catalog_dir, store, protocol, dataset, out, class_set, run, config, balance, logger,
-                 **protocol_options) -> dict:
-    """A registry model other than Meta-MMFNet (survey-cnn): its own train_protocol, the same tables."""
-    module = info.load()
-    config = config or module.default_config()
-
-    def on_fold(index, total, fold, result):
-        if index == total or index % 50 == 0:
-            logger.info("%s: %d/%d folds trained (last %s)", info.name, index, total, fold.name)
-
-    result = module.train_protocol(catalog_dir, store, protocol, dataset, config, out, run=run, class_set=class_set,
-                                   on_fold=on_fold, on_note=logger.warning, balance=balance, **protocol_options)
-    leaky = " (LOVO: leaky, a held-out person's other clips are in training)" if result.get("leaky") else ""
-    table = [{"model": r.model + leaky, "alpha": None, "n": int(r.n), "accuracy": round(r.accuracy, 4),
-              "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
-             for r in result["metrics"].itertuples() if r.scope == "pooled" and r.split == "test"]
-    create_table_artifact(table, key="train-pooled-test", description=f"{info.name} {protocol}: pooled test metrics")
-    return {k: v for k, v in result.items() if k not in ("metrics", "predictions")} | {"pooled": table,
-                                                                                       "results": str(out)}
+def floor_table(floor) -> list[dict]:
+    """The run's floor metrics (nearest centroid, flow u, v, same folds) as the pooled table's last row; none if it has none."""
+    if floor is None or not len(floor):
+        return []
+    return [{"model": "floor (nearest-centroid, flow u, v)", "alpha": None, "n": int(r.n),
+             "accuracy": round(r.accuracy, 4), "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
+            for r in floor.itertuples() if r.scope == "pooled" and r.split == "test"]

@@ -1,10 +1,10 @@
 """The tune flow: a Ray Tune search over shots (and optionally learning rates) with the α grid scored
 in every trial, result tables as Parquet, plots and the honest result as Prefect artifacts.
 
-Thin: ``training.tune.run_search`` does the search and writes the tables (it resumes a run given
-the same id); this flow logs each finished trial, draws the α × shots heatmaps and confusion
-matrices into ``RESULTS/plots/<run>/`` and keeps them, with the pooled test table of the per-fold
-selected model, as artifacts. Trials that still failed after their retries fail the flow run, after
+Thin: ``flows.search.run_search`` runs the search on Ray and writes the tables through storage (it
+resumes a run given the same id) and returns them as written; this flow logs each finished trial, draws
+the α × shots heatmaps and confusion matrices from those tables into ``RESULTS/plots/<run>/`` and keeps
+them, with the pooled test table of the per-fold selected model, as artifacts (nothing read back). Trials that still failed after their retries fail the flow run, after
 everything else has been written, so that a scheduled run cannot lose them silently.
 """
 
@@ -17,11 +17,18 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from merflow.flows.parameters import Protocol, Scheduler, SelectBy
-from merflow.storage import locations, results
+from merflow.configs.train import TrainConfig
+from merflow.flows.defaults import default
+from merflow.flows.parameters import RESULTS, Evaluation, Protocol, Scheduler, SelectBy
+from merflow.flows.search import run_search
+from merflow.storage import locations
 from merflow.training import report
-from merflow.training.fit import TrainConfig
-from merflow.training.tune import SearchConfig, SearchSpace, run_search
+from merflow.training.search.space import SearchConfig, SearchSpace
+
+# The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone), as
+# `merflow tune` always searched. SearchSpace's own default (0.1..1.0, configs/search.py) differs, and applies
+# only to a SearchSpace built without alphas (training code and its tests), never to this flow or the CLI.
+SEARCH_ALPHAS = default(TrainConfig, "alphas")
 
 
 class TrialsFailed(RuntimeError):
@@ -37,13 +44,12 @@ class TrialsFailed(RuntimeError):
                          + "; ".join(lines[:5]) + (" ..." if len(lines) > 5 else ""))
 
 
-def draw_plots(out: str, run: str, local_folder: Path | None = None) -> list[tuple[str, Path]]:
-    """Heatmaps of α by shots (validation and test) and the selected model's confusion matrix, in
-    ``RESULTS/plots/<run>/``: (location, local file) of each. Results on an object store are drawn into
-    ``local_folder`` (matplotlib writes local files) and uploaded."""
-    metrics = results.read_table(out, "metrics", run=run)
-    trials = results.read_table(out, "trials", run=run)
-    runs = results.read_table(out, "runs", run=run)
+def draw_plots(out: str, run: str, tables: dict, local_folder: Path | None = None) -> list[tuple[str, Path]]:
+    """Heatmaps of α by shots (validation and test) and the selected model's confusion matrix, from the run's
+    ``tables`` (``metrics``, ``trials``, ``runs`` as written), in ``RESULTS/plots/<run>/``: (location, local
+    file) of each. Results on an object store are drawn into ``local_folder`` (matplotlib writes local files)
+    and uploaded."""
+    metrics, trials, runs = tables["metrics"], tables["trials"], tables["runs"]
     remote = locations.is_remote(out)
     folder = local_folder if remote else locations.local_path(locations.join(out, "plots", run))
     pictures = (report.alpha_shots_heatmaps(metrics, folder, run=run, trials=trials)
@@ -54,13 +60,18 @@ def draw_plots(out: str, run: str, local_folder: Path | None = None) -> list[tup
 
 
 @flow(name="tune", log_prints=True)
-def tune_flow(catalog_dir: str, store: str, protocol: Protocol = "loso", dataset: str | None = "casme2",
-              out: str = "results", shots: list[int] = (1, 3, 5, 10),
-              alphas: list[float] = tuple(round(0.1 * i, 1) for i in range(0, 11)),
-              meta_lr: list[float] = (), pretrain_lr: list[float] = (), config: TrainConfig | None = None,
-              class_set: str | None = None, scheduler: Scheduler = "asha", select_by: SelectBy = "accuracy",
-              cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, max_failures: int = 2,
-              max_folds: int | None = None, ray_address: str | None = None, run: str | None = None,
+def tune_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluation, "protocol"),
+              dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS,
+              shots: list[int] = default(SearchSpace, "shots"), alphas: list[float] = SEARCH_ALPHAS,
+              meta_lr: list[float] = default(SearchSpace, "meta_lr"),
+              pretrain_lr: list[float] = default(SearchSpace, "pretrain_lr"), config: TrainConfig | None = None,
+              class_set: str | None = None, scheduler: Scheduler = default(SearchConfig, "scheduler"),
+              select_by: SelectBy = default(SearchConfig, "select_by"),
+              cpus_per_trial: float = default(SearchConfig, "cpus_per_trial"),
+              gpus_per_trial: float = default(SearchConfig, "gpus_per_trial"),
+              max_failures: int = default(SearchConfig, "max_failures"),
+              max_folds: int | None = default(SearchConfig, "max_folds"),
+              ray_address: str | None = default(SearchConfig, "ray_address"), run: str | None = None,
               sample_list: str | None = None, sample_lists: str | None = None,
               feature_config: str | None = None) -> dict:
     """Search shots (and learning rates) on every fold of ``protocol``, scoring the whole α grid in each
@@ -81,11 +92,11 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = "loso", dataset
         logger.info("trial %d: %s %s on %s: %s", len(finished), spec["id"], spec["searched"], spec["fold"], status)
 
     summary = run_search(search, on_trial=on_trial)
+    tables = summary.pop("tables")  # the trials, metrics and runs rows as written: nothing is read back
     logger.info("%d trials (%s), %d failed attempts retried; %d configurations on %d folds",
                 summary["trials"], ", ".join(f"{k} {v}" for k, v in summary["status"].items()),
                 summary["failures"], summary["configurations"], summary["folds"])
-    metrics = results.read_table(out, "metrics", run=summary["run"])
-    headline = report.headline(metrics)
+    headline = report.headline(tables["metrics"])
     table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
              for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
     if table:
@@ -93,7 +104,7 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = "loso", dataset
                               description=f"{protocol} {dataset or ''}: pooled test metrics of the per-fold "
                                           "validation-selected configuration and α")
     with tempfile.TemporaryDirectory(prefix="merflow-plots-") as scratch:
-        pictures = draw_plots(out, summary["run"], Path(scratch))
+        pictures = draw_plots(out, summary["run"], tables, Path(scratch))
         if pictures:
             create_markdown_artifact("\n\n".join(
                 f"**{p.name}**\n\n![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"

@@ -17,17 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from merflow import __version__
+from merflow.configs.catalog import APEX_OUTSIDE_CLIP, LABEL_COLUMNS
 from merflow.storage import locations
-from merflow.tasks.labels import LABEL_COLUMNS
 
 SCHEMA_VERSION = 2  # 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined
 SAMPLES_FILE = "samples.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SOURCES_FILE = "sources.parquet"
-# apex_source values: the sheet's apex is used | the sheet has none | the sheet's lies outside
-# onset..offset (kept in apex_annotated). The last two leave apex null: the features flow spots it.
-APEX_SOURCES = ("annotated", "missing", "outside_clip")
-APEX_OUTSIDE_CLIP = "outside_clip"
+# apex_source takes the values of APEX_SOURCES (configs/catalog.py, where the adapters find them too).
 
 _SOURCE_FIELDS = [
     pa.field("source", pa.string(), nullable=False),        # the path or URL the user gave
@@ -125,14 +122,17 @@ def read_table(directory: Location, name: str) -> pd.DataFrame:
 
 
 def read_samples(directory: Location) -> pd.DataFrame:
+    """The catalog's samples table (empty with its columns when there is none yet)."""
     return read_table(directory, SAMPLES_FILE)
 
 
 def read_quarantine(directory: Location) -> pd.DataFrame:
+    """The catalog's quarantine table (empty with its columns when there is none yet)."""
     return read_table(directory, QUARANTINE_FILE)
 
 
 def read_sources(directory: Location) -> pd.DataFrame:
+    """The catalog's sources table (empty with its columns when there is none yet)."""
     return read_table(directory, SOURCES_FILE)
 
 
@@ -204,4 +204,5 @@ def summary(directory: Location) -> dict:
 
 
 def summary_json(directory: Location) -> str:
+    """The catalog's ``summary`` as indented, key-sorted JSON."""
     return json.dumps(summary(directory), indent=2, sort_keys=True)

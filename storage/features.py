@@ -16,10 +16,8 @@ Layout of ``STORE/<dataset>-<config hash>/``:
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -30,61 +28,34 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
+# FIRST_FRAMES and SIZES: flows/cli/parser.py imports them from here.
+from merflow.configs.features import (  # noqa: F401
+    ARRAYS,
+    FEATURE_SCHEMA_VERSION,
+    FIRST_FRAMES,
+    FLOW_CHANNELS,
+    SIZES,
+    FeatureConfig,
+)
 from merflow.storage import locations
-from merflow.tasks.faces import FaceConfig
-from merflow.tasks.motion import MotionConfig
 
-FEATURE_SCHEMA_VERSION = 2  # 2: the middle crop (training/models/survey_cnn.py)
 DONE_DIR = "_done"
 DIMENSIONS = ("sample", "channel", "y", "x")
-# name -> (dtype, channels)
-ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "middle": ("uint8", 3), "diff": ("float32", 3),
-          "flow": ("float32", 4)}
-FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
-SIZES = (28, 64, 80, 112, 128)
-FIRST_FRAMES = ("onset", "onset+1")
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    """Everything that decides the features' values; its hash names the Zarr group."""
+class ShardPlan:
+    """One shard to compute: its group, its rows, and the catalog records (with fingerprints) of its samples."""
 
-    face: FaceConfig = field(default_factory=FaceConfig)
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    size: int = 80
-    shard_size: int = 16
-    # The pair of frames the difference and the flow compare: "onset" (onset and apex), or "onset+1",
-    # the published Meta-MMFNet code's pair: its DebinMeng_train.load_imgs_tsn takes img_lists[1]
-    # (onset + 1) and img_lists[apex - onset + 1] (apex + 1) of the clip's sorted frames.
-    first_frame: str = "onset"
-
-    def __post_init__(self):
-        if self.size not in SIZES:
-            raise ValueError(f"size must be one of {SIZES}, not {self.size}")
-        if self.shard_size < 1:
-            raise ValueError("shard_size must be at least 1")
-        if self.first_frame not in FIRST_FRAMES:
-            raise ValueError(f"first_frame must be one of {FIRST_FRAMES}, not {self.first_frame!r}")
-
-    def to_dict(self) -> dict:
-        settings = dataclasses.asdict(self) | {"feature_schema": FEATURE_SCHEMA_VERSION}
-        if settings["first_frame"] == "onset":  # the default leaves the hash (the group names) as before
-            del settings["first_frame"]
-        return settings
-
-    @property
-    def hash(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureConfig:
-        motion = {k: tuple(v) if isinstance(v, list) else v for k, v in data["motion"].items()}
-        return cls(face=FaceConfig(**data["face"]), motion=MotionConfig(**motion), size=data["size"],
-                   shard_size=data["shard_size"], first_frame=data.get("first_frame", "onset"))
+    group: str
+    shard: int
+    start: int                     # first row of the shard
+    length: int                    # rows in the shard (the last one may be short)
+    samples: tuple[tuple[int, dict], ...]   # (row, catalog record with its "fingerprint") to compute
 
 
 def library_versions() -> dict[str, str]:
+    """The installed versions of the libraries that shape the features, recorded with each group."""
     return {name: version(name) for name in ("merflow", "numpy", "opencv-contrib-python-headless", "zarr", "yuface")}
 
 
@@ -95,6 +66,7 @@ def normalise_url(store: str | Path) -> str:
 
 
 def group_name(dataset: str, config: FeatureConfig) -> str:
+    """The Zarr group of a dataset's features under one configuration: ``<dataset>-<config hash>``."""
     return f"{dataset}-{config.hash}"
 
 
@@ -107,6 +79,7 @@ class FeatureStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
 
     def open_root(self, mode: str = "a") -> zarr.Group:
+        """The store's root Zarr group, opened in mode (``a`` creates it, ``r`` reads)."""
         return zarr.open_group(self.url, mode=mode)
 
     def groups(self) -> list[dict]:
@@ -159,6 +132,7 @@ class FeatureStore:
         return index
 
     def mark_path(self, group: str, shard: int) -> str:
+        """Where a shard's completion mark lives: ``<group>/_done/<shard, 6 digits>.json``."""
         return f"{self.root.rstrip('/')}/{group}/{DONE_DIR}/{shard:06d}.json"
 
     def read_mark(self, group: str, shard: int) -> dict | None:
@@ -176,6 +150,35 @@ class FeatureStore:
         path = self.mark_path(group, shard)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         self.fs.pipe_file(path, json.dumps({"shard": shard, "start": start, "samples": samples}).encode())
+
+    def plan_shards(self, records: list[dict], config: FeatureConfig) -> tuple[list[ShardPlan], int]:
+        """The shards that need computing (no mark, or inputs changed since), and how many are done already.
+
+        ``records`` are catalog rows with their input ``fingerprint`` (tasks.features.with_fingerprints).
+        Runs on the driver, the only writer of group attributes: it assigns rows to new samples and
+        drops the marks of shards about to be recomputed.
+        """
+        plans, done = [], 0
+        by_dataset: dict[str, list[dict]] = {}
+        for record in records:
+            by_dataset.setdefault(record["dataset"], []).append(record)
+        for dataset, members_of_dataset in sorted(by_dataset.items()):
+            index = self.prepare_group(dataset, config, [r["sample_key"] for r in members_of_dataset])
+            group = group_name(dataset, config)
+            by_row = {index[r["sample_key"]]: r for r in members_of_dataset}
+            n_rows, shard_size = len(index), config.shard_size
+            for shard, start in enumerate(range(0, n_rows, shard_size)):
+                length = min(shard_size, n_rows - start)
+                # Rows of samples no longer in the catalog stay unmarked: they are never read.
+                members = tuple((row, by_row[row]) for row in range(start, start + length) if row in by_row)
+                wanted = {record["sample_key"]: record["fingerprint"] for _, record in members}
+                mark = self.read_mark(group, shard)
+                if mark and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted:
+                    done += 1
+                    continue
+                self.clear_mark(group, shard)
+                plans.append(ShardPlan(group, shard, start, length, members))
+        return plans, done
 
     def clear_mark(self, group: str, shard: int) -> None:
         """Forget a shard before recomputing it, so a crash midway cannot leave an old mark over new data."""
@@ -238,3 +241,44 @@ def open_features(store: str | Path, dataset: str, config: FeatureConfig | None 
         raise LookupError(f"{len(candidates)} feature groups for {dataset} in {feature_store.url}: "
                           f"{[g['name'] for g in candidates]}; pass the FeatureConfig to choose")
     return FeatureReader(feature_store, candidates[0]["name"])
+
+
+def store_summary(feature_store: FeatureStore, config: FeatureConfig) -> dict:
+    """Per group of ``config`` in the store: its dataset, valid samples, quarantine reasons, spotted apexes
+    and centre crops (no face found), as ``{"groups": {name: {...}}}``."""
+    groups = {}
+    for group in feature_store.groups():
+        if group["config_hash"] != config.hash:
+            continue
+        table = open_features(feature_store.url, group["dataset"], config).table()
+        ok = table[table["status"] == "ok"] if not table.empty else table
+        groups[group["name"]] = {
+            "dataset": group["dataset"], "samples": int(len(ok)),
+            "quarantined": {k: int(v) for k, v in table.loc[table["status"] != "ok", "reason"].value_counts().items()}
+            if not table.empty else {},
+            "apex_spotted": int((ok["apex_source"] == "spotted").sum()) if len(ok) else 0,
+            "no_face_centre_crop": int(sum(f.get("detector") == "none" for f in ok["face"])) if len(ok) else 0,
+        }
+    return {"groups": groups}
+
+
+def first_samples(feature_store: FeatureStore, groups: list[str], arrays: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(key, one sample's ``arrays``) of the first valid sample of each of ``groups`` that has one."""
+    found = []
+    for name in groups:
+        reader = FeatureReader(feature_store, name)
+        for key in reader.sample_keys[:1]:
+            found.append((key, {k: v[0] for k, v in reader.load([key], arrays).items()}))
+    return found
+
+
+def find_sample(store: str, sample_key: str, arrays: tuple[str, ...]) -> tuple[pd.Series, dict]:
+    """(mark row, ``arrays``) of a sample in whichever group of the store holds it; KeyError if none does."""
+    feature_store = FeatureStore(store)
+    for group in feature_store.groups():
+        reader = FeatureReader(feature_store, group["name"])
+        if sample_key in reader.sample_keys:
+            loaded = reader.load([sample_key], arrays)
+            table = reader.table()
+            return table[table["sample_key"] == sample_key].iloc[0], {k: v[0] for k, v in loaded.items()}
+    raise KeyError(f"{sample_key} has no valid features in {feature_store.url}")

@@ -32,9 +32,11 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import fsspec
 
@@ -96,6 +98,7 @@ def name(location: str | os.PathLike) -> str:
 
 
 def parent(location: str | os.PathLike) -> str:
+    """The folder holding a location (a URL's parent stays a URL)."""
     text = os.fspath(location).rstrip("/")
     return text.rsplit("/", 1)[0] if is_remote(text) else os.path.dirname(text)
 
@@ -157,16 +160,19 @@ def url(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 # ---------------------------------------------------------------------------------------- queries
 def exists(location: str | os.PathLike) -> bool:
+    """True when a file or folder exists at the location."""
     fs, path = filesystem(location)
     return fs.exists(path)
 
 
 def isdir(location: str | os.PathLike) -> bool:
+    """True when the location is a folder (a prefix holding keys on an object store)."""
     fs, path = filesystem(location)
     return fs.isdir(path)
 
 
 def isfile(location: str | os.PathLike) -> bool:
+    """True when the location is a file (an object)."""
     fs, path = filesystem(location)
     return fs.isfile(path)
 
@@ -211,11 +217,13 @@ def open(location: str | os.PathLike, mode: str = "rb"):  # noqa: A001 (the modu
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
+    """A whole file's bytes."""
     fs, path = filesystem(location)
     return fs.cat_file(path)
 
 
 def read_text(location: str | os.PathLike) -> str:
+    """A whole file decoded as UTF-8."""
     return read_bytes(location).decode()
 
 
@@ -246,6 +254,7 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> str:
 
 
 def write_text(location: str | os.PathLike, text: str) -> str:
+    """Write text as UTF-8, whole or absent (``write_bytes``); returns the location."""
     return write_bytes(location, text.encode())
 
 
@@ -293,6 +302,7 @@ def put_file(local: str | os.PathLike, location: str | os.PathLike) -> str:
 
 # ---------------------------------------------------------------------------------------- local cache
 def cache_root() -> Path:
+    """The local cache folder: ``$MERFLOW_CACHE``, else ~/.cache/merflow."""
     return Path(os.environ.get("MERFLOW_CACHE") or "~/.cache/merflow").expanduser()
 
 
@@ -308,9 +318,46 @@ def cache_dir(location: str | os.PathLike, *parts: str) -> Path:
     return cache_root().joinpath(scheme, f"{readable}-{digest}", *parts)
 
 
+def materialize(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
+    """Return a local path for `source`, downloading fsspec URLs into `cache_dir/<basename>`.
+
+    Local paths (and file:// URLs) are returned resolved and never copied. A URL is streamed
+    into a temporary file that is renamed into place when complete, so a file in the cache is
+    always a whole download; a cached file of the remote's size is reused instead of fetched again.
+    """
+    source = os.fspath(source)
+    if not is_remote(source):
+        local = local_path(source)
+        if not local.exists():
+            raise FileNotFoundError(f"dataset source {source} does not exist ({local})")
+        return local
+
+    fs, remote_path = filesystem(source)  # MissingExtra if its package is not installed
+    if not fs.exists(remote_path):
+        raise FileNotFoundError(f"dataset source {source} does not exist")
+    name = PurePosixPath(urlsplit(remote_path).path).name
+    if not name:
+        raise ValueError(f"dataset source {source} does not name a file")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / name
+    if cached.exists() and cached.stat().st_size == fs.size(remote_path):
+        return cached
+
+    partial = cache_dir / f".partial-{name}-{secrets.token_hex(8)}"
+    try:
+        with fs.open(remote_path, "rb") as remote, open(partial, "wb") as local_file:
+            shutil.copyfileobj(remote, local_file, 1 << 20)
+        os.replace(partial, cached)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return cached
+
+
 def lock_file(location: str | os.PathLike) -> str:
     """A local file to lock for work on ``location``: beside it when local, else in the local cache,
-    keyed by the URL (so it serialises the processes of one host; see training/fit.py)."""
+    keyed by the URL (so it serialises the processes of one host; see storage/checkpoints.py)."""
     if not is_remote(location):
         target = local_path(location)
         return str(target.parent / f".{target.name}.lock")

@@ -1,7 +1,8 @@
 """Read-only SQL over the result tables: one DuckDB view per table of ``storage.results``, nothing written.
 
-``connect(results)`` opens an in-memory DuckDB whose views ``runs``, ``trials``, ``metrics`` and
-``predictions`` read the hive-partitioned Parquet parts in place (``run`` and ``protocol`` come from
+``connect(results)`` opens an in-memory DuckDB whose views ``runs``, ``trials``, ``metrics``,
+``predictions`` (and the floor's ``floor_metrics``, ``floor_predictions``: empty for results written before
+the floor) read the hive-partitioned Parquet parts in place (``run`` and ``protocol`` come from
 the folder names). ``query(results, sql)`` runs one user statement and refuses anything but a read.
 
 Two guards keep it read-only: the statement type (SELECT, or EXPLAIN of a SELECT: EXPLAIN ANALYZE

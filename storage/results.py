@@ -5,7 +5,8 @@
 commit, package versions, timings), ``trials`` (one row per (configuration, fold) of a
 hyperparameter search: status, failures, error, the settings chosen on validation), ``metrics``
 (one row per trial, fold / dataset / pooled scope, model (micro / macro / fused), α and split) and
-``predictions`` (one row per validation or test sample, model and α). Each file is written to a
+``predictions`` (one row per validation or test sample, model and α), and the floor's ``floor_metrics`` and
+``floor_predictions`` (the same schemas; a nearest centroid on the run's folds). Each file is written to a
 hidden temporary name and renamed, so a reader never sees half a file: Arrow's dataset discovery
 skips names starting with '.', and storage/queries.py reads only ``part-*.parquet`` (DuckDB's glob
 would not skip them). ``results`` is a location (a local path or an fsspec URL, storage/locations.py):
@@ -34,7 +35,12 @@ RESULTS_SCHEMA_VERSION = 3  # 2: the trials table; shots nullable; predictions.c
 # none). Version-2 parts have neither column: they were all Meta-MMFNet's, and read so (read_table, queries).
 DEFAULT_METHOD = "meta-mmfnet"
 METHOD_COLUMNS = ("method", "recipe")
-TABLES = ("runs", "trials", "metrics", "predictions")
+# The floor (training/models/nearest_centroid.py): a nearest centroid on the same folds as every train and
+# tune run, in tables of their own with the metrics' and predictions' schemas (model "floor", method
+# nearest-centroid), so that no query of the model tables changes. Results written before it have none:
+# reading them gives empty tables (still schema version 3: no table's schema changed).
+FLOOR_TABLES = ("floor_metrics", "floor_predictions")
+TABLES = ("runs", "trials", "metrics", "predictions", *FLOOR_TABLES)
 SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
 PARTITIONS = ("run", "protocol")
 
@@ -113,7 +119,7 @@ TRIALS_SCHEMA = pa.schema([
 ])
 
 SCHEMAS = {"runs": RUNS_SCHEMA, "trials": TRIALS_SCHEMA, "metrics": METRICS_SCHEMA,
-           "predictions": PREDICTIONS_SCHEMA}
+           "predictions": PREDICTIONS_SCHEMA, "floor_metrics": METRICS_SCHEMA, "floor_predictions": PREDICTIONS_SCHEMA}
 
 
 def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
@@ -132,6 +138,7 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
+    """The Parquet file of one part: ``<results>/<table>/run=<run>/protocol=<protocol>/part-<part>.parquet``."""
     return locations.join(results, table, f"run={run}", f"protocol={protocol}", f"part-{part}.parquet")
 
 
@@ -174,3 +181,53 @@ def with_method(frame: pd.DataFrame) -> pd.DataFrame:
     if "method" in frame.columns and frame["method"].isna().any():
         frame = frame.assign(method=frame["method"].where(frame["method"].notna(), DEFAULT_METHOD))
     return frame
+
+
+def as_stored(table: str, rows) -> pd.DataFrame:
+    """``rows`` of ``table`` as ``read_table`` reads them once written: the schema's columns and types."""
+    return with_method(_table(rows, SCHEMAS[table]).to_pandas())
+
+
+def write_search(results: str | os.PathLike, run: str, protocol: str, trials: pd.DataFrame,
+                 metrics: dict[str, pd.DataFrame], selected: pd.DataFrame, runs_row: dict) -> dict[str, pd.DataFrame]:
+    """A search's tables after its trials (the trials wrote their own predictions): the ``trials`` part,
+    each ``metrics`` part (a configuration id, or ``selected``), the ``selected`` predictions where there
+    are any, and the ``runs`` row last. Returns the ``trials``, ``metrics`` and ``runs`` rows as stored,
+    so that the caller need not read back what it wrote."""
+    write_part(results, "trials", run, protocol, "all", trials)
+    for part, rows in metrics.items():
+        if part == SELECTED:
+            write_part(results, "predictions", run, protocol, SELECTED, selected)
+        write_part(results, "metrics", run, protocol, part, rows)
+    write_part(results, "runs", run, protocol, "all", [runs_row])
+    stored_metrics = [as_stored("metrics", rows) for rows in metrics.values()]
+    return {"trials": as_stored("trials", trials),
+            "metrics": (pd.concat(stored_metrics, ignore_index=True) if stored_metrics
+                        else as_stored("metrics", METRICS_SCHEMA.empty_table().to_pandas())),
+            "runs": as_stored("runs", [runs_row])}
+
+
+def write_floor(results: str | os.PathLike, run: str, protocol: str, metrics: pd.DataFrame,
+                predictions: pd.DataFrame) -> None:
+    """The floor's tables of a run (training/models/nearest_centroid.py ``floor``: method nearest-centroid,
+    trial "", no shots, no recipe); nothing is written where it has no rows (every fold skipped)."""
+    if predictions.empty:
+        return
+    common = {"run": run, "protocol": protocol, "trial": "", "shots": None, "method": "nearest-centroid",
+              "recipe": None}
+    write_part(results, "floor_metrics", run, protocol, "all", metrics.assign(**common))
+    write_part(results, "floor_predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
+
+
+def write_run(results: str | os.PathLike, run: str, protocol: str, columns: dict, metrics: pd.DataFrame,
+              predictions: pd.DataFrame, runs_row: dict, floor_metrics: pd.DataFrame | None = None,
+              floor_predictions: pd.DataFrame | None = None) -> None:
+    """A training run's tables (training/run.py ``TrainedRun.tables()``): the floor's, the ``metrics`` and
+    ``predictions`` parts (``columns``: the model's shots, method and recipe on every row) and the ``runs``
+    row last, so that a run with a ``runs`` row is complete."""
+    if floor_predictions is not None:
+        write_floor(results, run, protocol, floor_metrics, floor_predictions)
+    common = {"run": run, "protocol": protocol, "trial": ""} | columns
+    write_part(results, "metrics", run, protocol, "all", metrics.assign(**common))
+    write_part(results, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
+    write_part(results, "runs", run, protocol, "all", [runs_row])

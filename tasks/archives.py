@@ -23,12 +23,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, Literal
-from urllib.parse import urlsplit
 
 import py7zr
 from py7zr.io import Py7zIO, WriterFactory
+
+from merflow.configs.ingest import ExtractionLimits
 
 ArchiveKind = Literal["zip", "tar", "7z", "rar"]
 Progress = Callable[[int, int], None]
@@ -75,17 +76,6 @@ class UnsafeArchiveError(ArchiveError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class ExtractionLimits:
-    """Bounds on what one archive may unpack to; the defaults leave room for whole video datasets."""
-
-    max_total_bytes: int = 512 * 2**30
-    max_entries: int = 5_000_000
-    max_ratio: float = 100.0
-    # Small archives of text legitimately compress far better than max_ratio.
-    ratio_floor_bytes: int = 32 * 2**20
-
-
 def archive_kind(path: str | os.PathLike[str]) -> ArchiveKind | None:
     """Recognise an archive by its content, since downloaded files are often misnamed.
 
@@ -114,45 +104,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := file.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def materialize(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
-    """Return a local path for `source`, downloading fsspec URLs into `cache_dir/<basename>`.
-
-    Local paths (and file:// URLs) are returned resolved and never copied. A URL is streamed
-    into a temporary file that is renamed into place when complete, so a file in the cache is
-    always a whole download; a cached file of the remote's size is reused instead of fetched again.
-    """
-    from merflow.storage import locations
-
-    source = os.fspath(source)
-    if not locations.is_remote(source):
-        local = locations.local_path(source)
-        if not local.exists():
-            raise FileNotFoundError(f"dataset source {source} does not exist ({local})")
-        return local
-
-    filesystem, remote_path = locations.filesystem(source)  # MissingExtra if its package is not installed
-    if not filesystem.exists(remote_path):
-        raise FileNotFoundError(f"dataset source {source} does not exist")
-    name = PurePosixPath(urlsplit(remote_path).path).name
-    if not name:
-        raise ValueError(f"dataset source {source} does not name a file")
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cached = cache_dir / name
-    if cached.exists() and cached.stat().st_size == filesystem.size(remote_path):
-        return cached
-
-    partial = cache_dir / f".partial-{name}-{secrets.token_hex(8)}"
-    try:
-        with filesystem.open(remote_path, "rb") as remote, open(partial, "wb") as local_file:
-            shutil.copyfileobj(remote, local_file, _COPY_CHUNK_BYTES)
-        os.replace(partial, cached)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return cached
 
 
 def safe_extract(

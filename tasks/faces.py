@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import yuface
 
+from merflow.configs.features import DETECTORS, NO_FACE_POLICIES, FaceConfig
+
 __all__ = [
     "DETECTION_MAX_SIDE",
     "DETECTORS",
@@ -40,8 +42,6 @@ __all__ = [
     "detect_face",
 ]
 
-DETECTORS = ("yunet", "haar")
-NO_FACE_POLICIES = ("centre", "quarantine")
 # Frames are shrunk to this longer side before detection: YuNet takes several times longer at 960x650
 # than at 640x433, and the faces of these datasets are large enough to be found either way.
 DETECTION_MAX_SIDE = 640
@@ -59,37 +59,6 @@ _ALIGN_TOLERANCE = 0.5  # degrees
 _ALIGN_DRIFT = 0.1  # a face further than this many of its crop sides from the view's centre is another one
 
 
-@dataclass(frozen=True)
-class FaceConfig:
-    """How faces are found and framed; one per feature run."""
-
-    detector: str = "yunet"        # 'yunet' (yuface, weights compiled in, 5 landmarks) or 'haar' (box only)
-    fallback: str | None = "haar"  # tried when the detector finds nothing; None for no fallback
-    margin: float = 0.15           # extra border around the detected box, as a fraction of its side, each side
-    align: bool = True             # rotate so that the eyes are level, when landmarks exist
-    no_face: str = "centre"        # 'centre': centre square crop, detector 'none'; 'quarantine': NoFaceError
-    min_confidence: float = 0.5    # YuNet score threshold, 0..1
-
-    def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        if self.fallback is not None and self.fallback not in DETECTORS:
-            raise ValueError(f"fallback must be None or one of {DETECTORS}, got {self.fallback!r}")
-        if self.no_face not in NO_FACE_POLICIES:
-            raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {self.no_face!r}")
-        if not self.margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-
-    @property
-    def detectors(self) -> tuple[str, ...]:
-        """The detectors tried, in order."""
-        if self.fallback is None or self.fallback == self.detector:
-            return (self.detector,)
-        return (self.detector, self.fallback)
-
-
 class NoFaceError(ValueError):
     """No detector found a face and the policy is to quarantine the sample."""
 
@@ -103,17 +72,17 @@ class FaceBox:
     side: float                    # side of the square crop (margin included), frame pixels
     angle: float                   # degrees, see the module docstring; 0 when not aligned
     detector: str                  # 'yunet' | 'haar' | 'none' (centre crop, no face found)
-    confidence: float              # detector score 0..1; NaN for haar and none
+    confidence: float | None       # detector score 0..1; None for haar and none (they give no score)
     # Five points as yuface gives them (subject's right eye = image-left eye, left eye, nose, mouth
     # right, mouth left), frame pixels; None when the detector gives none.
     landmarks: tuple[tuple[float, float], ...] | None
 
     def to_dict(self) -> dict:
-        """Plain JSON types (NaN confidence becomes None), for storing with the sample."""
+        """Plain JSON types, for storing with the sample."""
         return {
             "cx": self.cx, "cy": self.cy, "side": self.side, "angle": self.angle,
             "detector": self.detector,
-            "confidence": None if math.isnan(self.confidence) else self.confidence,
+            "confidence": self.confidence,
             "landmarks": None if self.landmarks is None else [list(p) for p in self.landmarks],
         }
 
@@ -125,7 +94,7 @@ class FaceBox:
         return cls(
             cx=float(data["cx"]), cy=float(data["cy"]), side=float(data["side"]), angle=float(data["angle"]),
             detector=str(data["detector"]),
-            confidence=math.nan if confidence is None else float(confidence),
+            confidence=None if confidence is None else float(confidence),
             landmarks=None if landmarks is None else tuple((float(x), float(y)) for x, y in landmarks),
         )
 
@@ -135,7 +104,7 @@ class _Candidate(NamedTuple):
     y0: float
     x1: float
     y1: float
-    confidence: float
+    confidence: float | None       # None: the detector gives no score (Haar)
     landmarks: tuple[tuple[float, float], ...] | None
 
 
@@ -174,7 +143,7 @@ def _detect_haar(bgr: np.ndarray, config: FaceConfig) -> list[_Candidate]:
     classifier, lock = _cascade(HAAR_CASCADE)
     with lock:
         boxes = classifier.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    return [_Candidate(float(x), float(y), float(x + w), float(y + h), math.nan, None) for x, y, w, h in boxes]
+    return [_Candidate(float(x), float(y), float(x + w), float(y + h), None, None) for x, y, w, h in boxes]
 
 
 _DETECTOR_FUNCTIONS = {"yunet": _detect_yunet, "haar": _detect_haar}
@@ -247,14 +216,16 @@ def detect_face(image: np.ndarray, config: FaceConfig = FaceConfig()) -> FaceBox
     for detector in config.detectors:
         candidates = _DETECTOR_FUNCTIONS[detector](bgr, config)
         if candidates:
-            largest = max(candidates, key=lambda c: ((c.x1 - c.x0) * (c.y1 - c.y0), c.confidence))
+            # The largest box; equal areas: the higher score (Haar gives none: the first of them).
+            largest = max(candidates, key=lambda c: ((c.x1 - c.x0) * (c.y1 - c.y0),
+                                                     -math.inf if c.confidence is None else c.confidence))
             box = _box(_to_frame(largest, sx, sy), detector, config)
             return _levelled(image, box, config) if box.landmarks is not None and config.align else box
     h, w = image.shape[:2]
     if config.no_face == "quarantine":
         raise NoFaceError(f"no face found in the {w}x{h} frame by {' or '.join(config.detectors)}")
     return FaceBox(cx=(w - 1) / 2, cy=(h - 1) / 2, side=float(min(h, w)), angle=0.0, detector="none",
-                   confidence=math.nan, landmarks=None)
+                   confidence=None, landmarks=None)
 
 
 def _crop_matrix(box: FaceBox, size: int) -> np.ndarray:

@@ -1,20 +1,19 @@
 """One sample's features, and one shard's: read frames, crop the face with one box, find the apex,
-compute the difference and the optical flow. Pure functions: the features flow maps
-``compute_shard`` over a Dask cluster, a notebook can call ``sample_features`` directly.
+compute the difference and the optical flow. Pure functions that return values and write nothing:
+storage/features.py plans the shards and writes them, the features flow runs ``compute_shard`` and
+that write as one Dask task per shard; a notebook can call ``sample_features`` directly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import resource
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from merflow.storage.features import ARRAYS, FeatureConfig, FeatureStore, group_name
+from merflow.configs.features import ARRAYS, FeatureConfig
 from merflow.tasks.faces import NoFaceError, crop_face, detect_face
 from merflow.tasks.motion import flow_channels, frame_difference, optical_flow, spot_apex
 
@@ -30,19 +29,6 @@ class SampleError(ValueError):
         self.reason, self.detail = reason, detail
 
 
-@dataclass(frozen=True)
-class ShardJob:
-    """What a worker needs for one shard: where to write, and the catalog rows of its samples."""
-
-    store_url: str
-    group: str
-    shard: int
-    start: int                     # first row of the shard
-    length: int                    # rows in the shard (the last one may be short)
-    samples: tuple[tuple[int, dict], ...]   # (row, catalog record with its "fingerprint") to compute
-    config: FeatureConfig
-
-
 def input_fingerprint(record: dict) -> str:
     """Changes when anything the features depend on changes: annotation, frame list, frame files."""
     digest = hashlib.sha256()
@@ -55,6 +41,11 @@ def input_fingerprint(record: dict) -> str:
         except OSError:
             digest.update(f"{name}:missing;".encode())
     return digest.hexdigest()[:20]
+
+
+def with_fingerprints(records: list[dict]) -> list[dict]:
+    """The catalog records, each with its ``fingerprint`` (``input_fingerprint``), as shard planning wants them."""
+    return [record | {"fingerprint": input_fingerprint(record)} for record in records]
 
 
 def read_frame(path: Path, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -111,7 +102,8 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
         spotted, _ = spot_apex(np.stack(crops), config.motion)
         apex_index, apex_crop, apex_source = first + spotted, crops[spotted], "spotted"
     # The clip's middle frame, floor((N+1)/2) of its N frames (1-based): the survey baseline's frame for
-    # SMIC, which has no apex (reference/survey/apex4.m: n = floor((N+1)/2)); cropped with the same box.
+    # SMIC, which has no apex (wenjgong/microExpressionSurvey apex4.m @ 9da5c7c4: n = floor((N+1)/2)); cropped
+    # with the same box.
     middle_index = (len(frames) + 1) // 2 - 1
     middle_crop = crop_face(onset if middle_index == 0 else read_frame(clip / frames[middle_index], onset.shape),
                             box, size)
@@ -129,61 +121,28 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
     return arrays, info
 
 
-def plan_shards(store: FeatureStore, samples: list[dict], config: FeatureConfig) -> tuple[list[ShardJob], int]:
-    """The shards that need computing (no mark, or inputs changed since), and how many are done already.
+def compute_shard(samples: tuple[tuple[int, dict], ...], start: int, length: int,
+                  config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """(arrays, marks) of one shard: rows ``start`` .. ``start + length``, computed from ``samples``
+    ((row, catalog record with its "fingerprint")); each mark is a sample's outcome and fingerprint.
 
-    Runs on the driver, the only writer of group attributes: it assigns rows to new samples and
-    drops the marks of shards about to be recomputed.
-    """
-    jobs, done = [], 0
-    by_dataset: dict[str, list[dict]] = {}
-    for record in samples:
-        by_dataset.setdefault(record["dataset"], []).append(record | {"fingerprint": input_fingerprint(record)})
-    for dataset, records in sorted(by_dataset.items()):
-        index = store.prepare_group(dataset, config, [r["sample_key"] for r in records])
-        group = group_name(dataset, config)
-        by_row = {index[r["sample_key"]]: r for r in records}
-        n_rows, shard_size = len(index), config.shard_size
-        for shard, start in enumerate(range(0, n_rows, shard_size)):
-            length = min(shard_size, n_rows - start)
-            # Rows of samples no longer in the catalog stay unmarked: they are never read.
-            members = tuple((row, by_row[row]) for row in range(start, start + length) if row in by_row)
-            wanted = {record["sample_key"]: record["fingerprint"] for _, record in members}
-            mark = store.read_mark(group, shard)
-            if mark and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted:
-                done += 1
-                continue
-            store.clear_mark(group, shard)
-            jobs.append(ShardJob(store.url, group, shard, start, length, members, config))
-    return jobs, done
-
-
-def compute_shard(job: ShardJob) -> dict:
-    """Compute every sample of a shard and write the shard (data, then its mark). Returns its tally.
-
-    One sample's frames at a time are in memory; a bad sample is recorded with its reason and its
-    rows stay zero, the others go on.
+    One sample's frames at a time are in memory; a bad sample is marked with its reason and its
+    rows stay zero, the others go on. Writes nothing: storage/features.py writes the shard.
     """
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
-    size = job.config.size
-    arrays = {name: np.zeros((job.length, channels, size, size), dtype=dtype)
+    size = config.size
+    arrays = {name: np.zeros((length, channels, size, size), dtype=dtype)
               for name, (dtype, channels) in ARRAYS.items()}
     marks = {}
-    for row, record in job.samples:
+    for row, record in samples:
         try:
-            values, info = sample_features(record, job.config)
+            values, info = sample_features(record, config)
         except SampleError as error:
             info = {"status": "quarantined", "reason": error.reason, "detail": error.detail}
         except Exception as error:  # noqa: BLE001 - an unexpected failure on one sample must not sink the shard
             info = {"status": "quarantined", "reason": "feature_error", "detail": f"{type(error).__name__}: {error}"}
         else:
             for name, value in values.items():
-                arrays[name][row - job.start] = value
+                arrays[name][row - start] = value
         marks[record["sample_key"]] = info | {"fingerprint": record["fingerprint"]}
-    store = FeatureStore(job.store_url)
-    store.write_shard(job.group, job.shard, job.start, arrays, marks)
-    quarantined = sum(m["status"] != "ok" for m in marks.values())
-    # ru_maxrss is in KiB on Linux: the worker process's peak so far, for the memory budget per worker.
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"group": job.group, "shard": job.shard, "samples": len(marks), "quarantined": quarantined,
-            "peak_rss_mb": round(peak_mb, 1)}
+    return arrays, marks

@@ -1,30 +1,24 @@
 """Ingesting one source (an archive or a folder, local or an fsspec URL): fingerprint it, unpack it
 safely once, recognise its dataset(s) and read them through their adapters.
 
-Pure functions: the Prefect flow in flows/ingest.py only calls these and writes the catalog.
+The flow in flows/ingest.py fetches a source and places its unpacked content through storage/sources.py,
+calls these, and writes the catalog; nothing here opens a location.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from merflow.storage import locations
-from merflow.tasks.archives import ExtractionLimits, archive_kind, content_root, materialize, safe_extract, sha256_file
+from merflow.configs.catalog import RAW_DIR
+from merflow.configs.ingest import ExtractionLimits, IngestConfig
+from merflow.tasks.archives import archive_kind, content_root, safe_extract, sha256_file
 from merflow.tasks.datasets import adapter, detect_datasets
 from merflow.tasks.datasets.base import CorruptSheetError, corrupt_sheets
 
-# CATALOG_DIR/raw/<sha256[:16]>/: each archive's content, unpacked once; CATALOG_DIR/downloads/: URL sources.
-# Both must be local files (OpenCV reads the frames): for a catalog on object storage they are in the local
-# cache instead (locations.cache_dir: $MERFLOW_CACHE/<the catalog's URL>/raw, .../downloads).
-RAW_DIR = "raw"
-DOWNLOADS_DIR = "downloads"
 Location = str | os.PathLike
 
 
@@ -33,18 +27,9 @@ class UnrecognisedDatasetError(ValueError):
 
 
 @dataclass(frozen=True)
-class IngestConfig:
-    """How sources were ingested; recorded as JSON with every source row of the catalog."""
-
-    dataset: str | None = None                 # None: detect from the content
-    limits: ExtractionLimits = field(default_factory=ExtractionLimits)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-
-@dataclass(frozen=True)
 class PreparedSource:
+    """A source ready for the adapters: its name, checksum, kind, the folder to read, and what this call unpacked."""
+
     source: str
     source_sha256: str
     kind: str      # zip | tar | 7z | folder
@@ -64,28 +49,27 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(source: str, catalog_dir: Location) -> tuple[Path, str, str]:
-    """(local path, kind, sha256) of a source; URLs are downloaded into the catalog's downloads/."""
-    local = materialize(source, locations.cache_dir(catalog_dir, DOWNLOADS_DIR))
+def fingerprint(source: str, local: Path) -> tuple[str, str]:
+    """(kind, sha256) of a source at the local path ``local`` (storage/sources.py ``fetch`` gives it)."""
     if local.is_dir():
-        return local, "folder", folder_fingerprint(local)
+        return "folder", folder_fingerprint(local)
     kind = archive_kind(local)
     if kind is None:
         raise UnrecognisedDatasetError(f"{source} is neither a folder nor an archive merflow reads "
                                        "(zip, tar, tar.gz, tar.bz2, tar.xz, 7z)")
-    return local, kind, sha256_file(local)
+    return kind, sha256_file(local)
 
 
-def unpack(source: str, local: Path, kind: str, sha: str, catalog_dir: Location,
+def unpack(source: str, local: Path, kind: str, sha: str, target: Path,
            limits: ExtractionLimits = ExtractionLimits(), progress=None) -> PreparedSource:
-    """Unpack a fingerprinted archive once into CATALOG_DIR/raw/<sha>/ (a folder is used in place).
+    """Unpack a fingerprinted archive once into ``target`` (its raw/<sha>/ folder, storage/sources.py
+    ``raw_dir``); a folder is used in place.
 
     An archive already unpacked (same checksum) is not unpacked again; safe_extract renames a
     complete extraction into place, so an existing folder is always a whole one.
     """
     if kind == "folder":
         return PreparedSource(source, sha, kind, local)
-    target = locations.cache_dir(catalog_dir, RAW_DIR, sha[:16])
     if target.is_dir():
         return PreparedSource(source, sha, kind, content_root(target))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,31 +77,17 @@ def unpack(source: str, local: Path, kind: str, sha: str, catalog_dir: Location,
     return PreparedSource(source, sha, kind, content_root(target), unpacked=target)
 
 
-def discard_unpacked(prepared: PreparedSource) -> Path | None:
-    """Remove what ``unpack`` unpacked for a source that then failed (its dataset not recognised, its
-    sheet unreadable): a failed ingest leaves no files behind. Content unpacked by an earlier ingest
-    stays. Returns the folder removed."""
-    if prepared.unpacked is None or not prepared.unpacked.is_dir():
-        return None
-    shutil.rmtree(prepared.unpacked)
-    return prepared.unpacked
-
-
 def prepare(source: str, catalog_dir: Location, limits: ExtractionLimits = ExtractionLimits()) -> PreparedSource:
-    """Fingerprint and unpack in one call (for notebooks and tests)."""
-    return unpack(source, *fingerprint(source, catalog_dir), catalog_dir, limits)
-
-
-def prune_unpacked(catalog_dir: Location, live_checksums: set[str]) -> list[Path]:
-    """Remove unpacked archives that no source of the catalog refers to any more (a changed
-    archive leaves its old content behind). Returns what was removed."""
-    raw = locations.cache_dir(catalog_dir, RAW_DIR)
-    live = {sha[:16] for sha in live_checksums}
-    stale = [p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in live] \
-        if raw.is_dir() else []
-    for path in stale:
-        shutil.rmtree(path)
-    return stale
+    """Fingerprint and unpack a local source in one call (for notebooks and tests), an archive into the
+    local ``catalog_dir``'s raw/<sha>/ as the ingest flow does; the flow itself also takes URLs."""
+    if "://" in os.fspath(source) or "://" in os.fspath(catalog_dir):
+        raise ValueError(f"prepare takes a local source and catalog ({source}, {catalog_dir}): "
+                         "the ingest flow (flows/ingest.py) fetches URLs")
+    local = Path(source).expanduser().resolve()
+    if not local.exists():
+        raise FileNotFoundError(f"dataset source {source} does not exist ({local})")
+    kind, sha = fingerprint(source, local)
+    return unpack(source, local, kind, sha, Path(catalog_dir).expanduser().resolve() / RAW_DIR / sha[:16], limits)
 
 
 def read(prepared: PreparedSource, config: IngestConfig) -> tuple[list[str], list[dict], list[dict]]:
@@ -151,7 +121,19 @@ def _raise_if_corrupt_sheets(prepared: PreparedSource) -> None:
 
 
 def source_row(prepared: PreparedSource, datasets: list[str], config: IngestConfig) -> dict:
+    """The source's row of the catalog's sources table (checksum, kind, datasets, time, the ingest configuration)."""
     return {"source": prepared.source, "source_sha256": prepared.source_sha256, "kind": prepared.kind,
             "root": str(prepared.root), "datasets": datasets,
             "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_json()}
+
+
+def unchanged_reason(sources, source: str, sha: str, config: IngestConfig) -> str | None:
+    """Why a source needs no work, given the catalog's sources table (storage/catalog.py read_sources):
+    the same content ingested with the same settings, from this source or another; None when it needs work."""
+    same = sources[(sources["source_sha256"] == sha) & (sources["config"] == config.to_json())]
+    if (same["source"] == source).any():
+        return "unchanged since its last ingest"
+    if len(same):
+        return f"same content as {same['source'].iloc[0]}, already ingested"
+    return None

@@ -1,7 +1,7 @@
 """Emotion vocabularies and the class sets of every protocol: one place that turns a sample's
 normalised emotion into its label under each protocol (``label_<class set>`` catalog columns).
 
-Mappings follow ../shared/METHOD.md: the Meta-MMFNet class sets per dataset, the CDE mapping of
+Mappings follow docs/method.md: the Meta-MMFNet class sets per dataset, the CDE mapping of
 the paper, the MEGC2019 composite, and the survey's fused 4- and 9-class sets. Where the sources
 are silent the choice made here is commented.
 """
@@ -9,6 +9,8 @@ are silent the choice made here is commented.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from merflow.configs.catalog import LABEL_COLUMNS  # noqa: F401 - the columns protocol_labels fills
 
 # Spellings met in the sheets and folder names -> merflow's normalised emotion.
 EMOTION_ALIASES: dict[str, str] = {
@@ -48,6 +50,7 @@ class ClassSet:
     description: str
 
     def label(self, dataset: str, emotion: str | None) -> str | None:
+        """The sample's class in this set, or None when its dataset or emotion is not in it."""
         if dataset not in self.datasets or emotion is None:
             return None
         return self.mapping.get(emotion)
@@ -59,9 +62,9 @@ def _identity(*classes: str) -> dict[str, str]:
 
 SMIC_DATASETS = frozenset({"smic_hs", "smic_vis", "smic_nir"})
 
-# MEGC2019 (the official composite list ../shared/reference/megc2019/combined_3class_gt.csv, 442 rows,
-# no header; rows 1-145 CASME II, 146-309 SMIC-HS, 310-442 SAMM) is the datasets' own emotions mapped
-# as below, plus the errata in MEGC2019_EXCLUDED. CASME II's disgust and repression are negative but
+# MEGC2019 (the official composite list, Facial-Micro-ExpressionGC/MEGC2019 images/combined_3class_gt.csv
+# @ 1220bd0b, 442 rows, no header; rows 1-145 CASME II, 146-309 SMIC-HS, 310-442 SAMM) is the datasets'
+# own emotions mapped as below, plus the errata in MEGC2019_EXCLUDED. CASME II's disgust and repression are negative but
 # not its fear or sadness (145 CASME II rows); SAMM's five negative emotions are (133 SAMM rows,
 # 028_4_1 at row 414 and 032_3_1 at row 421 included: their apex lies outside the clip, but they are
 # in the list); every SMIC-HS clip is (164 rows).
@@ -82,7 +85,7 @@ MEGC2019_EXCLUDED: dict[tuple[str, str, str], str] = {
     ("casme2", "sub24", "EP10_03"): "sadness in 2014, surprise in the 2019 sheet; absent between rows 128 and 129",
 }
 
-# The survey's fused 4-class set (../shared/reference/survey/apex4.m, the survey code's own mapping,
+# The survey's fused 4-class set (wenjgong/microExpressionSurvey apex4.m @ 9da5c7c4, the survey code's own mapping,
 # applied to its sample lists): per dataset, an exact-spelling comparison of the list's emotion:
 #   SAMM      lines 38-46:   'Happiness' -> positive, 'Other' -> Other, 'Surprise' -> surprise, else negative
 #                            (Anger, Contempt, Disgust, Fear, Sadness);
@@ -97,7 +100,7 @@ MEGC2019_EXCLUDED: dict[tuple[str, str, str], str] = {
 _FUSED4 = {e: ("negative" if e in NEGATIVE_EMOTIONS else e) for e in KNOWN_EMOTIONS}
 _FUSED4["happiness"] = "positive"
 
-# The survey's fused 9-class set (../shared/reference/survey/apex9.m): the labels of SAMM (lines 13-44),
+# The survey's fused 9-class set (wenjgong/microExpressionSurvey apex9.m @ 9da5c7c4): the labels of SAMM (lines 13-44),
 # CASME II (95-125), CASME (129-142) and CAS(ME)^2 (146-159) are lower-cased (162-167), 'others' is
 # spelled 'other' (168-172), and line 176 keeps exactly the rows whose label is one of anger, sadness,
 # surprise, fear, other, happiness, disgust, repression, tense. SMIC is commented out (47-92).
@@ -133,7 +136,8 @@ CLASS_SETS: dict[str, ClassSet] = {cs.name: cs for cs in [
              "survey's fused 9-class set (apex9.m; SMIC left out)"),
 ]}
 
-LABEL_COLUMNS = tuple(f"label_{name}" for name in CLASS_SETS) + ("label_megc2019",)
+# LABEL_COLUMNS (configs/catalog.py, which storage/catalog.py types): one label_<class set> per CLASS_SETS
+# entry, then label_megc2019; tests/test_configs.py checks that they agree.
 
 
 def megc2019_label(dataset: str, subject: str, sample_id: str, emotion: str | None) -> str | None:

@@ -23,10 +23,10 @@ between threads. OpenCV's own thread count (``cv2.setNumThreads``) is left to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import cv2
 import numpy as np
+
+from merflow.configs.features import DIS_PRESET_NAMES, FLOW_ALGORITHMS, MotionConfig
 
 __all__ = [
     "DIS_PRESETS",
@@ -40,86 +40,9 @@ __all__ = [
     "to_grey",
 ]
 
-FLOW_ALGORITHMS = ("farneback", "tvl1", "dis")
-DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-
-
-def _choice_error(field: str, value: object, valid) -> ValueError:
-    return ValueError(f"{field} must be one of {', '.join(map(repr, valid))}; got {value!r}")
-
-
-@dataclass(frozen=True)
-class MotionConfig:
-    """Which optical flow to compute and with what parameters.
-
-    ``farneback`` holds the positional parameters of ``cv2.calcOpticalFlowFarneback`` after the
-    flow argument: pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags. The default
-    is Meta-MMFNet's published setting. The TV-L1 fields are OpenCV's defaults; ``tvl1_tau`` above
-    0.25 makes the primal-dual scheme unstable. ``spot_algorithm`` is the flow used by
-    :func:`spot_apex`, which runs it once per frame, so a cheap one is the default.
-    """
-
-    algorithm: str = "farneback"
-    farneback: tuple = (0.5, 3, 15, 3, 5, 1.2, 0)
-    dis_preset: str = "medium"
-    tvl1_tau: float = 0.25
-    tvl1_lambda: float = 0.15
-    tvl1_theta: float = 0.3
-    tvl1_scales: int = 5
-    tvl1_warps: int = 5
-    spot_algorithm: str = "dis"
-    spot_border: float = 0.2    # fraction of each side of the crop that apex spotting leaves out
-
-    def __post_init__(self):
-        if not 0 <= self.spot_border < 0.5:
-            raise ValueError(f"spot_border must be within [0, 0.5), not {self.spot_border}")
-        if self.algorithm not in FLOW_ALGORITHMS:
-            raise _choice_error("algorithm", self.algorithm, FLOW_ALGORITHMS)
-        if self.spot_algorithm not in FLOW_ALGORITHMS:
-            raise _choice_error("spot_algorithm", self.spot_algorithm, FLOW_ALGORITHMS)
-        if self.dis_preset not in DIS_PRESETS:
-            raise _choice_error("dis_preset", self.dis_preset, tuple(DIS_PRESETS))
-        # A list would make the config unhashable, and configs key feature groups.
-        object.__setattr__(self, "farneback", tuple(self.farneback))
-        _check_farneback(self.farneback)
-        if not 0 < self.tvl1_tau <= 0.25:
-            raise ValueError(f"tvl1_tau must be in (0, 0.25]; got {self.tvl1_tau!r}")
-        for field in ("tvl1_lambda", "tvl1_theta"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0; got {getattr(self, field)!r}")
-        for field in ("tvl1_scales", "tvl1_warps"):
-            value = getattr(self, field)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{field} must be an integer >= 1; got {value!r}")
-
-
-def _check_farneback(params: tuple) -> None:
-    names = ("pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma", "flags")
-    if len(params) != len(names):
-        raise ValueError(f"farneback must have {len(names)} values ({', '.join(names)}); got {params!r}")
-    pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags = params
-    problems = []
-    if not 0 < pyr_scale < 1:
-        problems.append(f"pyr_scale must be in (0, 1), got {pyr_scale!r}")
-    if not (isinstance(levels, (int, np.integer)) and levels >= 0):
-        problems.append(f"levels must be an integer >= 0, got {levels!r}")
-    if not (isinstance(winsize, (int, np.integer)) and winsize >= 3):
-        problems.append(f"winsize must be an integer >= 3, got {winsize!r}")
-    if not (isinstance(iterations, (int, np.integer)) and iterations >= 1):
-        problems.append(f"iterations must be an integer >= 1, got {iterations!r}")
-    if poly_n not in (5, 7):
-        problems.append(f"poly_n must be 5 or 7, got {poly_n!r}")
-    if not poly_sigma > 0:
-        problems.append(f"poly_sigma must be > 0, got {poly_sigma!r}")
-    # There is never an initial flow to refine: each sample's flow starts from zero.
-    if not (isinstance(flags, (int, np.integer)) and flags & ~cv2.OPTFLOW_FARNEBACK_GAUSSIAN == 0):
-        problems.append(f"flags must be 0 or cv2.OPTFLOW_FARNEBACK_GAUSSIAN, got {flags!r}")
-    if problems:
-        raise ValueError("bad farneback parameters: " + "; ".join(problems))
+# The names MotionConfig.dis_preset accepts (configs/features.py), as OpenCV's constants.
+DIS_PRESETS = dict(zip(DIS_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                          cv2.DISOPTICAL_FLOW_PRESET_MEDIUM), strict=True))
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -226,7 +149,7 @@ def spot_apex(frames: np.ndarray | list, config: MotionConfig = MotionConfig()) 
     """
     if len(frames) == 0:
         raise ValueError("spot_apex needs at least one frame")
-    flow_config = replace(config, algorithm=config.spot_algorithm)
+    flow_config = config.replace(algorithm=config.spot_algorithm)
     reference = to_grey(frames[0])
     height, width = reference.shape
     dy, dx = int(height * config.spot_border), int(width * config.spot_border)

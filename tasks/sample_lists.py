@@ -1,8 +1,8 @@
 """Published sample lists: keep only the catalog samples a source's own list holds (``--sample-list``).
 
 ``survey``: the lists the survey baseline's MATLAB code reads (Gong, An, Elfiky 2022; repository
-wenjgong/microExpressionSurvey, files described in ../shared/reference/PROVENANCE.md). They are the
-authors' subsets of the datasets, so that the pools match the survey's: the fused 4-class surprise
+wenjgong/microExpressionSurvey @ 9da5c7c4: CASME.xls, casme2.xls, samm.xls, SMIC.xls, CAS(ME)2.xls).
+They are the authors' subsets of the datasets, so that the pools match the survey's: the fused 4-class surprise
 pool is 112 (CASME 20 + CASME II 24 + SAMM 15 + CAS(ME)^2 10 + SMIC-HS 43), the 9-class fear pool 16.
 The lists are reference data and not shipped: the user passes their folder (``--sample-lists DIR``
 or ``$MERFLOW_SAMPLE_LISTS``).
@@ -164,7 +164,7 @@ def select(catalog: pd.DataFrame, name: str, folder: Path) -> tuple[pd.DataFrame
 
 
 def select_rows(catalog: pd.DataFrame, rows: list[ListRow], smic_labels: list[str], name: str = "survey",
-                folder: str = "") -> tuple[pd.DataFrame, dict]:
+                folder: str | None = None) -> tuple[pd.DataFrame, dict]:
     """(the catalog rows the list rows keep, in catalog order; the report: kept, unmatched, mismatches).
 
     Macro-expression rows always stay (CK+ pretrains the macro encoder); a micro-expression row stays

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 PANEL = 160  # pixels per picture in the strip
+STRIP_ARRAYS = ("onset", "apex", "diff", "flow")  # the stored arrays (storage/features.py) a strip shows
 
 
 def _label(image: np.ndarray, text: str) -> np.ndarray:
@@ -31,8 +32,9 @@ def flow_to_rgb(u: np.ndarray, v: np.ndarray, max_magnitude: float | None = None
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def sample_strip(arrays: dict[str, np.ndarray], title: str = "") -> np.ndarray:
-    """One RGB image: onset | apex | difference | flow | strain, for a sample's stored arrays."""
+def sample_strip(arrays: dict[str, np.ndarray], title: str | None = None) -> np.ndarray:
+    """One RGB image: onset | apex | difference | flow | strain, for a sample's stored arrays; a title banner
+    above it when title is given."""
     onset = arrays["onset"].transpose(1, 2, 0)
     apex = arrays["apex"].transpose(1, 2, 0)
     diff = arrays["diff"].transpose(1, 2, 0)
@@ -57,12 +59,34 @@ def sample_strip(arrays: dict[str, np.ndarray], title: str = "") -> np.ndarray:
 
 
 def write_png(path, image: np.ndarray) -> None:
+    """Write an RGB image as a PNG file; OSError when OpenCV cannot write it."""
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
 
 
 def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB image encoded as PNG bytes (for an inline artifact)."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")
     return encoded.tobytes()
+
+
+def features_markdown(summary: dict, samples: list[tuple[str, dict]]) -> str:
+    """The features flow's summary as markdown: a row per group, then each (key, arrays) of ``samples``
+    as an embedded PNG strip (enough to see that faces and flow look right)."""
+    import base64
+
+    lines = [f"# Features in `{summary['store']}` (config {summary['config_hash']})", "",
+             f"{summary['shards_computed']} shards computed, {summary['shards_skipped']} already done, "
+             f"cluster up in {summary['cluster_start_seconds']} s, computed in {summary['compute_seconds']} s, "
+             f"peak worker memory {summary['peak_worker_rss_mb']} MB", "",
+             "| group | samples | quarantined | apex spotted | centre crops (no face) |", "|---|---|---|---|---|"]
+    for name, info in summary["groups"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-"
+        lines.append(f"| {name} | {info['samples']} | {reasons} | {info['apex_spotted']} | "
+                     f"{info['no_face_centre_crop']} |")
+    for key, arrays in samples:
+        encoded = base64.b64encode(png_bytes(sample_strip(arrays, key))).decode()
+        lines += ["", f"**{key}**", "", f"![{key}](data:image/png;base64,{encoded})"]
+    return "\n".join(lines)

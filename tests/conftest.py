@@ -1,5 +1,6 @@
 """Shared fixtures: reference files (skipped when absent), small synthetic archives built once per
-session, and an isolated Prefect backend for flow tests."""
+session, and an isolated Prefect backend for flow tests. The `requires_*` markers live in
+tests/requires.py; the hook below gives a test the markers its fixtures imply."""
 
 from __future__ import annotations
 
@@ -8,21 +9,40 @@ from pathlib import Path
 
 import pytest
 
+from requires import REFERENCE, requires_ray, requires_reference, requires_s3
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
-REFERENCE = Path(os.environ.get("MERFLOW_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference")).resolve()
-
-requires_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason=f"real reference sheets not found at {REFERENCE} (set MERFLOW_REFERENCE)")
+__all__ = ["REFERENCE", "SCALE", "requires_reference"]  # `from conftest import ...` of these keeps working
 
 SCALE = 0.2  # small frames keep the suite fast; faces are still found at this size
+
+# A fixture's requirement travels with it, and so does its tier: a test using one of these fixtures is
+# skipped (with the marker's reason) when the part is absent, and it is an `integration` test (a real
+# Prefect API, Ray or S3 server; the data sets go through the real flows), kept out of `make test-fast`.
+FIXTURE_MARKERS = {
+    "reference": [requires_reference],
+    "s3_server": [requires_s3, pytest.mark.integration],
+    "ray_local": [requires_ray, pytest.mark.integration],
+    "prefect_backend": [pytest.mark.integration],
+    "training_set": [pytest.mark.integration],
+    "fused_set": [pytest.mark.integration],
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items) -> None:
+    """Add the markers of ``FIXTURE_MARKERS`` to every test that uses (directly or not) such a fixture."""
+    for item in items:
+        for name in FIXTURE_MARKERS.keys() & set(getattr(item, "fixturenames", ())):
+            for marker in FIXTURE_MARKERS[name]:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"real reference files not found at {REFERENCE}")
+    """The real reference folder (tests using it carry `requires_reference`, so it exists here)."""
     return REFERENCE
 
 
@@ -82,7 +102,7 @@ def ray_local():
     """A real local Ray with this machine's 2 CPUs. It also declares one *logical* GPU, the one mock
     here: no GPU exists on CI, and the logical one lets a test check that trials asking for a fraction
     of a GPU are scheduled and given it (torch still finds no CUDA and trains on the CPU)."""
-    from merflow.training.tune import ray  # Ray, imported after merflow's offline defaults are set
+    from merflow.flows.search import ray  # Ray, with merflow's offline defaults set (training/search/__init__.py)
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
@@ -94,12 +114,10 @@ def s3_server():
     """A real S3 server on 127.0.0.1 (moto's, in a thread of this process, on a free port) with dummy
     credentials, and the bucket ``merflow``. The endpoint goes to every client through AWS_ENDPOINT_URL,
     which child processes (Dask and Ray workers) inherit. Yields the endpoint URL."""
-    try:
-        import s3fs
-        from moto.server import ThreadedMotoServer
-    except ImportError as error:
-        pytest.skip(f"the S3 tests need moto[server] and s3fs (pip install -e '.[test]'): {error}")
     import logging
+
+    import s3fs  # present: tests using this fixture carry `requires_s3`
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

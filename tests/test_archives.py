@@ -12,7 +12,6 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import fsspec
 import py7zr
 import pytest
 
@@ -22,7 +21,6 @@ from merflow.tasks.archives import (
     UnsafeArchiveError,
     archive_kind,
     content_root,
-    materialize,
     safe_extract,
     sha256_file,
 )
@@ -394,41 +392,6 @@ def test_interrupt_midway_removes_the_partial_extraction(workspace: Path) -> Non
     with pytest.raises(KeyboardInterrupt):
         safe_extract(archive, workspace / "out" / "target", progress=interrupt_once_started)
     assert snapshot(workspace) == before
-
-
-def test_materialize_downloads_url_into_cache_and_reuses_it(tmp_path: Path) -> None:
-    url = f"memory://merflow-tests/{tmp_path.name}/CASME2.zip"
-    memory = fsspec.filesystem("memory")
-    memory.pipe(url, b"first download")
-    cache = tmp_path / "cache"
-
-    cached = materialize(url, cache)
-    assert cached == cache / "CASME2.zip" and cached.read_bytes() == b"first download"
-    assert os.listdir(cache) == ["CASME2.zip"]
-
-    memory.pipe(url, b"other download")  # same size: taken to be the same file
-    assert materialize(url, cache).read_bytes() == b"first download"
-    memory.pipe(url, b"a re-issued, longer archive")
-    assert materialize(url, cache).read_bytes() == b"a re-issued, longer archive"
-    assert os.listdir(cache) == ["CASME2.zip"]
-
-
-def test_materialize_returns_local_paths_without_copying(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    archive = write_tree(tmp_path, {"raw/SAMM.zip": b"zip"}) / "raw" / "SAMM.zip"
-    monkeypatch.chdir(tmp_path)
-
-    assert materialize("raw/SAMM.zip", tmp_path / "cache") == archive.resolve()
-    assert materialize(f"file://{archive}", tmp_path / "cache") == archive.resolve()
-    assert not (tmp_path / "cache").exists()
-
-
-def test_materialize_missing_sources_raise_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere/CASME2.zip"):
-        materialize(str(tmp_path / "nowhere" / "CASME2.zip"), tmp_path / "cache")
-    with pytest.raises(FileNotFoundError, match="memory://"):
-        materialize(f"memory://merflow-tests/{tmp_path.name}/missing.zip", tmp_path / "cache")
 
 
 def test_sha256_file_matches_hashlib_across_chunks(tmp_path: Path) -> None:

@@ -1,31 +1,48 @@
 """The merflow console script, run as a user runs it (a real subprocess for --help)."""
 
+import argparse
+import re
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from merflow.flows.cli import build_parser, main
+from merflow.flows.cli import main
+from merflow.flows.cli.parser import build_parser
+
+COMMANDS = ["synth", "ingest", "catalog", "features", "show", "train", "tune", "results", "demo"]
 
 
-def test_help_lists_every_command():
+def test_the_parser_has_exactly_the_nine_commands_in_order():
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(subcommands.choices) == COMMANDS
+
+
+@pytest.mark.integration  # the console script in a subprocess
+def test_help_lists_every_command_with_its_line_in_the_command_section():
     result = subprocess.run([sys.executable, "-m", "merflow.flows.cli", "--help"], capture_output=True, text=True,
                             check=True)
-    for command in ("synth", "ingest", "catalog", "features", "show", "train", "tune", "results", "demo"):
-        assert command in result.stdout
-    ingest_help = build_parser().parse_args(["ingest", "x", "--out", "y"])
-    assert ingest_help.dataset is None and ingest_help.max_ratio == 100.0
+    # Only the command section (between "positional arguments:" and "options:"): the description above it
+    # names several commands (ingest, features, train, tune, ...) too. A command is a line "    NAME  help"
+    # (a long NAME has its help on the next line, indented further).
+    section = result.stdout.split("positional arguments:", 1)[1].split("\noptions:", 1)[0]
+    assert re.findall(r"^    (\S+)(?:  |$)", section, flags=re.MULTILINE) == COMMANDS, result.stdout
 
 
-def test_synth_then_catalog_summary(tmp_path, capsys):
+def test_ingest_defaults_detect_the_dataset_and_allow_a_compression_ratio_of_100():
+    ingest_args = build_parser().parse_args(["ingest", "x", "--out", "y"])
+    assert ingest_args.dataset is None and ingest_args.max_ratio == 100.0
+
+
+def test_synth_writes_the_archive_and_says_so(tmp_path, capsys):
     assert main(["synth", "--dataset", "casme2sq", "--out", str(tmp_path), "--subjects", "2",
                  "--samples-per-subject", "2", "--scale", "0.2", "--archive", "tar.gz"]) == 0
     assert (tmp_path / "CASME_sq.tar.gz").is_file()
     assert "wrote" in capsys.readouterr().out
 
 
-def test_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):
+def test_a_missing_or_empty_catalog_and_a_bad_scale_exit_2_naming_the_cause(tmp_path, capsys):
     assert main(["catalog", str(tmp_path / "missing")]) == 2  # a mistyped path is not an empty catalog
     assert "no catalog at" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
@@ -35,8 +52,9 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):
     assert "scale must be within" in capsys.readouterr().out
 
 
+@pytest.mark.integration  # a Prefect flow
 @pytest.mark.usefixtures("prefect_backend")
-def test_ingest_refuses_a_hostile_archive_with_exit_2(tmp_path, capsys):
+def test_ingest_refuses_a_hostile_archive_with_exit_2_naming_the_entry(tmp_path, capsys):
     evil = tmp_path / "evil.tar"
     with zipfile.ZipFile(evil, "w") as bundle:  # a zip named .tar: the kind comes from the content
         bundle.writestr("/etc/evil.conf", "x")
@@ -44,7 +62,8 @@ def test_ingest_refuses_a_hostile_archive_with_exit_2(tmp_path, capsys):
     assert "/etc/evil.conf" in capsys.readouterr().out
 
 
-def test_catalog_check_megc2019_lists_each_difference(synth_folders, tmp_path, capsys, monkeypatch):
+def test_catalog_check_megc2019_exits_0_when_equal_1_listing_each_difference_and_2_without_a_list(
+        synth_folders, tmp_path, capsys, monkeypatch):
     from merflow.storage import catalog
     from merflow.tasks import ingest
 
@@ -75,6 +94,7 @@ def test_catalog_check_megc2019_lists_each_difference(synth_folders, tmp_path, c
     assert "pass --official" in capsys.readouterr().out
 
 
+@pytest.mark.integration  # tune is a flow command: without a configured API it starts a local Prefect server
 def test_error_text_keeps_its_brackets_on_one_line(capsys):
     assert main(["tune", "--catalog", "x", "--store", "y", "--shots", "[s3],[client]"]) == 2
     out = capsys.readouterr().out
@@ -88,6 +108,7 @@ def _cli(*arguments: str, api_url: str) -> subprocess.CompletedProcess:
                           timeout=300, env=os.environ | {"PREFECT_API_URL": api_url})
 
 
+@pytest.mark.integration  # the console script in subprocesses, reporting to a Prefect API
 @pytest.mark.usefixtures("prefect_backend")
 def test_a_flow_error_is_one_line_and_its_traceback_is_in_the_run_log_or_under_verbose(tmp_path):
     from prefect.client.orchestration import get_client
@@ -115,8 +136,10 @@ def test_a_flow_error_is_one_line_and_its_traceback_is_in_the_run_log_or_under_v
     assert not build_parser().parse_args(arguments).verbose
 
 
+@pytest.mark.integration  # the ingest and features flows, then a training run
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_backend")
-def test_feature_config_chooses_among_the_stores_configurations(tmp_path, capsys):
+def test_train_on_a_store_of_two_feature_configs_asks_for_one_and_a_hash_prefix_picks_it(tmp_path, capsys):
     """A store with the default features and `--size 28` ones: train names both with their settings, and
     --feature-config (a hash, or its start) picks one."""
     from merflow.flows.features import features_flow
@@ -149,7 +172,7 @@ def test_feature_config_chooses_among_the_stores_configurations(tmp_path, capsys
     assert runs["feature_config_hash"].tolist() == [hashes[28]]
 
 
-def test_train_and_tune_take_a_sample_list():
+def test_train_and_tune_parse_a_sample_list_which_defaults_to_none():
     for command in ("train", "tune"):
         args = build_parser().parse_args([command, "--catalog", "c", "--store", "s", "--protocol", "fused4",
                                           "--sample-list", "survey", "--sample-lists", "lists"])

@@ -89,3 +89,14 @@ def test_a_clip_with_several_expressions_gives_one_sample_each(tmp_path):
     again = build_samples(split_repeated_clips([_annotation(clip, "EP01_12", onset=1, apex=3, offset=8),
                                                 _annotation(clip, "EP01_12", onset=11, apex=13, offset=18)]))
     assert [s["sample_id"] for s in again.samples] == ["EP01_12@1", "EP01_12@11"]
+
+
+def test_the_sheet_datasets_share_one_read():
+    from merflow.tasks.datasets import ADAPTERS, casme, casme2, casme_sq, samm
+    from merflow.tasks.datasets.base import SheetDataset
+
+    for module in (casme, casme2, casme_sq, samm):
+        assert isinstance(module.ADAPTER, SheetDataset) and module.ADAPTER.kind == module.KIND
+        assert module.read == module.ADAPTER.read and module.detect == module.ADAPTER.detect
+        assert ADAPTERS[module.KIND] is module
+    assert casme.ADAPTER.repeated_clips and casme_sq.ADAPTER.repeated_clips and not casme2.ADAPTER.repeated_clips

@@ -2,7 +2,7 @@ from collections import Counter
 
 from merflow.tasks.datasets import casme2, detect_datasets
 
-from conftest import requires_reference
+from requires import requires_reference
 
 REAL_2014_EMOTIONS = {"others": 99, "disgust": 63, "happiness": 32, "repression": 27, "surprise": 25,
                       "sadness": 7, "fear": 2}

@@ -2,7 +2,7 @@ from collections import Counter
 
 from merflow.tasks.datasets import casme_sq, detect_datasets
 
-from conftest import requires_reference
+from requires import requires_reference
 
 
 @requires_reference

@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
-from reference_ingest import ingest_catalog
 
 from merflow.storage import catalog
 from merflow.tasks.datasets import casme2, megc2019, samm
 
-from conftest import requires_reference
+from reference_ingest import ingest_catalog
+from requires import requires_reference
 
 
 def _rows(frame, dataset):
@@ -49,6 +49,7 @@ def _catalog_rows(samples, dataset):
     return set(zip(rows["dataset"], rows["subject"], rows["sample_id"], rows["label_megc2019"]))
 
 
+@pytest.mark.slow  # the real CASME II and SAMM sheets through the ingest path: ~7 s on 2 cores
 @requires_reference
 def test_ingested_catalogs_hold_exactly_the_official_rows(reference, ingested):
     official = megc2019.read_official_list(reference / "megc2019" / "combined_3class_gt.csv")

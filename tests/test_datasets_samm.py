@@ -3,7 +3,7 @@ from collections import Counter
 from merflow.tasks.datasets import detect_datasets, samm
 from merflow.tasks.datasets.base import build_samples
 
-from conftest import requires_reference
+from requires import requires_reference
 
 
 @requires_reference

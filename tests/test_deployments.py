@@ -66,7 +66,22 @@ def test_bad_choices_and_unknown_settings_are_refused_before_a_run():
 def test_the_scheduler_choices_are_the_search_schedulers():
     from typing import get_args
 
+    from merflow.configs.search import SCHEDULERS
     from merflow.flows.parameters import Scheduler
-    from merflow.training.tune import SCHEDULERS
 
     assert get_args(Scheduler) == SCHEDULERS
+
+
+def test_the_search_options_defaults_are_the_search_configs():
+    """flows/parameters.py spells out SearchConfig's, SearchSpace's and TrainConfig's defaults (no Ray import there)."""
+    from merflow.configs.train import TrainConfig
+    from merflow.flows.defaults import default
+    from merflow.flows.parameters import DEFAULT_ALPHAS, SearchOptions
+    from merflow.training.search.space import SearchConfig, SearchSpace
+
+    assert tuple(DEFAULT_ALPHAS) == default(TrainConfig, "alphas")
+    options = SearchOptions()
+    assert tuple(options.shots) == default(SearchSpace, "shots") and tuple(options.alphas) == TrainConfig().alphas
+    for name in ("scheduler", "select_by", "cpus_per_trial", "gpus_per_trial", "max_failures", "max_folds",
+                 "ray_address"):
+        assert getattr(options, name) == default(SearchConfig, name), name

@@ -21,7 +21,10 @@ import httpx
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from requires import requires_prefect_server
+
+# A worker run may take up to 600 s by itself (Server.prefect(..., timeout=600) below).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_prefect_server, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

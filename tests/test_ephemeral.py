@@ -61,6 +61,7 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ephemeral-home")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_sigkilled_cli_takes_its_prefect_server_with_it(archive, home, tmp_path):
     cli = subprocess.Popen([str(BIN / "merflow"), "ingest", str(archive), "--out", str(tmp_path / "catalog")],
@@ -88,6 +89,7 @@ def test_a_sigkilled_cli_takes_its_prefect_server_with_it(archive, home, tmp_pat
         httpx.get(f"{url}/health", timeout=1)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_cli_runs_its_flow_on_its_own_server_and_stops_it(archive, home, tmp_path):
     cli = subprocess.Popen([str(BIN / "merflow"), "ingest", str(archive), "--out", str(tmp_path / "catalog")],

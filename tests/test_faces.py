@@ -13,15 +13,15 @@ from merflow.tasks.faces import FaceBox, FaceConfig, NoFaceError, _cascade, crop
 from merflow.tasks.synthetic.expressions import render_clip
 from merflow.tasks.synthetic.faces import subject_identity
 
-from conftest import REFERENCE
+from requires import REFERENCE, requires_reference
 
 FRAMES = REFERENCE / "frames"
 
 
 def _real_frame(name: str) -> np.ndarray:
+    """A real frame of the reference folder (its tests carry `requires_reference`: a missing file fails)."""
     path = FRAMES / name
-    if not path.is_file():
-        pytest.skip(f"real reference frame not found: {path} (set MERFLOW_REFERENCE)")
+    assert path.is_file(), f"the reference folder {REFERENCE} lacks frames/{name}"
     return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
 
 
@@ -82,6 +82,7 @@ def test_a_bare_cascade_name_is_an_error_not_an_empty_detector():
 
 
 # -------------------------------------------------------------------------------- real frames
+@requires_reference
 def test_yunet_finds_the_samm_face():
     frame = _real_frame("SAMM_006_05562.jpg")
     h, w = frame.shape
@@ -95,6 +96,7 @@ def test_yunet_finds_the_samm_face():
     assert abs(box.angle) < 10
 
 
+@requires_reference
 def test_yunet_finds_the_cropped_casme2_face():
     frame = _real_frame("CASME2_cropped_interpolated_001.jpg")
     h, w = frame.shape
@@ -107,17 +109,19 @@ def test_yunet_finds_the_cropped_casme2_face():
     assert crop.shape == (128, 128) and crop.dtype == np.uint8
 
 
+@requires_reference
 def test_haar_agrees_with_yunet_on_the_samm_face():
     # Only the SAMM frame: on the cropped CASME II frame, where the face fills the frame, Haar finds
     # just a small box on the upper face.
     frame = _real_frame("SAMM_006_05562.jpg")
     yunet = detect_face(frame, FaceConfig(fallback=None, no_face="quarantine"))
     haar = detect_face(frame, FaceConfig(detector="haar", fallback=None, no_face="quarantine"))
-    assert haar.detector == "haar" and math.isnan(haar.confidence) and haar.landmarks is None and haar.angle == 0
+    assert haar.detector == "haar" and haar.confidence is None and haar.landmarks is None and haar.angle == 0
     assert math.hypot(haar.cx - yunet.cx, haar.cy - yunet.cy) < 0.1 * yunet.side
     assert 0.8 < haar.side / yunet.side < 1.25
 
 
+@requires_reference
 def test_a_rotated_real_face_is_levelled():
     frame = _real_frame("SAMM_006_05562.jpg")
     upright = detect_face(frame).angle
@@ -227,7 +231,7 @@ def test_no_face_policies(kind):
     image = (np.full((h, w), 128, np.uint8) if kind == "uniform"
              else np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8))
     box = detect_face(image, FaceConfig(no_face="centre"))
-    assert box.detector == "none" and box.landmarks is None and box.angle == 0 and math.isnan(box.confidence)
+    assert box.detector == "none" and box.landmarks is None and box.angle == 0 and box.confidence is None
     assert (box.cx, box.cy, box.side) == ((w - 1) / 2, (h - 1) / 2, h)
     # The centre box is exactly the centre square of the frame.
     assert np.array_equal(crop_face(image, box, h), image[:, (w - h) // 2:(w + h) // 2])
@@ -250,34 +254,34 @@ def test_crop_shape_and_dtype(size, colour):
 
 def test_a_box_covering_a_square_frame_returns_it_unchanged_and_rotates_like_rot90():
     image = np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8)
-    whole = FaceBox(24.5, 24.5, 50.0, 0.0, "none", math.nan, None)
+    whole = FaceBox(24.5, 24.5, 50.0, 0.0, "none", None, None)
     assert np.array_equal(crop_face(image, whole, 50), image)
-    quarter_turn = FaceBox(24.5, 24.5, 50.0, 90.0, "none", math.nan, None)
+    quarter_turn = FaceBox(24.5, 24.5, 50.0, 90.0, "none", None, None)
     assert np.abs(crop_face(image, quarter_turn, 50).astype(int) - np.rot90(image)).max() <= 1
 
 
 def test_a_box_partly_outside_the_frame_repeats_the_border():
     ys, xs = np.mgrid[0:120, 0:130]
     image = (xs + ys).astype(np.uint8)
-    crop = crop_face(image, FaceBox(0.5, 0.5, 100.0, 0.0, "none", math.nan, None), 100)
+    crop = crop_face(image, FaceBox(0.5, 0.5, 100.0, 0.0, "none", None, None), 100)
     assert crop.shape == (100, 100)
     # Output pixel j reads frame pixel j - 49: the first 49 rows and columns lie outside the frame.
     assert np.all(crop[:49, :49] == image[0, 0])
     assert np.array_equal(crop[:49, 60], np.full(49, image[0, 11]))
     assert crop[99, 99] == image[50, 50]
-    beyond = crop_face(image, FaceBox(500.0, -300.0, 60.0, 30.0, "none", math.nan, None), 28)
+    beyond = crop_face(image, FaceBox(500.0, -300.0, 60.0, 30.0, "none", None, None), 28)
     assert np.all(beyond == image[0, -1])
 
 
 def test_downscaling_is_anti_aliased():
     checkerboard = (np.indices((512, 512)).sum(axis=0) % 2 * 255).astype(np.uint8)
-    crop = crop_face(checkerboard, FaceBox(255.5, 255.5, 512.0, 0.0, "none", math.nan, None), 28)
+    crop = crop_face(checkerboard, FaceBox(255.5, 255.5, 512.0, 0.0, "none", None, None), 28)
     # Point sampling would read whole black or white pixels; area averaging gives mid grey.
     assert abs(crop.mean() - 127.5) < 3 and crop.std() < 3
 
 
 def test_crop_rejects_bad_input():
-    box = FaceBox(10.0, 10.0, 20.0, 0.0, "none", math.nan, None)
+    box = FaceBox(10.0, 10.0, 20.0, 0.0, "none", None, None)
     with pytest.raises(ValueError):
         crop_face(np.zeros((20, 20), np.float32), box, 28)
     with pytest.raises(ValueError):

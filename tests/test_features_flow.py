@@ -22,7 +22,7 @@ from merflow.tasks.synthetic import SynthConfig, synthesize
 
 from conftest import SCALE
 
-pytestmark = pytest.mark.usefixtures("prefect_backend")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]  # flows on Dask
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +217,7 @@ def _marks(url: str) -> dict[Path, tuple[int, int]]:
     return found
 
 
+@pytest.mark.timeout(600)  # a scheduler and two workers of its own
 @pytest.mark.slow
 def test_a_worker_killed_on_a_real_cluster_loses_nothing_and_recomputes_no_finished_shard(
         catalog_dir, tmp_path, uninterrupted_tvl1):

@@ -15,7 +15,7 @@ from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
 
 from conftest import SCALE
 
-pytestmark = pytest.mark.usefixtures("prefect_backend")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]  # the ingest flow
 FORMATS = ("zip", "tar.gz", "none")
 
 

@@ -3,6 +3,7 @@ tests/test_s3.py runs the whole chain against a local S3 server)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -194,43 +195,58 @@ def test_the_cli_prints_a_missing_extra_as_one_line_with_its_brackets(monkeypatc
 def test_a_search_stops_on_a_missing_extra_before_any_work(monkeypatch, tmp_path):
     import importlib.util
 
-    from merflow.training import tune as tuning
+    from merflow.flows import search as engine
+    from merflow.training.search.space import SearchConfig
 
-    search = tuning.SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path / "no-store"),
-                                 out="s3://bucket/results")
+    search = SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path / "no-store"),
+                          out="s3://bucket/results")
     _without_s3fs(monkeypatch)
     with pytest.raises(locations.MissingExtra, match="s3fs"):  # not "no samples": nothing was read
-        tuning.run_search(search)
+        engine.run_search(search)
     monkeypatch.undo()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
     with pytest.raises(locations.MissingExtra, match=r"ray\[client\]"):
-        tuning.run_search(tuning.SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path),
-                                              out=str(tmp_path / "out"), ray_address="ray://head:10001"))
+        engine.run_search(SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path),
+                                       out=str(tmp_path / "out"), ray_address="ray://head:10001"))
     with pytest.raises(locations.MissingExtra, match=r"pip install 'merflow\[ray-client\]'"):
-        tuning.init_ray("ray://head:10001")
+        engine.init_ray("ray://head:10001")
     assert not (tmp_path / "out").exists()
 
 
-def test_checkpoints_on_an_object_store_are_loaded_not_trained_again(memory, tmp_path, monkeypatch):
-    import torch
+# Moved from tests/test_archives.py with materialize (a source's local copy is a location concern).
+def test_materialize_downloads_url_into_cache_and_reuses_it(tmp_path: Path) -> None:
+    url = f"memory://merflow-tests/{tmp_path.name}/CASME2.zip"
+    memory = fsspec.filesystem("memory")
+    memory.pipe(url, b"first download")
+    cache = tmp_path / "cache"
 
-    from merflow.training.fit import TrainConfig, _checkpoint
+    cached = locations.materialize(url, cache)
+    assert cached == cache / "CASME2.zip" and cached.read_bytes() == b"first download"
+    assert os.listdir(cache) == ["CASME2.zip"]
 
-    monkeypatch.setenv("MERFLOW_CACHE", str(tmp_path))  # the local lock file keyed by the checkpoint's URL
-    calls = []
+    memory.pipe(url, b"other download")  # same size: taken to be the same file
+    assert locations.materialize(url, cache).read_bytes() == b"first download"
+    memory.pipe(url, b"a re-issued, longer archive")
+    assert locations.materialize(url, cache).read_bytes() == b"a re-issued, longer archive"
+    assert os.listdir(cache) == ["CASME2.zip"]
 
-    def make():
-        calls.append(1)
-        return {"weights": torch.arange(3.0)}
 
-    folder, config = locations.join(memory, "checkpoints", "run", "fold"), TrainConfig()
-    first = _checkpoint(folder, "micro_pretrain", config, make)
-    again = _checkpoint(folder, "micro_pretrain", config, make)
-    assert len(calls) == 1 and torch.equal(again["weights"], first["weights"])
-    (written,) = locations.glob(folder, "micro_pretrain-*.pt")
-    assert list((tmp_path / "locks").iterdir())  # locked locally, nothing written beside the checkpoint
-    assert [locations.name(p) for p in locations.glob(folder, "*")] == [locations.name(written)]
-    locations.write_bytes(written, b"torn")  # an unreadable checkpoint is trained again and replaced
-    _checkpoint(folder, "micro_pretrain", config, make)
-    assert len(calls) == 2 and locations.read_bytes(written) != b"torn"
+def test_materialize_returns_local_paths_without_copying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "raw" / "SAMM.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"zip")
+    monkeypatch.chdir(tmp_path)
+
+    assert locations.materialize("raw/SAMM.zip", tmp_path / "cache") == archive.resolve()
+    assert locations.materialize(f"file://{archive}", tmp_path / "cache") == archive.resolve()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_materialize_missing_sources_raise_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere/CASME2.zip"):
+        locations.materialize(str(tmp_path / "nowhere" / "CASME2.zip"), tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="memory://"):
+        locations.materialize(f"memory://merflow-tests/{tmp_path.name}/missing.zip", tmp_path / "cache")

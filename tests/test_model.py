@@ -147,6 +147,7 @@ def _motion_classes(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     return compose_input(np.array(diffs), np.array(flows)), torch.tensor(labels)
 
 
+@pytest.mark.slow  # 100 optimisation steps: ~4 s
 def test_episodic_training_learns_an_easy_problem():
     torch.manual_seed(0)
     train_x, train_y = _motion_classes(per_class=30, seed=0)

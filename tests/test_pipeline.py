@@ -8,6 +8,8 @@ import pytest
 
 from merflow.flows.pipeline import derived_run_id
 
+pytestmark = pytest.mark.integration  # the ingest flow builds the catalog
+
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory, prefect_backend):

@@ -231,6 +231,6 @@ def test_version_2_parts_read_as_meta_mmfnet_beside_version_3(tmp_path):
                                        {"run": "old", "method": "meta-mmfnet", "recipe": "-"}]
     read = result_tables.read_table(tmp_path, "metrics").sort_values("run")
     assert read["method"].tolist() == ["survey-cnn", "meta-mmfnet"]
-    # A writer that names no model (training/run.py, training/tune.py) writes Meta-MMFNet's rows.
+    # A writer that names no model (training/run.py, training/search/tables.py) writes Meta-MMFNet's rows.
     result_tables.write_part(tmp_path, "metrics", "plain", "loso", "all", [row | {"run": "plain"}])
     assert queries.query(tmp_path, "SELECT method FROM metrics WHERE run = 'plain'")["method"].tolist() == ["meta-mmfnet"]

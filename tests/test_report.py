@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -13,7 +12,8 @@ import pytest
 from rich.console import Console
 from test_queries import ALPHAS, CLASSES, CONFIGURATIONS, PLAIN_RUN, SEARCH_RUN, write_plain_run, write_search_run
 
-from merflow.flows import cli_results
+from merflow.flows.cli import render
+from merflow.flows.cli.parser import build_parser
 from merflow.storage import queries
 from merflow.training import report
 
@@ -134,10 +134,8 @@ def test_confusion_counts_are_the_honest_predictions(written):
 
 
 def run_cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    monkeypatch.setattr(cli_results, "console", Console(width=200))
-    parser = argparse.ArgumentParser()
-    cli_results.add_results_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    monkeypatch.setattr(render, "console", Console(width=200))
+    args = build_parser().parse_args(argv)
     status = args.handler(args)
     return status, capsys.readouterr().out
 

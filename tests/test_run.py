@@ -7,13 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from merflow.flows.cli import build_parser, train_config, tune_train_config
+from merflow.configs.train import TrainConfig
+from merflow.flows.cli.options import train_config, tune_train_config
+from merflow.flows.cli.parser import build_parser
 from merflow.storage import catalog as catalog_store
 from merflow.storage import results
 from merflow.storage.features import FeatureStore
-from merflow.training.fit import TrainConfig, data_key
 from merflow.training.folds import folds
 from merflow.training.run import load_protocol, train_protocol
+from merflow.training.stages import data_key
 
 TINY = TrainConfig(macro_epochs=2, pretrain_epochs=2, meta_epochs=1, batches_per_epoch=2)
 
@@ -42,6 +44,8 @@ def quarantined(training_set, tmp_path_factory) -> dict:
     return {"store": str(store), "key": key, "first": first, "catalog": training_set["catalog"]}
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_quarantined_sample_is_left_out_before_the_folds_and_every_fold_runs(quarantined, tmp_path):
     data = load_protocol(quarantined["catalog"], quarantined["store"], "loso", "casme2")
     key = quarantined["key"]
@@ -52,7 +56,8 @@ def test_a_quarantined_sample_is_left_out_before_the_folds_and_every_fold_runs(q
     # The first fold held the sample as test, the second as fit or validation: before, both raised.
     summary = train_protocol(quarantined["catalog"], quarantined["store"], "loso", "casme2", TINY, tmp_path,
                              run="quarantine", on_note=heard.append, max_folds=2)
-    assert summary["folds"] == 2 and set(summary["chosen"]) == {f.name for f in data.folds[:2]}
+    results.write_run(tmp_path, **summary.tables())
+    assert summary.folds == 2 and set(summary.chosen) == {f.name for f in data.folds[:2]}
     assert any("1 samples left out" in line and "blank_frame 1" in line and key in line for line in heard)
     predictions = results.read_table(tmp_path, "predictions", run="quarantine")
     assert key not in set(predictions["sample_key"])
@@ -62,13 +67,15 @@ def test_a_quarantined_sample_is_left_out_before_the_folds_and_every_fold_runs(q
     assert recorded["excluded_samples"][key]["reason"] == "blank_frame" and recorded["skipped_folds"] == {}
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_reused_run_id_with_another_class_set_is_refused_and_never_loads_its_weights(training_set, tmp_path):
     catalog, store = training_set["catalog"], training_set["store"]
     train_protocol(catalog, store, "loso", "casme2", TINY, tmp_path, run="X", max_folds=1)
     with pytest.raises(ValueError, match=r"run 'X' was made with other data \(.*classes.*label_column.*\)"):
         train_protocol(catalog, store, "loso", "casme2", TINY, tmp_path, run="X", class_set="casme2_5", max_folds=1)
     # The same run id, same data: resumes (every stage from its checkpoint).
-    assert train_protocol(catalog, store, "loso", "casme2", TINY, tmp_path, run="X", max_folds=1)["folds"] == 1
+    assert train_protocol(catalog, store, "loso", "casme2", TINY, tmp_path, run="X", max_folds=1).folds == 1
     # And the checkpoints themselves are keyed by the data: the same fold of another class set has
     # another key, so no stage could load the 4-class weights even under one run id.
     four, five = (load_protocol(catalog, store, "loso", "casme2", class_set) for class_set in ("casme2_4", "casme2_5"))
@@ -105,7 +112,7 @@ def test_recipe_published_is_the_published_codes_training():
     # A search needs validation subjects to choose on: tune keeps 20% of them, the rest is published.
     tune_args = build_parser().parse_args(["tune"] + PUBLISHED_ARGS[1:])
     assert tune_train_config(tune_args) == TrainConfig.from_recipe("published", validation_fraction=0.2)
-    from merflow.training.tune import SearchConfig
+    from merflow.training.search.space import SearchConfig
 
     with pytest.raises(ValueError, match="validation_fraction must be above 0"):
         SearchConfig(catalog_dir="c", store="s", base=TrainConfig.from_recipe("published"))
@@ -113,6 +120,8 @@ def test_recipe_published_is_the_published_codes_training():
         TrainConfig.from_recipe("paper")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_recipe_published_trains_a_fold_on_every_training_subject_and_records_the_feature_mismatch(
         training_set, tmp_path):
     # Batch 128, no weight decay, StepLR pretraining, fixed schedule, no validation, the duplicated fit
@@ -123,24 +132,27 @@ def test_recipe_published_trains_a_fold_on_every_training_subject_and_records_th
     heard = []
     summary = train_protocol(training_set["catalog"], training_set["store"], "loso", "casme2", config, tmp_path,
                              run="published", on_note=heard.append, max_folds=1)
+    results.write_run(tmp_path, **summary.tables())
     data = load_protocol(training_set["catalog"], training_set["store"], "loso", "casme2", validation_fraction=0.0)
     fold = data.folds[0]
     assert fold.validation_keys == () and len(fold.fit_keys) + len(fold.test_keys) == len(data.samples)
-    chosen = summary["chosen"][fold.name]
+    chosen = summary.chosen[fold.name]
     # A fixed schedule (the last epoch of each stage) and no α chosen on anything: the plain sum.
     assert chosen["micro_pretrain_epoch"] == 2 and chosen["micro_meta_epoch"] == chosen["macro_meta_epoch"] == 1
     assert chosen["alpha"] == 1.0 and chosen["alpha_chosen_on_validation"] is False
-    assert summary["notes"]["feature_mismatch"] == ["size 28 (published: 80)", "first_frame onset (published: onset+1)"]
+    assert summary.notes["feature_mismatch"] == ["size 28 (published: 80)", "first_frame onset (published: onset+1)"]
     assert any("merflow features --size 80 --first-frame onset+1" in line for line in heard)
     runs = results.read_table(tmp_path, "runs", run="published")
     recorded = json.loads(runs.loc[0, "config"])
     assert recorded["recipe"] == "published" and recorded["batch_size"] == 128 and recorded["weight_decay"] == 0
-    assert recorded["data"]["feature_mismatch"] == summary["notes"]["feature_mismatch"]
+    assert recorded["data"]["feature_mismatch"] == summary.notes["feature_mismatch"]
     metrics = results.read_table(tmp_path, "metrics", run="published")
     fused = metrics[(metrics["model"] == "fused") & (metrics["scope"] == "pooled") & (metrics["split"] == "test")]
     assert sorted(np.round(fused.loc[~fused["chosen"], "alpha"].astype(float), 1)) == list(config.alphas)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_fold_that_cannot_train_is_skipped_with_its_reason_and_the_others_run(training_set, tmp_path):
     """LOVO on a catalog where one class has a single sample: its own fold has nothing to tell that class
     from (skipped, named), every other fold trains with one support-only sample of it (named)."""
@@ -158,11 +170,12 @@ def test_a_fold_that_cannot_train_is_skipped_with_its_reason_and_the_others_run(
     heard = []
     summary = train_protocol(tmp_path / "catalog", training_set["store"], "lovo", "casme2", TINY, tmp_path / "out",
                              run="lovo-short", on_note=heard.append)
-    skipped = summary["notes"]["skipped_folds"]
+    results.write_run(tmp_path / "out", **summary.tables())
+    skipped = summary.notes["skipped_folds"]
     assert list(skipped) == [f"lovo-{lone}"] and "fewer than 2 classes" in skipped[f"lovo-{lone}"]
     assert "happiness 0" in skipped[f"lovo-{lone}"] and any(f"fold lovo-{lone} skipped" in line for line in heard)
-    assert summary["folds"] == 6 and set(summary["chosen"]) == {f"lovo-{k}" for k in disgust}
-    shortfalls = summary["notes"]["fold_shortfalls"]
+    assert summary.folds == 6 and set(summary.chosen) == {f"lovo-{k}" for k in disgust}
+    shortfalls = summary.notes["fold_shortfalls"]
     assert all(short["happiness"] == {"samples": 1, "queries": 0, "distinct_shots": 1}
                for fold, short in shortfalls.items() if fold != f"lovo-{lone}")
     recorded = json.loads(results.read_table(tmp_path / "out", "runs", run="lovo-short").loc[0, "config"])["data"]

@@ -14,7 +14,10 @@ import pytest
 from merflow.flows.cli import main
 from merflow.storage import catalog, locations, results
 
-pytestmark = pytest.mark.slow
+from requires import requires_s3
+
+# The module's chain (ingest, features, train, tune on s3://) runs in the first test's setup.
+pytestmark = [pytest.mark.slow, pytest.mark.integration, requires_s3, pytest.mark.timeout(900)]
 
 BUCKET = "s3://merflow"
 CATALOG, STORE, OUT = f"{BUCKET}/catalog", f"{BUCKET}/features.zarr", f"{BUCKET}/results"

@@ -3,7 +3,6 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from reference_ingest import ingest_catalog
 
 from merflow.storage import catalog
 from merflow.tasks import sample_lists
@@ -11,7 +10,8 @@ from merflow.tasks.datasets import casme_sq, megc2019
 from merflow.tasks.labels import protocol_labels
 from merflow.tasks.sample_lists import ListRow, SampleListError
 
-from conftest import requires_reference
+from reference_ingest import ingest_catalog
+from requires import requires_reference
 
 
 def _row(dataset, subject, sample_id, emotion, onset=1, clip_id=None, is_macro=False):
@@ -90,6 +90,7 @@ def survey_catalog(reference, tmp_path_factory):
     return catalog.read_samples(ingest_catalog(reference, ["casme", "casme2_2014", "samm", "casme_sq", "smic"], out))
 
 
+@pytest.mark.slow  # five datasets' real sheets through the ingest path: ~7 s on 2 cores
 @requires_reference
 def test_survey_lists_give_the_survey_pools(reference, survey_catalog):
     kept, report = sample_lists.select(survey_catalog, "survey", reference / "survey")
@@ -150,9 +151,11 @@ def _write_lists(folder, casme2_rows):
         book.save(folder / name)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_load_protocol_keeps_only_the_listed_samples_and_records_it(training_set, tmp_path, monkeypatch):
+    from merflow.configs.train import TrainConfig
     from merflow.storage import results
-    from merflow.training.fit import TrainConfig
     from merflow.training.run import load_protocol, train_protocol
 
     samples = catalog.read_samples(training_set["catalog"])
@@ -170,8 +173,9 @@ def test_load_protocol_keeps_only_the_listed_samples_and_records_it(training_set
     assert all(set(f.fit_keys + f.validation_keys + f.test_keys) <= set(chosen["sample_key"]) for f in data.folds)
     tiny = TrainConfig(macro_epochs=1, pretrain_epochs=1, meta_epochs=1, batches_per_epoch=1)
     out = tmp_path / "results"
-    train_protocol(training_set["catalog"], training_set["store"], "loso", "casme2", tiny, out, run="listed",
-                   max_folds=1, sample_list="survey", sample_lists=str(tmp_path))
+    trained = train_protocol(training_set["catalog"], training_set["store"], "loso", "casme2", tiny, out, run="listed",
+                             max_folds=1, sample_list="survey", sample_lists=str(tmp_path))
+    results.write_run(out, **trained.tables())
     recorded = json.loads(results.read_table(out, "runs", run="listed")["config"].iloc[0])
     assert recorded["data"]["sample_list"]["kept"] == {"casme2": len(chosen)}
     monkeypatch.delenv("MERFLOW_SAMPLE_LISTS", raising=False)

@@ -151,6 +151,7 @@ def _lovo_tasks(n, names=None):
     return [sc.FoldTask(f"lovo-{i}", np.delete(np.arange(n), i), np.array([i])) for i in range(n)][:names]
 
 
+@pytest.mark.slow
 def test_stacked_folds_equal_folds_trained_one_by_one():
     images, labels = _toy()
     tasks = _lovo_tasks(len(labels), 5) + [sc.FoldTask("loso-a", np.arange(8, 24), np.arange(0, 8)),
@@ -165,6 +166,7 @@ def test_stacked_folds_equal_folds_trained_one_by_one():
     assert not np.allclose(stacked["loso-a"][:1], stacked["loso-b"][:1])
 
 
+@pytest.mark.slow  # six networks trained: ~4 s
 def test_zero_centring_uses_the_fold_mean_image():
     images, labels = _toy()
     tasks = _lovo_tasks(len(labels), 3)
@@ -176,6 +178,7 @@ def test_zero_centring_uses_the_fold_mean_image():
         np.testing.assert_allclose(plain[name], shifted[name], atol=1e-8)
 
 
+@pytest.mark.slow
 def test_training_learns_and_is_seeded():
     images, labels = _toy(n=24)
     images[:, :, 14:24, 14:24] += 60 * labels[:, None, None, None]
@@ -201,32 +204,44 @@ SHORT = sc.SurveyConfig(epochs=3, device="cpu")  # the schedule stays main4.m's 
 FIVE = {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
 
 
+def _train(fused_set, protocol, out, **options):
+    """A survey-cnn run without Prefect (training/run.py), its tables written (storage/results.py)."""
+    from merflow.storage import results
+    from merflow.training.run import train_protocol
+
+    trained = train_protocol(fused_set["catalog"], fused_set["store"], protocol, None, SHORT, out,
+                             model="survey-cnn", **options)
+    results.write_run(out, **trained.tables())
+    return trained
+
+
 @pytest.fixture(scope="module")
 def lovo_run(fused_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("survey-lovo")
-    result = sc.train_protocol(fused_set["catalog"], fused_set["store"], "lovo", None, SHORT, str(out),
-                               run="lovo4", class_set="fused4")
+    result = _train(fused_set, "lovo", str(out), run="lovo4", class_set="fused4")
     return result, out
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_lovo_over_fused4_spans_five_datasets_one_held_out_sample_per_fold(lovo_run):
     from merflow.storage import results
 
     result, out = lovo_run
-    predictions = result["predictions"]
-    balance = result["notes"]["balance"]
+    predictions = result.predictions
+    balance = result.notes["balance"]
     assert set(predictions["dataset"]) == FIVE
-    assert result["folds"] == len(balance["kept"]) == len(predictions) == predictions["fold"].nunique()
+    assert result.folds == len(balance["kept"]) == len(predictions) == predictions["fold"].nunique()
     assert set(predictions.groupby("fold").size()) == {1}
     assert sorted(predictions["sample_key"]) == balance["kept"]
     # Balanced before the split: every class at the smallest class's size.
     counts = Counter(predictions["label"])
     assert set(counts.values()) == {balance["per_class"]} and len(counts) == 4
     assert balance["before"]["negative"] > balance["per_class"]
-    pooled = result["metrics"].query("scope == 'pooled' and split == 'test'").iloc[0]
+    pooled = result.metrics.query("scope == 'pooled' and split == 'test'").iloc[0]
     assert pooled["n"] == len(predictions)
     assert pooled["accuracy"] == pytest.approx((predictions["label"] == predictions["pred"]).mean())
-    assert result["leaky"] and result["notes"]["schedule"].startswith("fixed")
+    assert result.leaky and result.notes["schedule"].startswith("fixed")
     for table in ("runs", "metrics", "predictions"):
         rows = results.read_table(out, table, run="lovo4")
         assert set(rows["method"]) == {"survey-cnn"} and set(rows["recipe"]) == {"custom"}
@@ -234,6 +249,8 @@ def test_lovo_over_fused4_spans_five_datasets_one_held_out_sample_per_fold(lovo_
     assert config["data"]["balance"]["kept"] == balance["kept"] and config["epochs"] == 3
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_lovo_rerun_resumes_from_its_checkpoints(lovo_run, fused_set, monkeypatch):
     result, out = lovo_run
 
@@ -241,21 +258,24 @@ def test_lovo_rerun_resumes_from_its_checkpoints(lovo_run, fused_set, monkeypatc
         raise AssertionError("a finished run trained again")
 
     monkeypatch.setattr(sc, "train_folds", no_training)
-    again = sc.train_protocol(fused_set["catalog"], fused_set["store"], "lovo", None, SHORT, str(out),
-                              run="lovo4", class_set="fused4")
-    assert again["predictions"]["pred"].tolist() == result["predictions"]["pred"].tolist()
+    again = _train(fused_set, "lovo", str(out), run="lovo4", class_set="fused4")
+    assert again.predictions["pred"].tolist() == result.predictions["pred"].tolist()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_the_same_model_on_loso_over_the_fused_set(fused_set, tmp_path):
-    result = sc.train_protocol(fused_set["catalog"], fused_set["store"], "fused4", None, SHORT, str(tmp_path))
-    predictions = result["predictions"]
-    assert set(predictions["dataset"]) == FIVE and not result["leaky"]
+    result = _train(fused_set, "fused4", str(tmp_path))
+    predictions = result.predictions
+    assert set(predictions["dataset"]) == FIVE and not result.leaky
     assert len(set(Counter(predictions["label"]).values())) == 1  # balanced as well
     # Subject-disjoint: every fold tests one person, none of whose clips it trained on.
     assert (predictions.groupby("fold")["subject_key"].nunique() == 1).all()
-    assert result["folds"] == predictions["subject_key"].nunique()
+    assert result.folds == predictions["subject_key"].nunique()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_smic_takes_the_middle_frame_and_others_the_apex(fused_set):
     from merflow.storage import catalog as catalog_store
     from merflow.storage.features import open_features
@@ -276,6 +296,8 @@ def test_smic_takes_the_middle_frame_and_others_the_apex(fused_set):
             assert table.at[key, "middle_index"] == (n_frames + 1) // 2 - 1  # floor((N+1)/2), 1-based
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
     import shutil
 
@@ -294,6 +316,8 @@ def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
         sc.load_images(str(store), open_features(str(store), "samm").config, samples, SHORT)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_train_survey_cnn_through_the_cli(fused_set, tmp_path, capsys):
     from merflow.flows.cli import main
 

@@ -6,7 +6,8 @@ import pytest
 
 from merflow.tasks.synthetic import SynthConfig, synthesize
 
-from conftest import SCALE, requires_reference
+from conftest import SCALE
+from requires import requires_reference
 
 
 def _header(path, sheet=None, row=1):

@@ -2,9 +2,12 @@
 
 import pytest
 
+from merflow.configs.train import TrainConfig
 from merflow.flows.train import train_flow
 from merflow.storage import results
-from merflow.training.fit import TrainConfig
+
+# LOSO's 26 folds trained through the train flow: minutes on 2 cores.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SMALL = TrainConfig(macro_epochs=10, pretrain_epochs=15, meta_epochs=2, batches_per_epoch=8)
 
@@ -51,3 +54,38 @@ def test_result_tables_hold_every_fold_model_and_alpha(run):
     micro = _pooled_test(metrics)
     micro = micro[micro["model"] == "micro"].iloc[0]
     assert micro["accuracy"] == pytest.approx((test["label"] == test["pred"]).mean())
+
+
+def test_a_unit_is_retried_unless_its_data_can_never_train(prefect_backend):
+    from prefect import flow, task
+
+    from merflow.flows.train import RETRIED, UNIT_RETRIES
+    from merflow.training.errors import DataError
+    from merflow.training.stages import FoldSkipped
+
+    attempts = []
+
+    @task(**RETRIED)
+    def unit(error: type) -> None:
+        attempts.append(error)
+        raise error("fold f: it fails")
+
+    @flow
+    def runs(error: type) -> None:
+        try:
+            unit(error)
+        except Exception as raised:
+            assert isinstance(raised, error)
+
+    for error, expected in ((DataError, 1), (OSError, UNIT_RETRIES + 1)):
+        attempts.clear()
+        runs(error)
+        assert len(attempts) == expected, error
+
+    class Skipped(FoldSkipped):  # a skipped fold is a DataError: never retried
+        def __init__(self, message):
+            super().__init__("f", message)
+
+    attempts.clear()
+    runs(Skipped)
+    assert len(attempts) == 1

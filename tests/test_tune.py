@@ -18,12 +18,19 @@ import pytest
 import ray.cloudpickle
 from ray import tune
 
-import merflow.training.tune as tuning
+import merflow.training.search.trainable as trainable
+from merflow.configs.train import TrainConfig
 from merflow.flows.cli import main
+from merflow.flows.search import check_resources, run_search
 from merflow.flows.tune import tune_flow
 from merflow.storage import queries, results
-from merflow.training.fit import TrainConfig
-from merflow.training.tune import SearchConfig, SearchSpace, fold_trial, parse_grid, run_search
+from merflow.training.search.scheduler import foldwise_asha
+from merflow.training.search.space import SearchConfig, SearchSpace, config_id, parse_grid, trial_specs
+from merflow.training.search.trainable import fold_trial
+
+# The first test of a search fixture pays for it (and for training_set when it is the first user): a
+# limit above the suite's 300 s for every test here; the unit tests' limit does not matter.
+pytestmark = pytest.mark.timeout(600)
 
 TINY = TrainConfig(macro_epochs=3, pretrain_epochs=4, meta_epochs=2, batches_per_epoch=3)
 GRID = SearchSpace(shots=(1, 3), alphas=(0.5, 1.0))
@@ -49,6 +56,8 @@ def searched(training_set, ray_local, tmp_path_factory):
     return summary, out
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_2x2_search_has_rows_for_every_trial_and_fold(searched):
     summary, out = searched
     assert summary["trials"] == 2 * FOLDS and summary["status"] == {"completed": 2 * FOLDS}
@@ -72,6 +81,8 @@ def test_a_2x2_search_has_rows_for_every_trial_and_fold(searched):
            [True] * len(summary["pictures"]) and len(summary["pictures"]) >= 2
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_queries_return_what_the_trainer_measured(searched):
     _, out = searched
     measured = queries.query(out, """
@@ -91,6 +102,8 @@ def test_queries_return_what_the_trainer_measured(searched):
     assert len(chosen) == FOLDS * 3
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_selection_never_takes_a_test_subject_into_a_choice(searched):
     _, out = searched
     predictions = results.read_table(out, "predictions", run="grid")
@@ -102,6 +115,8 @@ def test_selection_never_takes_a_test_subject_into_a_choice(searched):
         assert not test_subjects & set(rows.loc[rows["split"] == "validation", "subject_key"]), fold
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_rerun_resumes_and_trains_nothing(searched, training_set):
     summary, out = searched
     stamps = {p: p.stat().st_mtime_ns for p in (out / "checkpoints" / "grid").rglob("*.pt")}
@@ -113,6 +128,8 @@ def test_a_rerun_resumes_and_trains_nothing(searched, training_set):
     assert (trials["failures"] == 0).all()  # restored from the experiment: no trial ran a second time
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_changed_settings_do_not_resume_another_run(searched, training_set):
     _, out = searched
     with pytest.raises(ValueError, match="other settings"):
@@ -132,6 +149,8 @@ def flaky_trial(params, search, run):
     return fold_trial(params, search, run)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_failed_trials_are_retried_and_reported(training_set, ray_local, tmp_path):
     summary = run_search(_search(training_set, tmp_path, "flaky"), trainable=flaky_trial)
     assert summary["status"] == {"completed": 2 * FOLDS - 1, "error": 1}
@@ -149,10 +168,13 @@ def test_failed_trials_are_retried_and_reported(training_set, ray_local, tmp_pat
     assert set(selected.loc[selected["fold"] == "loso-casme2-sub02", "shots"].dropna()) <= {1}
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_where_it_stopped(training_set, ray_local, tmp_path):
     script = textwrap.dedent(f"""
-        from merflow.training.fit import TrainConfig
-        from merflow.training.tune import SearchConfig, SearchSpace, run_search
+        from merflow.configs.train import TrainConfig
+        from merflow.flows.search import run_search
+        from merflow.training.search.space import SearchConfig, SearchSpace
         if __name__ == "__main__":
             run_search(SearchConfig(catalog_dir={str(training_set['catalog'])!r}, store={training_set['store']!r},
                                     dataset="casme2", out={str(tmp_path)!r}, run="cut", base=TrainConfig(**{TINY.to_dict()!r}),
@@ -178,6 +200,8 @@ def test_an_interrupted_search_resumes_where_it_stopped(training_set, ray_local,
     assert len(list(parts.glob("part-*.parquet"))) == 2 * FOLDS + 1  # every trial, and the selection
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_trials_asking_for_a_fraction_of_a_gpu_get_one(training_set, ray_local, tmp_path):
     """On the logical GPU of ``ray_local`` (no CUDA here: the trial still trains on the CPU)."""
     summary = run_search(_search(training_set, tmp_path, "gpu", gpus_per_trial=0.5, max_folds=1,
@@ -202,8 +226,8 @@ def scripted_trial(params):
     spec = params["trial"]
     score = CURVES[(spec["fold"], spec["id"])]
     for epoch in (1, 2):
-        tune.report({tuning.METRIC: score, tuning.TIME_ATTR: epoch})
-    tune.report({tuning.METRIC: score, tuning.TIME_ATTR: 3, tuning.COMPLETED: True})
+        tune.report({trainable.METRIC: score, trainable.TIME_ATTR: epoch})
+    tune.report({trainable.METRIC: score, trainable.TIME_ATTR: 3, trainable.COMPLETED: True})
 
 
 def _early_stopping(scheduler, storage: Path) -> dict:
@@ -211,17 +235,18 @@ def _early_stopping(scheduler, storage: Path) -> dict:
     grid = tune.Tuner(tune.with_resources(scripted_trial, {"cpu": 2}), param_space={"trial": tune.grid_search(specs)},
                       tune_config=tune.TuneConfig(scheduler=scheduler),
                       run_config=tune.RunConfig(storage_path=str(storage), verbose=0)).fit()
-    return {(r.config["trial"]["fold"], r.config["trial"]["id"]): bool(r.metrics.get(tuning.COMPLETED)) for r in grid}
+    return {(r.config["trial"]["fold"], r.config["trial"]["id"]): bool(r.metrics.get(trainable.COMPLETED)) for r in grid}
 
 
+@pytest.mark.integration
 def test_early_stopping_compares_a_trial_only_within_its_fold(ray_local, tmp_path):
-    completed = _early_stopping(tuning.foldwise_asha(max_t=3), tmp_path / "foldwise")
+    completed = _early_stopping(foldwise_asha(max_t=3), tmp_path / "foldwise")
     assert completed == {("A", "good"): True, ("A", "weak"): False, ("B", "good"): True, ("B", "weak"): False}
     # Plain ASHA pools the folds: fold B's best configuration falls below fold A's scores and is stopped,
     # so which settings fold B keeps would depend on other folds' validation subjects.
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    plain = AsyncHyperBandScheduler(time_attr=tuning.TIME_ATTR, metric=tuning.METRIC, mode="max", max_t=3,
+    plain = AsyncHyperBandScheduler(time_attr=trainable.TIME_ATTR, metric=trainable.METRIC, mode="max", max_t=3,
                                     grace_period=1, reduction_factor=2)
     assert _early_stopping(plain, tmp_path / "plain")[("B", "good")] is False
 
@@ -240,9 +265,9 @@ def test_search_space_and_configuration_ids():
     space = SearchSpace(shots=(1, 3), meta_lr=(0.05, 0.01))
     configurations = space.configurations()
     assert len(configurations) == 4 and {c["shots"] for c in configurations} == {1, 3}
-    ids = {tuning.config_id(c) for c in configurations}
-    assert len(ids) == 4 and tuning.config_id({"shots": 1, "meta_lr": 0.05}) in ids
-    specs = tuning.trial_specs(SearchConfig("c", "s", space=space), ["f1", "f2"])
+    ids = {config_id(c) for c in configurations}
+    assert len(ids) == 4 and config_id({"shots": 1, "meta_lr": 0.05}) in ids
+    specs = trial_specs(SearchConfig("c", "s", space=space), ["f1", "f2"])
     assert [(s["id"], s["fold"]) for s in specs[:2]] == [(specs[0]["id"], "f1"), (specs[0]["id"], "f2")]
     assert set(itertools.product(ids, ["f1", "f2"])) == {(s["id"], s["fold"]) for s in specs}
     with pytest.raises(ValueError, match="shots"):
@@ -251,6 +276,8 @@ def test_search_space_and_configuration_ids():
         SearchConfig("c", "s", scheduler="pbt")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_cli_tune_runs_a_search_and_prints_the_selected_result(training_set, ray_local, tmp_path, capsys):
     status = main(["tune", "--catalog", str(training_set["catalog"]), "--store", training_set["store"],
                    "--dataset", "casme2", "--shots", "2", "--alpha", "0:1:0.5", "--max-folds", "1",
@@ -264,17 +291,17 @@ def test_cli_tune_runs_a_search_and_prints_the_selected_result(training_set, ray
 
 
 def test_a_trial_larger_than_the_cluster_is_refused_with_a_reason():
-    tuning.check_resources({"cpu": 2, "gpu": 0.25}, {"CPU": 16.0, "GPU": 1.0})
+    check_resources({"cpu": 2, "gpu": 0.25}, {"CPU": 16.0, "GPU": 1.0})
     with pytest.raises(ValueError, match="GPU.*the Ray cluster has 0"):
-        tuning.check_resources({"cpu": 1, "gpu": 0.25}, {"CPU": 2.0})
+        check_resources({"cpu": 1, "gpu": 0.25}, {"CPU": 2.0})
     with pytest.raises(ValueError, match="cpus-per-trial"):
-        tuning.check_resources({"cpu": 4}, {"CPU": 2.0})
+        check_resources({"cpu": 4}, {"CPU": 2.0})
 
 
 # ------------------------------------------------------------------------------------------ data errors
 def _catalog_of_one_class(training_set, folder: Path) -> Path:
     """A copy of the catalog in which every CASME II sample is labelled surprise: no fold has two classes to
-    train on, which no retry can change (training/fit.py fold_problem raises FoldSkipped, a DataError)."""
+    train on, which no retry can change (training/stages.py fold_problem raises FoldSkipped, a DataError)."""
     from merflow.storage import catalog
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -287,6 +314,8 @@ def _catalog_of_one_class(training_set, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_search_where_every_trial_fails_writes_its_tables_and_exits_1(training_set, ray_local, tmp_path, capsys):
     """A data error fails every trial once each (no retry, though 2 are allowed); each reason is in the trials
     table and on the console, the runs row is written, and the exit status is 1."""
@@ -318,8 +347,10 @@ import ray
 import ray._common.utils
 from ray.cluster_utils import Cluster
 
-from merflow.training.fit import TrainConfig
-from merflow.training.tune import SearchConfig, SearchSpace, fold_trial, run_search
+from merflow.configs.train import TrainConfig
+from merflow.flows.search import run_search
+from merflow.training.search.space import SearchConfig, SearchSpace
+from merflow.training.search.trainable import fold_trial
 
 out = Path(sys.argv[1])
 settings = json.loads(sys.argv[2])
@@ -374,6 +405,8 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.timeout(900)  # its own two-node cluster, in a subprocess given 600 s
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_node_removed_mid_search_retries_its_trials_and_every_table_is_complete(training_set, tmp_path):
     """A two-node Ray cluster (ray.cluster_utils.Cluster, in its own process: the session's ray_local
@@ -402,6 +435,8 @@ def test_a_node_removed_mid_search_retries_its_trials_and_every_table_is_complet
     assert len(results.read_table(tmp_path, "runs", run="nodeloss")) == 1
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_fold_with_nothing_to_train_on_is_left_out_of_the_grid_with_its_reason(training_set, ray_local, tmp_path):
     """LOVO where one class has a single sample: that sample's fold has one class to fit on. The search
     leaves it out (the run's row says why) instead of failing a trial of every configuration on it."""

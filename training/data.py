@@ -20,10 +20,12 @@ class FlowScale:
 
     @classmethod
     def fit(cls, flow: np.ndarray) -> FlowScale:
+        """Each channel's largest |value| over ``flow`` (N, C, H, W); 1.0 for a channel that is all zero."""
         peaks = np.abs(flow).max(axis=(0, 2, 3)) if len(flow) else np.ones(flow.shape[1])
         return cls(tuple(float(p) if p > 0 else 1.0 for p in peaks))
 
     def apply(self, flow: np.ndarray) -> np.ndarray:
+        """``flow`` (N, C, H, W) divided channel by channel by the fitted divisors."""
         return flow / np.asarray(self.divisors, dtype=np.float32)[None, :, None, None]
 
 
@@ -70,6 +72,7 @@ class FeatureSource:
         return key in self.diff
 
     def flows(self, keys) -> np.ndarray:
+        """The stacked flow arrays (N, 4, H, W) of these keys; an empty (0, 4, 1, 1) array for none."""
         return np.stack([self.flow[k] for k in keys]) if len(keys) else np.zeros((0, 4, 1, 1), np.float32)
 
     def inputs(self, keys, scale: FlowScale, layout: str) -> np.ndarray:

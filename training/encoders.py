@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from merflow.configs.train import ENCODER_NAMES
+
 __all__ = ["ENCODERS", "ResNet18Encoder", "SmallEncoder", "build_encoder"]
 
 
@@ -53,6 +55,7 @@ class SmallEncoder(nn.Module):
         _kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, 128)``: the four blocks, then global average pooling."""
         return self.features(x).mean(dim=(2, 3))
 
 
@@ -72,6 +75,7 @@ class BasicBlock(nn.Module):
                                             nn.BatchNorm2d(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Two conv3x3-BN layers plus the (downsampled) input, then ReLU."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -105,6 +109,7 @@ class ResNet18Encoder(nn.Module):
         _kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, 512)``: the stem, four stages, then global average pooling."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return x.mean(dim=(2, 3))
@@ -114,6 +119,9 @@ ENCODERS: dict[str, Callable[[int], nn.Module]] = {
     "small": SmallEncoder,
     "resnet18": ResNet18Encoder,
 }
+# TrainConfig validates its encoder against configs/train.py's names (configs imports nothing of the project).
+if tuple(ENCODERS) != ENCODER_NAMES:
+    raise ImportError(f"configs/train.py ENCODER_NAMES {ENCODER_NAMES} differ from ENCODERS {tuple(ENCODERS)}")
 
 
 def build_encoder(name: str, in_channels: int = 3) -> nn.Module:

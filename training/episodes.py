@@ -96,6 +96,7 @@ class EpisodeSampler:
         return np.concatenate([rest, top_up]), query
 
     def episode(self) -> Episode:
+        """One N-way episode: each class's support shots and queries, as sample indices and class labels."""
         drawn = [self._draw_class(members, queries) for members, queries in zip(self._by_class, self._queries)]
         classes = np.arange(self.n_classes)
         return Episode(support=np.concatenate([s for s, _ in drawn]).astype(np.int64),

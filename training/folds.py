@@ -1,6 +1,6 @@
 """Evaluation protocols: which catalog samples fit, validate and test in each fold.
 
-Protocols (../shared/METHOD.md): LOSO per dataset, LOVO (leave one video out) per dataset, and the
+Protocols (docs/method.md "Protocols"): LOSO per dataset, LOVO (leave one video out) per dataset, and the
 leave-one-subject-out composites MEGC2019 (CASME II + SAMM + SMIC-HS), CDE (CASME + CASME II + SMIC,
 Meta-MMFNet Table 7) and the survey's fused 4- and 9-class sets.
 
@@ -124,7 +124,7 @@ def label_column(protocol: str, dataset: str | None = None, class_set: str | Non
 def class_set_datasets(class_set: str) -> frozenset[str]:
     """The datasets that loso/lovo over a whole class set (no dataset named) spans: every dataset the
     class set labels, SMIC as one camera (HS) as the composites take it. The survey's LOVO ran over its
-    fused sets this way (../shared/METHOD.md "Survey baseline": 448 folds over five datasets)."""
+    fused sets this way (448 folds over five datasets; docs/method.md "Protocols")."""
     if class_set not in _MICRO_CLASS_SET_DATASETS:
         raise ValueError(f"unknown class set {class_set!r}; expected one of {sorted(_MICRO_CLASS_SET_DATASETS)}")
     labelled = _MICRO_CLASS_SET_DATASETS[class_set]
@@ -269,7 +269,7 @@ def check_disjoint(fold: Fold, catalog: pd.DataFrame) -> None:
 
 def undersample(samples: pd.DataFrame, column: str, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Every class of ``column`` subsampled at random to the size of the smallest class, before any split:
-    the survey's balancing (../shared/METHOD.md "Survey baseline": 4 x 112 = 448 and 9 x 16 = 144; the
+    the survey's balancing (docs/method.md "Protocols": 4 x 112 = 448 and 9 x 16 = 144; the
     survey published no seed). Returns the kept rows (sorted by sample_key) and what to record: the
     seed, the class counts before and after, and the kept keys.
 

@@ -1,7 +1,7 @@
 """Scores of class predictions: accuracy, UF1, UAR, per-class accuracy and the confusion matrix, for one
 set of predictions (``scores``) or a results table pooled, per fold and per dataset (``summarise``).
 
-Definitions follow MEGC2019 (../shared/METHOD.md), on predictions pooled over all folds:
+Definitions follow MEGC2019 (docs/method.md "Metrics"), on predictions pooled over all folds:
 - UF1 = mean over classes of F1_c = 2TP_c / (2TP_c + FP_c + FN_c). A class never true and never
   predicted has 0/0: it is left out of the mean (it says nothing about the model). A class never true
   but predicted scores F1 = 0 and counts: those predictions are errors.

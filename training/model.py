@@ -25,9 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from merflow.configs.train import LAYOUT_NAMES
+
 __all__ = ["INPUT_LAYOUTS", "LinearClassifier", "PrototypeClassifier", "compose_input", "input_channels"]
 
 INPUT_LAYOUTS = ("stack_height", "channels")
+# TrainConfig validates its layout against configs/train.py's names (configs imports nothing of the project).
+if INPUT_LAYOUTS != LAYOUT_NAMES:
+    raise ImportError(f"configs/train.py LAYOUT_NAMES {LAYOUT_NAMES} differ from INPUT_LAYOUTS {INPUT_LAYOUTS}")
 DIFF_CHANNELS = 3
 FLOW_CHANNEL_COUNT = 4  # u, v, magnitude, strain (storage/features.py FLOW_CHANNELS)
 
@@ -79,6 +84,7 @@ class LinearClassifier(nn.Module):
         self.fc = nn.Linear(encoder.out_dim, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, n_classes)`` of a linear layer on the encoder's embedding."""
         return self.fc(self.encoder(x))
 
 
@@ -91,6 +97,7 @@ class PrototypeClassifier(nn.Module):
         self.tau = nn.Parameter(torch.tensor(float(tau)))
 
     def embed(self, x: Tensor) -> Tensor:
+        """The encoder's embedding ``(B, D)`` of ``x``."""
         return self.encoder(x)
 
     @staticmethod

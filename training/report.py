@@ -86,15 +86,33 @@ def _run_dataset(runs: pd.DataFrame | None, run: str, protocol: str) -> str | No
     return match["dataset"].iat[0] if len(match) and pd.notna(match["dataset"].iat[0]) else None
 
 
-def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None
-                   ) -> list[tuple[str, pd.DataFrame]]:
+def pooled_table(metrics: pd.DataFrame, chosen_label: str = " (α chosen on validation)") -> list[dict]:
+    """Pooled test metrics of a run as rows: micro, macro, fused at each fold's chosen α, then the α grid."""
+    pooled = metrics[(metrics["scope"] == "pooled") & (metrics["split"] == "test")]
+    order = {"micro": 0, "macro": 1, "fused": 2}
+    pooled = pooled.assign(_order=pooled["model"].map(order) + (~pooled["chosen"]) * 1.5).sort_values(["_order", "alpha"])
+    return [{"model": r.model + (chosen_label if r.chosen else ""),
+             "alpha": None if r.alpha != r.alpha or r.alpha is None else round(float(r.alpha), 2),
+             "n": int(r.n), "accuracy": round(r.accuracy, 4), "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
+            for r in pooled.itertuples()]
+
+
+def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None,
+                   floor: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
     """One titled table per (run, protocol, honest trial): rows micro / macro / fused (α chosen on
     validation), columns the per-class accuracy of each class, accuracy, UF1, UAR and n, on test subjects
     pooled over folds. A composite protocol adds a block of rows per dataset (column ``data``), as in the
-    paper's Table 7."""
+    paper's Table 7. ``floor`` (the floor_metrics table): the run's floor, a row "floor" beside the models
+    (runs written before the floor have none, and their tables are as before)."""
     rows = headline(_for_run(metrics, run))
+    floors = headline(_for_run(floor, run)) if floor is not None and len(floor) else None
     tables = []
     for (run_id, protocol, trial), part in rows.groupby(["run", "protocol", "trial"], sort=False):
+        method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
+        beside = (floors[(floors["run"] == run_id) & (floors["protocol"] == protocol)] if floors is not None
+                  else pd.DataFrame())
+        if len(beside):  # after the models of each block (pooled, then each dataset)
+            part = _in_canonical_order(pd.concat([part, beside], ignore_index=True), "scope", "key", "model")
         classes = run_classes(runs, run_id, protocol, next(iter(part["per_class_accuracy"].dropna()), None))
         per_class = pd.DataFrame([json.loads(v) if isinstance(v, str) else {} for v in part["per_class_accuracy"]],
                                  index=part.index).reindex(columns=classes).astype(float)
@@ -107,9 +125,12 @@ def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
         dataset = _run_dataset(runs, run_id, protocol)
         chosen = ("configuration and α chosen per fold on validation" if trial == SELECTED
                   else "fused at the α chosen per fold on validation")
-        method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
-        if method != "meta-mmfnet":  # survey-cnn: one model, a fixed schedule (training/models/)
+        if method == "nearest-centroid":
+            chosen = "nearest-centroid: class means of the training samples, nothing learned or chosen"
+        elif method != "meta-mmfnet":  # survey-cnn: one model, a fixed schedule (training/models/)
             chosen = f"{method}, the published fixed schedule (nothing chosen on validation)"
+        if len(beside):
+            chosen += "; floor: nearest-centroid on flow u, v (learns nothing), the same folds"
         if protocol == "lovo":
             chosen += "; LOVO is leaky: a held-out sample's person has other clips in training"
         title = (f"{run_id} · {protocol}{f' ({dataset})' if dataset else ''}: test, pooled over folds"

@@ -1,13 +1,18 @@
-"""A whole protocol: every fold trained and evaluated, predictions and metrics as result tables.
+"""A whole protocol: every fold trained and evaluated, predictions and metrics as the result tables' rows.
 
-Pure functions around fit.py; the train flow calls ``train_protocol``, the Ray Tune trainable
-(training/tune.py) ``load_protocol`` and ``fold_predictions``. Fused rows exist for every α of the
-grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's validation subjects
-(the honest number to report).
+The units of a run, for any registered model (training/models/): ``load_protocol`` (the reading helper),
+``train_folds`` (folds through the model's ``run_folds``), ``collect`` (skipped folds and shortfalls into
+the notes) and ``finish`` (metrics, floor, the runs row: a ``TrainedRun``). The train flow (flows/train.py)
+runs them as Prefect tasks and writes the tables through storage/results.py ``write_run``;
+``train_protocol`` runs them in a plain loop, for a notebook, and returns the tables unwritten. The Ray
+Tune trainable (training/search/trainable.py) uses ``load_protocol`` and ``fold_predictions``. Fused rows
+exist for every α of the grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's
+validation subjects (the honest number to report).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -21,15 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from merflow.configs.train import TrainConfig
 from merflow.storage import catalog as catalog_store
-from merflow.storage import locations, results
+from merflow.storage import locations
 from merflow.storage.features import FeatureConfig, FeatureStore, open_features
 from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
 from merflow.training.errors import DataError
-from merflow.training.fit import FoldSkipped, TrainConfig, pretrain_macro, recipe_feature_mismatch, run_fold
 from merflow.training.folds import Fold, folds, macro_samples, protocol_samples
 from merflow.training.metrics import summarise
+from merflow.training.models import DEFAULT_MODEL, FoldResult, ModelInfo, RunPlan, nearest_centroid
+from merflow.training.models import get as get_model
+from merflow.training.stages import pretrain_macro, recipe_feature_mismatch
 
 
 def fold_predictions(result: dict, samples: pd.DataFrame, alphas: tuple[float, ...]) -> pd.DataFrame:
@@ -66,6 +74,7 @@ def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataF
 
 
 def git_commit() -> str | None:
+    """The checked-out commit of merflow's source, or None outside a git checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip() or None
@@ -89,9 +98,11 @@ class ProtocolData:
     excluded: dict[str, dict] = field(default_factory=dict)
     # --sample-list: what the list kept and which of its rows matched nothing (tasks/sample_lists.py).
     sample_list: dict | None = None
+    store: str | None = None       # the feature store's location (survey-cnn reads its crops from it)
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """The protocol's class names, in label-index order."""
         return self.folds[0].classes
 
     def identity(self) -> dict:
@@ -108,12 +119,14 @@ class ProtocolData:
                 "feature_config_hash": self.feature_config.hash}
 
     def fold(self, name: str) -> Fold:
+        """The protocol's fold ``name``."""
         for fold in self.folds:
             if fold.name == name:
                 return fold
         raise LookupError(f"no fold {name!r}; the protocol has {len(self.folds)} folds")
 
     def macro_model(self, config: TrainConfig, checkpoints: Path) -> dict:
+        """The macro encoder pretrained on the CK+ samples (stages.pretrain_macro, checkpointed under ``checkpoints``)."""
         return pretrain_macro(self.source, self.macro_keys, self.macro_labels, self.macro_classes, config, checkpoints)
 
 
@@ -149,7 +162,7 @@ def load_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | N
     macro = macro[macro["sample_key"].isin(list(source.diff))]
     return ProtocolData(chosen_folds, samples, source, feature_config, macro["sample_key"].tolist(),
                         macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())), excluded,
-                        selection)
+                        selection, store)
 
 
 RUN_IDENTITY = "protocol.json"
@@ -173,61 +186,179 @@ def check_run_identity(out, run: str, identity: dict) -> None:
 
 
 def new_run_id() -> str:
+    """A new run id: the UTC time and six random hex digits."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def train_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, config: TrainConfig,
-                   out: Path, run: str | None = None, class_set: str | None = None, on_fold=None, on_note=None,
-                   max_folds: int | None = None, sample_list: str | None = None,
-                   sample_lists: str | None = None, feature_config: str | None = None) -> dict:
-    """Train and evaluate every fold of a protocol; write runs, metrics and predictions under ``out``.
+def with_balance(config, balance: str | None):
+    """``config`` with ``balance`` (none | undersample) where the model balances its samples (a ``balance``
+    field: survey-cnn); a model that trains on every sample takes none and refuses undersample."""
+    if balance is None or (balance == "none" and not hasattr(config, "balance")):
+        return config
+    if not hasattr(config, "balance"):
+        raise ValueError(f"--balance {balance} is implemented for --model survey-cnn only; the others train on every "
+                         "sample (Meta-MMFNet's episodes draw the same number of samples of every class; class means "
+                         "do not depend on the class sizes)")
+    return dataclasses.replace(config, balance=balance)
+
+
+def fold_batches(info: ModelInfo, fold_list: list[Fold]) -> list[list[Fold]]:
+    """The folds in the units the model trains at once (``ModelInfo.folds_per_task``; None: all together)."""
+    size = info.folds_per_task or max(len(fold_list), 1)
+    return [fold_list[i:i + size] for i in range(0, len(fold_list), size)]
+
+
+def timing_key(info: ModelInfo, batch: list[Fold]) -> str:
+    """The runs row's timing of a batch: ``fold:<name>`` for one fold a unit, ``folds`` for stacked folds."""
+    return f"fold:{batch[0].name}" if info.folds_per_task == 1 else "folds"
+
+
+def train_folds(data: ProtocolData, model: str, fold_list: list[Fold], config, checkpoints, *, prepared=None,
+                on_fold=None, timings: dict | None = None) -> list[FoldResult]:
+    """``fold_list`` through the model's ``run_folds``, a unit (``fold_batches``) at a time, in order: the
+    plain loop (no Prefect). ``on_fold(done, total, fold)`` hears each finished fold; ``timings`` gets each
+    unit's seconds (``timing_key``)."""
+    info = get_model(model)
+    module = info.load()
+    outcomes: list[FoldResult] = []
+    for batch in fold_batches(info, fold_list):
+        stage = time.perf_counter()
+        hear = None
+        if on_fold:
+            def hear(done, _, fold, offset=len(outcomes)):
+                on_fold(offset + done, len(fold_list), fold)
+        outcomes += module.run_folds(data, batch, config, checkpoints, prepared=prepared, on_fold=hear)
+        if timings is not None:
+            key = timing_key(info, batch)
+            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
+    return outcomes
+
+
+def fold_message(index: int, total: int, outcome: FoldResult) -> str | None:
+    """The line told when a fold ends: why it was skipped, or the α and epochs it chose (None where it chose nothing)."""
+    if outcome.skipped:
+        return f"fold {outcome.fold.name} skipped: {outcome.skipped}"
+    chosen = outcome.chosen
+    if "alpha" not in chosen:
+        return None
+    return (f"fold {index}/{total} {outcome.fold.name}: α {chosen['alpha']:.1f}, epochs micro "
+            f"{chosen['micro_pretrain_epoch']:d}+{chosen['micro_meta_epoch']:d}, macro {chosen['macro_meta_epoch']:d}")
+
+
+def collect(plan: RunPlan, outcomes: list[FoldResult], run: str, protocol: str) -> list[FoldResult]:
+    """The folds that trained; each skipped fold's reason and each fit split's shortfalls go into the plan's
+    notes (the runs row). Every fold skipped is a ``DataError``."""
+    trained = []
+    for outcome in outcomes:
+        if outcome.skipped:
+            plan.notes.setdefault("skipped_folds", {})[outcome.fold.name] = outcome.skipped
+            continue
+        trained.append(outcome)
+        if outcome.chosen.get("shortfalls"):
+            plan.notes.setdefault("fold_shortfalls", {})[outcome.fold.name] = outcome.chosen["shortfalls"]
+    if not trained:
+        raise DataError(f"run {run}: every fold of {protocol} was skipped: "
+                        + "; ".join(f"{k}: {v}" for k, v in list(plan.notes.get("skipped_folds", {}).items())[:3]))
+    return trained
+
+
+@dataclass
+class TrainedRun:
+    """A finished training run: the rows of its result tables (not yet written: ``tables()`` are
+    storage/results.py ``write_run``'s arguments) and what the train flow reports."""
+
+    run: str
+    protocol: str
+    dataset: str | None
+    method: str
+    classes: tuple[str, ...]
+    folds: int                      # the folds that trained (skipped ones left out)
+    chosen: dict                    # fold name -> what it chose on its validation subjects (Meta-MMFNet)
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    runs_row: dict
+    columns: dict                   # the model's columns of every row: shots, method, recipe
+    notes: dict
+    timings: dict
+    floor_metrics: pd.DataFrame
+    floor_predictions: pd.DataFrame
+    leaky: bool = False
+    macro: dict | None = None       # the CK+ pretraining's samples, weight change and epochs (Meta-MMFNet)
+
+    def tables(self) -> dict:
+        """The keyword arguments of storage/results.py ``write_run`` (after the location)."""
+        return {"run": self.run, "protocol": self.protocol, "columns": self.columns, "metrics": self.metrics,
+                "predictions": self.predictions, "runs_row": self.runs_row, "floor_metrics": self.floor_metrics,
+                "floor_predictions": self.floor_predictions}
+
+    def summary(self) -> dict:
+        """What the run was, without its tables (the train flow's result)."""
+        summary = {"run": self.run, "protocol": self.protocol, "dataset": self.dataset, "classes": self.classes,
+                   "folds": self.folds, "chosen": self.chosen, "timings": self.timings, "notes": self.notes,
+                   "method": self.method, "leaky": self.leaky}
+        return summary | ({"macro": self.macro} if self.macro is not None else {})
+
+
+MACRO_SUMMARY = ("samples", "weight_change", "epochs")  # what a run reports of its CK+ pretraining
+
+
+def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: dict, config, *, run: str,
+           protocol: str, dataset: str | None, model: str, timings: dict, started: float,
+           prepared=None) -> TrainedRun:
+    """The run's rows: predictions, metrics, the floor's (``nearest_centroid.floor`` on the folds that
+    trained) and the runs row (configuration, notes, timings up to now since ``started``)."""
+    predictions = pd.concat([o.predictions for o in trained], ignore_index=True)
+    classes = trained[0].fold.classes
+    metrics = metric_rows(predictions, classes)
+    timings["floor"] = floor["seconds"]
+    timings["total"] = round(time.perf_counter() - started, 2)
+    columns = {"shots": plan.shots, "method": model, "recipe": config.recipe}
+    row = run_row(run, protocol, dataset, plan.settings | {"data": plan.notes}, data.feature_config, classes,
+                  timings) | {"method": model, "recipe": config.recipe}
+    macro = {k: prepared[k] for k in MACRO_SUMMARY} if get_model(model).macro_pretraining else None
+    return TrainedRun(run, protocol, dataset, model, classes, len(trained),
+                      {o.fold.name: o.chosen for o in trained if o.chosen}, metrics, predictions, row, columns,
+                      plan.notes, timings, floor["metrics"], floor["predictions"], plan.leaky, macro)
+
+
+def train_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, config, out: Path,
+                   run: str | None = None, class_set: str | None = None, on_fold=None, on_note=None,
+                   max_folds: int | None = None, sample_list: str | None = None, sample_lists: str | None = None,
+                   feature_config: str | None = None, model: str = DEFAULT_MODEL) -> TrainedRun:
+    """Train and evaluate every fold of a protocol with ``model`` and its ``config``, without Prefect (the
+    train flow runs the same units as tasks). Checkpoints go under ``out``/checkpoints/<run>; the result
+    tables are returned, not written: ``results.write_run(out, **trained.tables())`` writes them.
 
     A run id already used for other data (``check_run_identity``) is refused. ``on_note(message)``
     hears the samples left out, a recipe's feature mismatch and each skipped fold (all recorded in the
-    run's row too). ``max_folds``: the first N folds only, a quick look, not a result to report."""
+    run's row too); ``on_fold(done, total, fold)`` each finished fold. ``max_folds``: the first N folds
+    only, a quick look, not a result to report."""
     started = time.perf_counter()
     run = run or new_run_id()
+    module = get_model(model).load()
     data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
                          sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config)
-    check_run_identity(out, run, data.identity())
+    plan = module.plan(data, config, protocol, dataset, class_set)
+    check_run_identity(out, run, plan.identity)
     note = on_note or (lambda message: None)
-    notes = run_notes(data, config)
-    for message in notes_messages(notes):
+    for message in plan.messages:
         note(message)
     checkpoints = locations.join(out, "checkpoints", run)  # out: a local path or an fsspec URL
     timings = {}
     stage = time.perf_counter()
-    macro_model = data.macro_model(config, checkpoints)
-    timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    predictions, chosen = [], {}
-    chosen_folds = data.folds[: max_folds or None]
-    for index, fold in enumerate(chosen_folds, start=1):
-        stage = time.perf_counter()
-        try:
-            result = run_fold(fold, data.source, data.samples, macro_model, config, checkpoints)
-        except FoldSkipped as skipped:  # that fold alone: its reason goes into the run's row
-            notes["skipped_folds"][fold.name] = skipped.reason
-            note(str(skipped))
-            continue
-        predictions.append(fold_predictions(result, data.samples, config.alphas))
-        chosen[fold.name] = result["chosen"]
-        if result["chosen"].get("shortfalls"):
-            notes["fold_shortfalls"][fold.name] = result["chosen"]["shortfalls"]
-        timings[f"fold:{fold.name}"] = round(time.perf_counter() - stage, 2)
-        if on_fold:
-            on_fold(index, len(chosen_folds), fold, result)
-    if not predictions:
-        raise DataError(f"run {run}: every fold of {protocol} was skipped: "
-                        + "; ".join(f"{k}: {v}" for k, v in list(notes["skipped_folds"].items())[:3]))
-    predictions = pd.concat(predictions, ignore_index=True)
-    metrics = metric_rows(predictions, data.classes)
-    timings["total"] = round(time.perf_counter() - started, 2)
-    write_results(out, run, protocol, dataset, config, data.feature_config, data.classes, metrics, predictions,
-                  timings, notes)
-    return {"run": run, "protocol": protocol, "dataset": dataset, "classes": data.classes,
-            "folds": len(chosen_folds) - len(notes["skipped_folds"]), "chosen": chosen, "metrics": metrics,
-            "predictions": predictions, "timings": timings, "notes": notes,
-            "macro": {k: macro_model[k] for k in ("samples", "weight_change", "epochs")}}
+    prepared = module.prepare(data, config, checkpoints)
+    if get_model(model).macro_pretraining:
+        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+    fold_list = plan.folds[: max_folds or None]
+    outcomes = train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
+                           timings=timings)
+    for index, outcome in enumerate(outcomes, start=1):
+        if outcome.skipped:
+            note(fold_message(index, len(outcomes), outcome))
+    trained = collect(plan, outcomes, run, protocol)
+    floor = nearest_centroid.floor(data, [o.fold for o in trained])
+    return finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
+                  timings=timings, started=started, prepared=prepared)
 
 
 def run_notes(data: ProtocolData, config: TrainConfig) -> dict:
@@ -305,16 +436,6 @@ def run_row(run: str, protocol: str, dataset: str | None, config: dict, feature_
             "config": json.dumps(config, sort_keys=True), "feature_config_hash": feature_config.hash,
             "git_commit": git_commit(), "versions": json.dumps(versions, sort_keys=True),
             "timings": json.dumps(timings), "classes": list(classes),
-            # the TrainConfig's recipe (fit.RECIPES); a search's is its base configuration's
+            # the TrainConfig's recipe (configs/train.py RECIPES); a search's is its base configuration's
             "recipe": config.get("recipe", config.get("search", {}).get("base", {}).get("recipe"))}
 
-
-def write_results(out: Path, run: str, protocol: str, dataset: str | None, config: TrainConfig,
-                  feature_config: FeatureConfig, classes: tuple[str, ...], metrics: pd.DataFrame,
-                  predictions: pd.DataFrame, timings: dict, notes: dict | None = None) -> None:
-    common = {"run": run, "protocol": protocol, "trial": "", "shots": config.shots, "recipe": config.recipe}
-    results.write_part(out, "metrics", run, protocol, "all", metrics.assign(**common))
-    results.write_part(out, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
-    results.write_part(out, "runs", run, protocol, "all",
-                       [run_row(run, protocol, dataset, config.to_dict() | ({"data": notes} if notes else {}),
-                                feature_config, classes, timings)])

@@ -20,6 +20,7 @@ ALIASES = {"casme2sq": "casme_sq", "casme^2": "casme_sq", "cas(me)^2": "casme_sq
 
 
 def adapter(name: str) -> ModuleType:
+    """The adapter module registered for a dataset name or alias (case-insensitive); a ValueError naming the known ones."""
     key = ALIASES.get(name.lower(), name.lower())
     if key not in ADAPTERS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(ADAPTERS)}")

@@ -1,7 +1,8 @@
 """The one interface every dataset adapter implements, and the checks shared by all of them.
 
 An adapter module defines ``KIND`` (its catalog ``dataset`` value or values), ``detect(root) -> bool``
-and ``read(root) -> AdapterResult``. ``read`` turns the dataset's own annotation (a sheet, folder
+and ``read(root) -> AdapterResult``; the sheet-based ones are a :class:`SheetDataset` each, whose
+``detect`` and ``read`` they expose. ``read`` turns the dataset's own annotation (a sheet, folder
 names, label files) into :class:`Annotation` objects, fixing the dataset's quirks in code, then hands
 them to :func:`build_samples`, which finds the frames on disk and sends every row that can't be used
 to the quarantine with a reason: nothing is dropped silently.
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from merflow.storage.catalog import APEX_OUTSIDE_CLIP
+from merflow.configs.catalog import APEX_OUTSIDE_CLIP
 from merflow.tasks.archives import JUNK_NAMES
 from merflow.tasks.labels import normalise_emotion, protocol_labels
 
@@ -45,13 +46,14 @@ class Annotation:
     objective_class: str | None = None
     is_macro: bool = False
     apex_source: str = "annotated"
-    where: str = ""                 # where the annotation came from, e.g. "CASME2-coding.xlsx row 17"
+    where: str | None = None        # where the annotation came from, e.g. "CASME2-coding.xlsx row 17"
     subject_group: str | None = None  # people shared across datasets (SMIC HS/VIS/NIR) share a group
     problems: list[tuple[str, str]] = field(default_factory=list)  # quirks found while reading
     clip_id: str | None = None      # the clip as the sheet names it, where one clip holds several samples
 
     @property
     def sample_key(self) -> str:
+        """The catalog key ``dataset/subject/sample_id``."""
         return f"{self.dataset}/{self.subject}/{self.sample_id}"
 
     @property
@@ -62,6 +64,8 @@ class Annotation:
 
 @dataclass
 class AdapterResult:
+    """What an adapter's ``read`` returns: catalog sample rows, and quarantine rows with their reasons."""
+
     samples: list[dict]
     problems: list[dict]
 
@@ -87,6 +91,7 @@ def parse_frame(value: object) -> int | None:
 
 
 def clean_text(value: object) -> str | None:
+    """A sheet cell as stripped text ('12.0' read back as '12'); None for blanks and NaN."""
     if value is None or (isinstance(value, float) and value != value):
         return None
     text = str(value).strip()
@@ -135,6 +140,7 @@ def walk_dirs(root: Path, max_depth: int = MAX_SEARCH_DEPTH) -> Iterator[Path]:
 
 
 def find_files(root: Path, suffixes: Iterable[str], max_depth: int = MAX_SEARCH_DEPTH) -> list[Path]:
+    """Files under root (at most max_depth folders down) whose suffix is one of suffixes, Office lock files (~$) left out."""
     suffixes = {s.lower() for s in suffixes}
     found = []
     for folder in walk_dirs(root, max_depth):
@@ -145,6 +151,7 @@ def find_files(root: Path, suffixes: Iterable[str], max_depth: int = MAX_SEARCH_
 
 
 def sheet_names(path: Path) -> list[str]:
+    """The tab names of a workbook; an empty list when it does not open."""
     try:
         return list(pd.ExcelFile(path).sheet_names)
     except Exception:  # an unreadable workbook is simply not this dataset's sheet
@@ -181,6 +188,7 @@ def find_sheet(root: Path, accept) -> Path | None:
 
 
 def first_row(path: Path, sheet: str | int = 0, header_row: int = 0) -> list[str]:
+    """The non-empty cells of row header_row of a sheet as stripped text; an empty list when it does not open."""
     try:
         frame = pd.read_excel(path, sheet_name=sheet, header=None, nrows=header_row + 1, dtype=object)
     except Exception:
@@ -227,6 +235,56 @@ def split_repeated_clips(annotations: list[Annotation]) -> list[Annotation]:
 def roots_with_subjects(root: Path, subjects: set[str]) -> list[Path]:
     """Folders under root that hold at least one of the subject folders."""
     return [d for d in walk_dirs(root) if any((d / s).is_dir() for s in subjects)]
+
+
+class SheetDataset:
+    """A dataset annotated by a spreadsheet (CASME, CASME II, CAS(ME)^2, SAMM): one subclass per corpus.
+
+    ``read`` is the same for all of them: find the sheet (``is_sheet``), read its rows (``read_sheet``,
+    where the corpus's errata are fixed, each keyed by sample with its sheet row named), give each
+    expression of a clip its own sample (``repeated_clips``), attach the clip folders (``attach_clips``)
+    and check the frames (``build_samples``). The adapter module exposes the instance's ``detect`` and
+    ``read`` as its interface.
+    """
+
+    kind: str
+    sheet_description: str           # what is missing when no sheet is found: "CASME coding sheet (columns ...)"
+    repeated_clips: bool = False     # rows sharing a clip become samples <clip>@<onset> (split_repeated_clips)
+
+    def is_sheet(self, path: Path, names: list[str]) -> bool:
+        """Whether the workbook at ``path``, with these sheet names, is this dataset's annotation."""
+        raise NotImplementedError
+
+    def read_sheet(self, path: Path) -> list[Annotation]:
+        """The sheet's rows as annotations, clip folders not yet attached."""
+        raise NotImplementedError
+
+    def clip_roots(self, root: Path, annotations: list[Annotation]) -> list[Path]:
+        """Folders holding <subject>/<clip> folders, best first: by default every folder with a subject's folder."""
+        return roots_with_subjects(root, {a.subject for a in annotations})
+
+    def attach_clips(self, root: Path, sheet: Path, annotations: list[Annotation]) -> None:
+        """Point each annotation at its clip folder: <root>/<subject>/<clip> under the first clip root holding it."""
+        attach_clip_dirs(annotations, self.clip_roots(root, annotations))
+
+    def find_sheet(self, root: Path) -> Path | None:
+        """The dataset's sheet under root, or None."""
+        return find_sheet(root, self.is_sheet)
+
+    def detect(self, root: Path) -> bool:
+        """Whether root holds this dataset (its sheet)."""
+        return self.find_sheet(root) is not None
+
+    def read(self, root: Path) -> AdapterResult:
+        """The catalog rows and quarantine rows of the dataset under root."""
+        sheet = self.find_sheet(root)
+        if sheet is None:
+            raise FileNotFoundError(f"no {self.sheet_description} under {root}")
+        annotations = self.read_sheet(sheet)
+        if self.repeated_clips:
+            annotations = split_repeated_clips(annotations)
+        self.attach_clips(root, sheet, annotations)
+        return build_samples(annotations)
 
 
 def _readable(path: Path) -> bool:

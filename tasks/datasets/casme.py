@@ -12,17 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult,
     Annotation,
-    attach_clip_dirs,
-    build_samples,
+    SheetDataset,
     clean_text,
-    find_sheet,
     first_row,
     numbered_id,
     parse_frame,
-    roots_with_subjects,
-    split_repeated_clips,
 )
 
 KIND = "casme"
@@ -30,19 +25,13 @@ FPS = 60.0
 REQUIRED_COLUMNS = ("Subject", "Filename", "OnsetF", "ApexF1", "OffsetF", "Emotion")
 
 
-def find_coding_sheet(root: Path) -> Path | None:
-    return find_sheet(root, lambda path, names: set(REQUIRED_COLUMNS) <= set(first_row(path, names[0])))
-
-
-def detect(root: Path) -> bool:
-    return find_coding_sheet(root) is not None
-
-
 def subject_id(value: object) -> str:
+    """CASME's subject folder name (sub01) for a sheet's Subject cell (1, '1', 'sub01')."""
     return numbered_id(value, "sub", 2)
 
 
 def read_sheet(path: Path) -> list[Annotation]:
+    """The coding sheet's rows as annotations (no clip folders yet); a backslash cell is a missing value."""
     sheet = pd.read_excel(path, sheet_name=0, dtype=object)
     sheet.columns = [str(c).strip() for c in sheet.columns]
     annotations = []
@@ -61,13 +50,23 @@ def read_sheet(path: Path) -> list[Annotation]:
     return annotations
 
 
-def read(root: Path) -> AdapterResult:
-    sheet = find_coding_sheet(root)
-    if sheet is None:
-        raise FileNotFoundError(f"no CASME coding sheet (columns {', '.join(REQUIRED_COLUMNS)}) under {root}")
+class Casme(SheetDataset):
+    """CASME: the workbook whose first sheet has REQUIRED_COLUMNS; clips under any folder holding the subjects."""
+
+    kind = KIND
+    sheet_description = f"CASME coding sheet (columns {', '.join(REQUIRED_COLUMNS)})"
     # A clip holding several expressions has one row per expression (sub01 EP01_12 at onsets 73 and
     # 163 in the survey's list): each is a sample, told apart by its onset.
-    annotations = split_repeated_clips(read_sheet(sheet))
-    roots = roots_with_subjects(root, {a.subject for a in annotations})
-    attach_clip_dirs(annotations, roots)
-    return build_samples(annotations)
+    repeated_clips = True
+
+    def is_sheet(self, path: Path, names: list[str]) -> bool:
+        """True for a workbook whose first tab has CASME's required columns."""
+        return set(REQUIRED_COLUMNS) <= set(first_row(path, names[0]))
+
+    def read_sheet(self, path: Path) -> list[Annotation]:
+        """The sheet's annotations (module-level ``read_sheet``)."""
+        return read_sheet(path)
+
+
+ADAPTER = Casme()
+detect, read = ADAPTER.detect, ADAPTER.read

@@ -12,12 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult,
     Annotation,
-    attach_clip_dirs,
-    build_samples,
+    SheetDataset,
     clean_text,
-    find_sheet,
     first_row,
     numbered_id,
     parse_frame,
@@ -32,19 +29,8 @@ VARIANT_PREFERENCE = ("casme2_raw_selected", "casme2-raw", "casme2_raw", "croppe
 _SUBJECT_DIR = re.compile(r"^sub\d+$", re.IGNORECASE)
 
 
-def _is_coding_sheet(path: Path, names: list[str]) -> bool:
-    return set(REQUIRED_COLUMNS) <= set(first_row(path, names[0]))
-
-
-def find_coding_sheet(root: Path) -> Path | None:
-    return find_sheet(root, _is_coding_sheet)
-
-
-def detect(root: Path) -> bool:
-    return find_coding_sheet(root) is not None
-
-
 def subject_id(value: object) -> str:
+    """CASME II's subject folder name (sub01) for a sheet's Subject cell (1, '1', 'sub01')."""
     return numbered_id(value, "sub", 2)
 
 
@@ -89,11 +75,25 @@ def clip_roots(root: Path) -> list[Path]:
     return sorted(found, key=rank)
 
 
-def read(root: Path) -> AdapterResult:
-    sheet = find_coding_sheet(root)
-    if sheet is None:
-        raise FileNotFoundError(f"no CASME II coding sheet (columns {', '.join(REQUIRED_COLUMNS)}) under {root}")
-    annotations = read_sheet(sheet)
-    roots = clip_roots(root)
-    attach_clip_dirs(annotations, roots)
-    return build_samples(annotations)
+class Casme2(SheetDataset):
+    """CASME II: the coding sheet is the workbook whose first sheet has REQUIRED_COLUMNS; clips under the
+    best variant folder (VARIANT_PREFERENCE)."""
+
+    kind = KIND
+    sheet_description = f"CASME II coding sheet (columns {', '.join(REQUIRED_COLUMNS)})"
+
+    def is_sheet(self, path: Path, names: list[str]) -> bool:
+        """True for a workbook whose first tab has CASME II's required columns (2014 or 2019 sheet)."""
+        return set(REQUIRED_COLUMNS) <= set(first_row(path, names[0]))
+
+    def read_sheet(self, path: Path) -> list[Annotation]:
+        """The sheet's annotations (module-level ``read_sheet``)."""
+        return read_sheet(path)
+
+    def clip_roots(self, root: Path, annotations: list[Annotation]) -> list[Path]:
+        """The folders holding sub*/EP* clip folders, CASME2_RAW_selected first and Cropped last."""
+        return clip_roots(root)
+
+
+ADAPTER = Casme2()
+detect, read = ADAPTER.detect, ADAPTER.read

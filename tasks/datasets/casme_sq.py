@@ -14,13 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult,
     Annotation,
-    build_samples,
+    SheetDataset,
     clean_text,
-    find_sheet,
     parse_frame,
-    split_repeated_clips,
     walk_dirs,
 )
 
@@ -30,14 +27,6 @@ CODE_SHEET = "CASFEcode_final"
 SUBJECT_RULE_SHEET = "naming rule1"
 VIDEO_RULE_SHEET = "naming rule2"
 CODE_COLUMNS = ("subject_no", "clip", "onset", "apex", "offset", "action_units", "objective_class", "type", "emotion")
-
-
-def find_code_sheet(root: Path) -> Path | None:
-    return find_sheet(root, lambda path, names: CODE_SHEET in names)
-
-
-def detect(root: Path) -> bool:
-    return find_code_sheet(root) is not None
 
 
 def naming_rules(path: Path) -> tuple[dict[int, tuple[str, str]], dict[str, str]]:
@@ -86,22 +75,38 @@ def read_sheet(path: Path) -> list[Annotation]:
     return annotations
 
 
-def read(root: Path) -> AdapterResult:
-    sheet = find_code_sheet(root)
-    if sheet is None:
-        raise FileNotFoundError(f"no CAS(ME)^2 code sheet (tab {CODE_SHEET}) under {root}")
+class CasmeSq(SheetDataset):
+    """CAS(ME)^2: the workbook with a CASFEcode_final tab; clip folders named through its naming rules."""
+
+    kind = KIND
+    sheet_description = f"CAS(ME)^2 code sheet (tab {CODE_SHEET})"
     # The real sheet numbers each expression of a video (disgust2_3), so no two rows share a clip
     # id; a sheet that repeats one gets one sample per onset, as CASME's does.
-    annotations = split_repeated_clips(read_sheet(sheet))
-    subject_rule, video_rule = naming_rules(sheet)
-    folder_numbers = {folder: folder_no for folder_no, folder in subject_rule.values()}
-    subject_dirs = {d.name: d for d in walk_dirs(root) if d.name in folder_numbers}
-    for ann in annotations:
-        video = ann.clip.rsplit("_", 1)[0]
-        subject_dir, code = subject_dirs.get(ann.subject), video_rule.get(video)
-        if subject_dir is None or code is None:
-            continue
-        # Video folders are '<folder number>_<code><description>', e.g. 15_0101disgustingteeth.
-        prefix = f"{folder_numbers[ann.subject]}_{code}"
-        ann.clip_dir = next((d for d in sorted(subject_dir.iterdir()) if d.is_dir() and d.name.startswith(prefix)), None)
-    return build_samples(annotations)
+    repeated_clips = True
+
+    def is_sheet(self, path: Path, names: list[str]) -> bool:
+        """True for a workbook with CAS(ME)^2's code tab."""
+        return CODE_SHEET in names
+
+    def read_sheet(self, path: Path) -> list[Annotation]:
+        """The code tab's annotations (module-level ``read_sheet``)."""
+        return read_sheet(path)
+
+    def attach_clips(self, root: Path, sheet: Path, annotations: list[Annotation]) -> None:
+        """Clip folders through the naming rules: rawpic/<subject folder>/<folder number>_<video code>...."""
+        subject_rule, video_rule = naming_rules(sheet)
+        folder_numbers = {folder: folder_no for folder_no, folder in subject_rule.values()}
+        subject_dirs = {d.name: d for d in walk_dirs(root) if d.name in folder_numbers}
+        for ann in annotations:
+            video = ann.clip.rsplit("_", 1)[0]
+            subject_dir, code = subject_dirs.get(ann.subject), video_rule.get(video)
+            if subject_dir is None or code is None:
+                continue
+            # Video folders are '<folder number>_<code><description>', e.g. 15_0101disgustingteeth.
+            prefix = f"{folder_numbers[ann.subject]}_{code}"
+            ann.clip_dir = next((d for d in sorted(subject_dir.iterdir()) if d.is_dir() and d.name.startswith(prefix)),
+                                None)
+
+
+ADAPTER = CasmeSq()
+detect, read = ADAPTER.detect, ADAPTER.read

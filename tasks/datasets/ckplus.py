@@ -22,6 +22,7 @@ _SUBJECT_DIR = re.compile(r"^S\d+$")
 
 
 def find_roots(root: Path) -> tuple[Path, Path | None] | None:
+    """(images folder, Emotion folder or None) of the first CK+ tree under root; None when there is none."""
     for folder in walk_dirs(root):
         if (folder / IMAGES_DIR).is_dir():
             emotions = folder / EMOTION_DIR
@@ -30,12 +31,13 @@ def find_roots(root: Path) -> tuple[Path, Path | None] | None:
 
 
 def detect(root: Path) -> bool:
+    """True when root holds a CK+ cohn-kanade-images/ folder."""
     return find_roots(root) is not None
 
 
-def read_emotion(label_dir: Path) -> tuple[str | None, str | None]:
-    """(emotion, problem) from the sequence's *_emotion.txt."""
-    files = sorted(label_dir.glob("*_emotion.txt")) if label_dir.is_dir() else []
+def read_emotion(label_dir: Path | None) -> tuple[str | None, str | None]:
+    """(emotion, problem) from the sequence's *_emotion.txt; label_dir None: the tree has no Emotion/ folder."""
+    files = sorted(label_dir.glob("*_emotion.txt")) if label_dir is not None and label_dir.is_dir() else []
     if not files:
         # Only 327 of CK+'s 593 sequences carry an emotion label; the rest are quarantined as no_label.
         return None, "no_label"
@@ -47,6 +49,7 @@ def read_emotion(label_dir: Path) -> tuple[str | None, str | None]:
 
 
 def read(root: Path) -> AdapterResult:
+    """One macro-expression sample per CK+ sequence (onset the first frame, apex and offset the last); unlabelled ones quarantined."""
     roots = find_roots(root)
     if roots is None:
         raise FileNotFoundError(f"no {IMAGES_DIR}/ folder under {root}")
@@ -55,7 +58,7 @@ def read(root: Path) -> AdapterResult:
     for subject_dir in sorted(p for p in images.iterdir() if p.is_dir() and _SUBJECT_DIR.match(p.name)):
         for sequence in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
             frames = sorted(list_frames(sequence))
-            label_dir = emotions / subject_dir.name / sequence.name if emotions else Path("/nonexistent")
+            label_dir = None if emotions is None else emotions / subject_dir.name / sequence.name
             emotion, problem = read_emotion(label_dir)
             ann = Annotation(
                 dataset=KIND, subject=subject_dir.name, sample_id=f"{subject_dir.name}_{sequence.name}",

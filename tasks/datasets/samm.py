@@ -11,15 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from merflow.tasks.datasets.base import (
-    AdapterResult,
     Annotation,
-    attach_clip_dirs,
-    build_samples,
+    SheetDataset,
     clean_text,
-    find_sheet,
     numbered_id,
     parse_frame,
-    roots_with_subjects,
 )
 
 KIND = "samm"
@@ -29,15 +25,8 @@ REQUIRED_COLUMNS = ("Subject", "Filename", "Onset Frame", "Apex Frame", "Offset 
 HEADER_SEARCH_ROWS = 40
 
 
-def find_coding_sheet(root: Path) -> Path | None:
-    return find_sheet(root, lambda path, names: SHEET in names)
-
-
-def detect(root: Path) -> bool:
-    return find_coding_sheet(root) is not None
-
-
 def subject_id(value: object) -> str:
+    """SAMM's subject folder name (006) for a sheet's Subject cell (6, '6', '006')."""
     return numbered_id(value, "", 3)
 
 
@@ -52,6 +41,7 @@ def header_row(raw: pd.DataFrame) -> int:
 
 
 def read_sheet(path: Path) -> list[Annotation]:
+    """The MICRO_ONLY tab's rows as annotations, the header found by content; a ValueError naming missing columns."""
     raw = pd.read_excel(path, sheet_name=SHEET, header=None, dtype=object)
     header = header_row(raw)
     sheet = raw.iloc[header + 1:].copy()
@@ -80,11 +70,20 @@ def read_sheet(path: Path) -> list[Annotation]:
     return annotations
 
 
-def read(root: Path) -> AdapterResult:
-    sheet = find_coding_sheet(root)
-    if sheet is None:
-        raise FileNotFoundError(f"no SAMM sheet with a {SHEET} tab under {root}")
-    annotations = read_sheet(sheet)
-    roots = roots_with_subjects(root, {a.subject for a in annotations})
-    attach_clip_dirs(annotations, roots)
-    return build_samples(annotations)
+class Samm(SheetDataset):
+    """SAMM: the workbook with a MICRO_ONLY tab; clips under any folder holding the subjects' folders."""
+
+    kind = KIND
+    sheet_description = f"SAMM sheet with a {SHEET} tab"
+
+    def is_sheet(self, path: Path, names: list[str]) -> bool:
+        """True for a workbook with SAMM's MICRO_ONLY tab."""
+        return SHEET in names
+
+    def read_sheet(self, path: Path) -> list[Annotation]:
+        """The sheet's annotations (module-level ``read_sheet``)."""
+        return read_sheet(path)
+
+
+ADAPTER = Samm()
+detect, read = ADAPTER.detect, ADAPTER.read

@@ -33,10 +33,12 @@ def modality_roots(root: Path) -> list[tuple[str, Path]]:
 
 
 def detect(root: Path) -> bool:
+    """True when root holds an HS, VIS or NIR folder with s*/micro/ clips."""
     return bool(modality_roots(root))
 
 
 def read(root: Path) -> AdapterResult:
+    """One sample per SMIC clip folder, labelled by its micro/<label>/ folder; no apex (SMIC annotates none)."""
     roots = modality_roots(root)
     if not roots:
         raise FileNotFoundError(f"no SMIC HS/VIS/NIR folder with s*/micro/<label>/ clips under {root}")

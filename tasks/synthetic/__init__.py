@@ -38,6 +38,11 @@ class SynthConfig:
     seed: int = 0
     scale: float = 0.5              # frame size relative to the real dataset's
     quirks: bool = True
+    # A photo of one frontal face that every subject is made from (each with its own pose, warp and
+    # tone, faces.subject_identity), read at run time: the path is recorded, the image never copied.
+    face_image: str | None = None
+    # Only these emotions (the dataset's own names), in equal numbers; empty: the real proportions.
+    emotions: tuple[str, ...] = ()
 
     def __post_init__(self):
         name = _ALIASES.get(self.dataset.lower(), self.dataset.lower())
@@ -50,13 +55,21 @@ class SynthConfig:
             raise ValueError("need at least one subject and one sample")
         if not 0.05 <= self.scale <= 1.0:
             raise ValueError(f"scale must be within 0.05..1, not {self.scale}")
+        object.__setattr__(self, "emotions", tuple(self.emotions))
+        unknown = sorted(set(self.emotions) - set(SPECS[name].emotions))
+        if unknown:
+            raise ValueError(f"unknown {name} emotions {unknown}; choose from {', '.join(SPECS[name].emotions)}")
+        if self.face_image is not None and not Path(self.face_image).is_file():
+            raise ValueError(f"face image {self.face_image!r} is not a file")
 
     @property
     def total(self) -> int:
+        """How many samples are written: ``samples`` if given, else subjects x samples_per_subject."""
         return self.samples if self.samples is not None else self.subjects * self.samples_per_subject
 
 
 def output_path(config: SynthConfig, out: Path) -> Path:
+    """Where ``synthesize`` writes: out/<dataset folder> or out/<dataset folder>.<archive>."""
     name = SPECS[config.dataset].folder
     return Path(out) / (name if config.archive == "none" else f"{name}.{config.archive}")
 
@@ -73,14 +86,20 @@ def synthesize(config: SynthConfig, out: Path, progress=None) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it or choose another --out")
     spec = SPECS[config.dataset]
+    if config.emotions:
+        spec = dataclasses.replace(spec, emotions=dict.fromkeys(config.emotions, 1))
     rng = np.random.default_rng([config.seed, DATASETS.index(config.dataset)])
     plans = plan_samples(spec, min(config.subjects, config.total), config.total, rng, macro=config.dataset == "ckplus")
+    for plan in plans:
+        plan.face_image = str(config.face_image) if config.face_image else None
     with tempfile.TemporaryDirectory(dir=out, prefix=".synth-") as work:
         # The archive unpacks one folder deeper than the real layout (CASME2/CASME2_RAW_selected/...).
         root = Path(work) / spec.folder
         root.mkdir()
         WRITERS[config.dataset](root, plans, config.scale, config.seed, rng, config.quirks, progress)
-        (root / MANIFEST).write_text(json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+        # The options a set was made without are left out: older manifests read the same.
+        manifest = {k: v for k, v in dataclasses.asdict(config).items() if v or k not in ("face_image", "emotions")}
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if config.archive == "none":
             shutil.move(str(root), target)
         else:

@@ -169,6 +169,7 @@ class FaceIdentity:
 
     @property
     def iod(self) -> float:
+        """The inter-ocular distance in pixels (eye centre to eye centre)."""
         (lx, ly), (rx, ry) = self.landmarks["left_eye"], self.landmarks["right_eye"]
         return float(np.hypot(rx - lx, ry - ly))
 
@@ -244,30 +245,64 @@ def _find_brow(grey: np.ndarray, eye: np.ndarray, iod: float, valid: np.ndarray)
     return float(eye[0]), float(y_lo + k)
 
 
-def subject_identity(subject_index: int, seed: int) -> FaceIdentity:
+def subject_identity(subject_index: int, seed: int, face_image: str | None = None) -> FaceIdentity:
     """Deterministic identity for ``subject_index`` in the set drawn with ``seed``.
 
     Subjects of one seed take the bundled faces in a seed-dependent order (the astronaut plus the
     curated lfw_subset faces), mirrored on every second pass through them, and each gets its own
-    skin tone, brightness, slight aspect change and small smooth geometric warp. Identities are
-    immutable, so recent ones are cached (building one takes ~20 ms).
+    skin tone, brightness, slight aspect change and small smooth geometric warp. With ``face_image``
+    (a path to a photo of one frontal face, read at run time, never copied) every subject is that
+    face instead, mirrored for every second subject, with its own small rotation, scale, aspect,
+    warp and tone. Identities are immutable, so recent ones are cached (building one takes ~20 ms).
     """
     subject_index = int(subject_index)
     if subject_index < 0:
         raise ValueError("subject_index must be >= 0")
-    return _build_identity(subject_index, int(seed))
+    return _build_identity(subject_index, int(seed), str(face_image) if face_image else None)
+
+
+@lru_cache(maxsize=4)
+def _image_face(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A face photo as float32 RGB in [0, 1] and its five landmarks (YuNet), downscaled so that its
+    eyes are about twice the canvas's inter-ocular distance apart (the canvas warp then interpolates
+    well)."""
+    from merflow.tasks.faces import FaceConfig, detect_face
+
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read the face image {path!r}: give a JPEG or PNG of one frontal face")
+    box = detect_face(bgr, FaceConfig())
+    if box.landmarks is None:
+        raise ValueError(f"no face landmarks found in {path!r} (detector {box.detector}): give a frontal face")
+    pts = np.array(box.landmarks, dtype=np.float64)
+    shrink = min(1.0, 2 * CANONICAL_IOD / float(np.linalg.norm(pts[1] - pts[0])))
+    if shrink < 1.0:
+        bgr = cv2.resize(bgr, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        pts = pts * shrink
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    return rgb, pts
 
 
 @lru_cache(maxsize=64)
-def _build_identity(subject_index: int, seed: int) -> FaceIdentity:
+def _build_identity(subject_index: int, seed: int, face_image: str | None = None) -> FaceIdentity:
     bases = _bases()
     order = np.random.default_rng([seed % (2**63), 0x5EED]).permutation(len(bases))
     base = bases[int(order[subject_index % len(bases)])]
     mirror = (subject_index // len(bases)) % 2 == 1
     rng = np.random.default_rng([seed % (2**63), subject_index, 0xFACE])
+    jitter = np.eye(3)
+    if face_image:
+        base, mirror = f"image:{face_image.replace(chr(92), '/').rsplit('/', 1)[-1]}", subject_index % 2 == 1
+        # One face for every subject: each its own pose (rotation, scale) about the canvas centre.
+        angle, zoom = np.deg2rad(rng.uniform(-4.0, 4.0)), float(rng.uniform(0.95, 1.05))
+        c, s = zoom * np.cos(angle), zoom * np.sin(angle)
+        jitter = np.array([[c, -s, _CX - c * _CX + s * _EYE_Y], [s, c, _EYE_Y - s * _CX - c * _EYE_Y], [0, 0, 1.0]])
 
     # --- source image (float32 RGB in [0,1]) and its five landmarks
-    if base == "astronaut":
+    if face_image:
+        src, pts = _image_face(face_image)
+        is_grey = False
+    elif base == "astronaut":
         src = _astronaut()
         pts = np.array(_ASTRONAUT_LANDMARKS, dtype=np.float64).reshape(5, 2)
         is_grey = False
@@ -287,7 +322,7 @@ def _build_identity(subject_index: int, seed: int) -> FaceIdentity:
     aspect = float(rng.uniform(0.93, 1.07))
     m = _similarity(pts, TEMPLATE)
     a = np.array([[aspect, 0.0, _CX * (1 - aspect)], [0.0, 1.0, 0.0], [0, 0, 1.0]])
-    m = (a @ np.vstack([m, [0, 0, 1]]))[:2]
+    m = (a @ jitter @ np.vstack([m, [0, 0, 1]]))[:2]
     size = (CANVAS, CANVAS)
     if is_grey:
         # Smooth upscaling (bicubic) of the 25x25 tile, bordered by replication so the warp
@@ -302,7 +337,7 @@ def _build_identity(subject_index: int, seed: int) -> FaceIdentity:
     lm5 = _apply(m, pts)
 
     # --- small smooth geometric warp (0.5-1.5 px), which moves the landmarks with it
-    amp = float(rng.uniform(0.5, 1.5))
+    amp = float(rng.uniform(0.5, 1.5)) * (2.0 if face_image else 1.0)
     wx = _smooth_noise(rng, size, 4) * amp
     wy = _smooth_noise(rng, size, 4) * amp
     gy, gx = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32)

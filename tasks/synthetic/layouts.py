@@ -9,7 +9,8 @@ the known quirks of the real data when ``quirks`` is on:
 - frames missing from a clip (CASME II, SAMM), an offset of 0 (CAS(ME)^2), CK+ sequences without a label,
 - a stray non-image file in a clip folder, and the archive unpacking one folder deeper (all).
 
-Layouts follow ../shared/reference/PROVENANCE.md; the adapters in tasks/datasets/ read them back.
+Layouts follow the datasets' documentation and the loaders in public code; each writer's docstring gives
+its layout. The adapters in tasks/datasets/ read them back.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from merflow.tasks.synthetic.faces import subject_identity
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A real dataset's top folder, frame size, colour, frame rate and emotion counts, which the writer copies."""
+
     folder: str                     # the top folder the archive unpacks to (one level above the real layout)
     frame_size: tuple[int, int]     # (H, W) of the real frames
     colour: bool
@@ -70,8 +73,10 @@ class Plan:
     onset: int       # indices into the clip, 0-based
     apex: int
     offset: int
+    face_image: str | None = None  # a face photo every subject is made from (faces.subject_identity)
 
     def number(self, index: int) -> int:
+        """The frame file number of the clip's frame at 0-based index."""
         return self.first + index
 
 
@@ -108,7 +113,8 @@ def plan_samples(spec: DatasetSpec, subjects: int, total: int, rng: np.random.Ge
 
 def render(spec: DatasetSpec, plan: Plan, scale: float, seed: int, rng: np.random.Generator,
            macro: bool = False) -> np.ndarray:
-    identity = subject_identity(spec.identity_offset + plan.subject, seed)
+    """The plan's clip as uint8 frames at the dataset's frame size times scale, colour or grey as the dataset."""
+    identity = subject_identity(spec.identity_offset + plan.subject, seed, plan.face_image)
     size = tuple(max(32, int(round(s * scale / 2)) * 2) for s in spec.frame_size)
     return render_clip(identity, normalise_emotion(plan.emotion), plan.n_frames, plan.onset, plan.apex, plan.offset,
                        size, spec.colour, rng, macro=macro)
@@ -120,6 +126,7 @@ def action_units(emotion: str) -> str:
 
 
 def write_frames(folder: Path, frames: np.ndarray, names: list[str], skip: set[int] = frozenset()) -> None:
+    """Write each frame under folder with its name (an image file), leaving out the indices in skip; OSError if one fails."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, (frame, name) in enumerate(zip(frames, names)):
         if index in skip:
@@ -142,6 +149,7 @@ def _pick_quirk_rows(n: int, count: int, rng: np.random.Generator) -> list[int]:
 
 # ---------------------------------------------------------------------------------------- CASME II
 def write_casme2(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """CASME II: CASME2_RAW_selected/sub01/EP02_01f/img46.jpg (onset..offset) and CASME2-coding-20140508.xlsx."""
     spec = SPECS["casme2"]
     slash_apex, outside_apex, gappy, stray = _pick_quirk_rows(len(plans), 4, rng) + [None] * max(0, 4 - len(plans))
     book, sheet = _workbook_sheet("Sheet1")
@@ -198,6 +206,7 @@ SAMM_OBJECTIVE = {"Happiness": 1, "Surprise": 2, "Anger": 3, "Disgust": 4, "Cont
 
 
 def write_samm(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """SAMM: SAMM/006/006_1_2/006_05562.jpg (grey) and SAMM_Micro_FACS_Codes_v2.xlsx (MICRO_ONLY, header on row 14)."""
     spec = SPECS["samm"]
     outside_apex, gappy, stray = _pick_quirk_rows(len(plans), 3, rng) + [None] * max(0, 3 - len(plans))
     book, sheet = _workbook_sheet("MICRO_ONLY")
@@ -232,6 +241,7 @@ SMIC_PREFIX = {"negative": "ne", "positive": "po", "surprise": "sur"}
 
 
 def write_smic(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """SMIC-HS: SMIC_all_raw/HS/s2/micro/surprise/s2_sur_02/image<6 digits>.bmp, labels in folder names only."""
     spec = SPECS["smic"]
     stray = _pick_quirk_rows(len(plans), 1, rng)
     counts = {}
@@ -258,6 +268,7 @@ def write_smic(root: Path, plans: list[Plan], scale: float, seed: int, rng, quir
 
 # ------------------------------------------------------------------------------------------- CASME
 def write_casme(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """CASME: CASME_raw_selected/sub01/EP01_12/EP01_12-<n>.jpg and CASME-coding-20130201.xlsx."""
     spec = SPECS["casme"]
     slash_apex, stray = _pick_quirk_rows(len(plans), 2, rng) + [None] * max(0, 2 - len(plans))
     book, sheet = _workbook_sheet("Sheet1")
@@ -341,6 +352,7 @@ CKPLUS_CODES = {"anger": 1, "contempt": 2, "disgust": 3, "fear": 4, "happiness":
 
 
 def write_ckplus(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """CK+: cohn-kanade-images/S005/001/S005_001_00000001.png, labels in Emotion/S005/001/*_emotion.txt."""
     spec = SPECS["ckplus"]
     unlabelled = set(_pick_quirk_rows(len(plans), max(1, len(plans) // 8), rng)) if quirks else set()
     sequences = {}

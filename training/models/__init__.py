@@ -1,25 +1,31 @@
 """The model registry: ``merflow train --model NAME`` (and ``tune``) look a model up here.
 
 One small interface, the same for every model. ``MODELS[name]`` is a ``ModelInfo`` saying what the model
-reads and how it is run by default; ``ModelInfo.load()`` imports its module, which defines:
+reads, whether it pretrains on CK+ once a run, how many folds it trains at once and how it is run by
+default; ``ModelInfo.load()`` imports its module, which defines:
 
 - ``NAME``: the name, as written in the result tables' ``method`` column (storage/results.py);
-- ``Config``: a frozen dataclass of everything that decides its numbers, with ``to_dict()``, ``seed``
-  and ``recipe`` (a name, or None where the model has none; the tables' ``recipe`` column);
+- ``Config``: a frozen dataclass of everything that decides its numbers, with ``to_dict()``, ``seed``,
+  ``recipe`` (a name, or None where the model has none; the tables' ``recipe`` column) and
+  ``validation_fraction`` (the share of training subjects kept to choose on; 0.0 where nothing is chosen);
 - ``default_config(**overrides) -> Config``;
-- ``run_folds(data, folds, config, checkpoints, *, store, on_fold=None) -> list[dict]``: train and
-  evaluate ``folds`` (training.folds.Fold) of a protocol loaded by ``training.run.load_protocol``
-  (``data``), checkpointing under ``checkpoints``; one dict per fold: ``{"fold": Fold, "predictions":
-  DataFrame, "chosen": dict}``, where the predictions have run.py's ``fold_predictions`` columns (fold,
-  split, model, alpha, sample_key, dataset, subject_key, label, pred, scores, chosen) and "chosen"
-  what the fold chose on its validation subjects (empty where nothing is chosen);
-- ``train_protocol(catalog_dir, store, protocol, dataset, config, out, run=None, class_set=None,
-  on_fold=None, on_note=None, balance=None, **protocol_options) -> dict``: a whole protocol, result
-  tables written (``protocol_options``, e.g. sample_list, sample_lists, feature_config, go to
-  ``training.run.load_protocol``); returns what ``training.run.train_protocol`` returns (run,
-  protocol, dataset, classes, folds, chosen, metrics, predictions, timings, notes);
+- ``plan(data, config, protocol, dataset, class_set) -> RunPlan``: what the model makes of a protocol
+  loaded by ``training.run.load_protocol`` (``data``): the folds it trains, the notes of the run's row,
+  the run's identity, the lines to tell before training, the runs row's configuration;
+- ``prepare(data, config, checkpoints)``: the run-wide work before any fold (Meta-MMFNet: the CK+ macro
+  pretraining, checkpointed), passed to ``run_folds`` as ``prepared``; None where there is none;
+- ``run_folds(data, folds, config, checkpoints, *, prepared=None, on_fold=None) -> list[FoldResult]``:
+  train and evaluate ``folds`` (training.folds.Fold), checkpointing under ``checkpoints``, in their
+  order; ``on_fold(done, len(folds), fold)`` hears each finished fold. A fold nothing can be trained on
+  comes back with ``skipped`` (its reason) and no predictions; the run goes on without it;
 - ``smoke_step(seed=0) -> dict``: a forward pass and one optimisation step on a tiny random batch, for
-  the registry's test (tests/test_models.py): ``{"loss": float, "change": float, "logits": (n, classes)}``.
+  the registry's test (tests/test_models.py): ``{"loss": float, "change": float, "logits": (n, classes)}``
+  (a model with no optimisation step reports its one update instead: nearest-centroid, the class means moving).
+
+What a whole run does around them is the same for every model (training/run.py ``train_protocol`` without
+Prefect, flows/train.py with a task per unit): load the protocol, plan, prepare, train the folds
+(``ModelInfo.folds_per_task`` at a time), the floor (``nearest_centroid.floor``) on the folds that trained,
+the metrics, and the tables written through storage/results.py ``write_run``.
 """
 
 from __future__ import annotations
@@ -27,12 +33,43 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry itself imports nothing heavy (the CLI's parser reads it)
+    import pandas as pd
+
+    from merflow.training.folds import Fold
 
 BALANCES = ("none", "undersample")
 
 
+@dataclass
+class FoldResult:
+    """One fold's outcome, the same for every model."""
+
+    fold: Fold
+    predictions: pd.DataFrame | None   # training.run.fold_predictions' columns; None where the fold was skipped
+    chosen: dict                       # what the fold chose on its validation subjects ({} where nothing is)
+    skipped: str | None = None         # why nothing could be trained on the fold
+
+
+@dataclass
+class RunPlan:
+    """What a model makes of a loaded protocol before any fold trains."""
+
+    folds: list[Fold]                  # the folds it trains (survey-cnn: rebuilt on the balanced samples)
+    notes: dict                        # what the runs row records besides the configuration (its "data")
+    identity: dict                     # what the run's weights are made from (training.run.check_run_identity)
+    messages: list[str]                # lines to tell before training
+    settings: dict                     # the runs row's configuration (the notes are added as "data")
+    leaky: bool = False                # a held-out sample's person has other clips in training (LOVO)
+    shots: int | None = None           # the tables' shots column (Meta-MMFNet's support shots; None elsewhere)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
+    """What a registered model reads and how a run uses it (its module implements the interface above)."""
+
     name: str
     module: str                      # the module implementing the interface above
     description: str
@@ -40,8 +77,12 @@ class ModelInfo:
     macro_pretraining: bool          # also reads CK+ macro-expressions
     default_balance: str             # "none" or "undersample" (training.folds.undersample)
     tunable: bool                    # `merflow tune` searches it
+    # Folds trained in one call of run_folds (one Prefect task of the train flow): None, all of them at
+    # once (survey-cnn stacks its folds' networks; nearest-centroid builds its feature matrix once).
+    folds_per_task: int | None = 1
 
     def load(self) -> ModuleType:
+        """The module implementing the interface above."""
         return importlib.import_module(self.module)
 
 
@@ -51,16 +92,22 @@ MODELS: dict[str, ModelInfo] = {info.name: info for info in [
               "classifiers, fused as d_micro + α·d_macro", ("diff", "flow"), True, "none", True),
     ModelInfo("survey-cnn", "merflow.training.models.survey_cnn",
               "the survey baseline (Gong, An, Elfiky 2022): one small CNN on the 28x28 apex frame, MATLAB "
-              "main4.m's schedule", ("apex", "middle"), False, "undersample", False),
+              "main4.m's schedule", ("apex", "middle"), False, "undersample", False, None),
+    ModelInfo("nearest-centroid", "merflow.training.models.nearest_centroid",
+              "the floor: class means of the training samples' flow u, v (or difference, or both), each channel "
+              "scaled on the training samples only; the nearest mean wins, nothing learned", ("diff", "flow"), False,
+              "none", False, None),
 ]}
 DEFAULT_MODEL = "meta-mmfnet"
 
 
 def get(name: str) -> ModelInfo:
+    """The registered model ``name``; an unknown name is one line listing the models."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the models are {', '.join(MODELS)}")
     return MODELS[name]
 
 
 def load(name: str) -> ModuleType:
+    """The module implementing model ``name``."""
     return get(name).load()

@@ -1,6 +1,6 @@
 """Meta-MMFNet behind the model registry's interface (training/models/__init__.py): a thin adapter
-around training/fit.py (the stages of one fold) and training/run.py (a whole protocol), which stay
-where they are and keep today's behaviour."""
+around training/stages.py (the CK+ macro pretraining once a run, the stages of one fold) and training/run.py's
+notes and prediction rows."""
 
 from __future__ import annotations
 
@@ -8,38 +8,52 @@ import numpy as np
 import torch
 from torch import nn
 
+from merflow.configs.train import TrainConfig
 from merflow.training import run as protocol_run
-from merflow.training.fit import TrainConfig, new_encoder, run_fold
+from merflow.training.loops import new_encoder
 from merflow.training.model import LinearClassifier, input_channels
+from merflow.training.models import FoldResult, RunPlan
+from merflow.training.stages import FoldSkipped, run_fold
 
 NAME = "meta-mmfnet"
 Config = TrainConfig
 
 
 def default_config(**overrides) -> TrainConfig:
+    """The default configuration (merflow's own recipe), with ``overrides``."""
     return TrainConfig(**overrides)
 
 
-def run_folds(data, folds, config: TrainConfig, checkpoints, *, store=None, on_fold=None) -> list[dict]:
-    """Every fold through fit.run_fold (its stages checkpointed), as prediction rows."""
-    macro = data.macro_model(config, checkpoints)
+def plan(data, config: TrainConfig, protocol: str, dataset: str | None, class_set: str | None = None) -> RunPlan:
+    """Every fold of the protocol; the notes are run.py's (samples left out, skipped folds, shortfalls,
+    the recipe's feature mismatch)."""
+    notes = protocol_run.run_notes(data, config)
+    return RunPlan(data.folds, notes, data.identity(), protocol_run.notes_messages(notes), config.to_dict(),
+                   shots=config.shots)
+
+
+def prepare(data, config: TrainConfig, checkpoints) -> dict:
+    """The macro encoder pretrained on CK+ (fit.pretrain_macro, checkpointed): once a run, shared by every fold."""
+    return data.macro_model(config, checkpoints)
+
+
+def run_folds(data, folds, config: TrainConfig, checkpoints, *, prepared: dict | None = None,
+              on_fold=None) -> list[FoldResult]:
+    """Every fold through stages.run_fold (its stages checkpointed), as prediction rows; a fold run_fold
+    skips (``FoldSkipped``: nothing to train on) comes back with its reason."""
+    macro = prepared if prepared is not None else prepare(data, config, checkpoints)
     outcomes = []
     for index, fold in enumerate(folds, start=1):
-        result = run_fold(fold, data.source, data.samples, macro, config, checkpoints)
-        outcomes.append({"fold": fold, "chosen": result["chosen"],
-                         "predictions": protocol_run.fold_predictions(result, data.samples, config.alphas)})
+        try:
+            result = run_fold(fold, data.source, data.samples, macro, config, checkpoints)
+        except FoldSkipped as skipped:
+            outcomes.append(FoldResult(fold, None, {}, skipped.reason))
+        else:
+            outcomes.append(FoldResult(fold, protocol_run.fold_predictions(result, data.samples, config.alphas),
+                                       result["chosen"]))
         if on_fold:
-            on_fold(index, len(folds), fold, result)
+            on_fold(index, len(folds), fold)
     return outcomes
-
-
-def train_protocol(catalog_dir, store, protocol, dataset, config: TrainConfig, out, run=None, class_set=None,
-                   on_fold=None, on_note=None, balance=None, **protocol_options) -> dict:
-    if balance not in (None, "none"):
-        raise ValueError(f"--balance {balance} is implemented for --model survey-cnn only; Meta-MMFNet trains on "
-                         "every sample (its episodes draw the same number of samples of every class)")
-    return protocol_run.train_protocol(catalog_dir, store, protocol, dataset, config, out, run=run,
-                                       class_set=class_set, on_fold=on_fold, on_note=on_note, **protocol_options)
 
 
 def smoke_step(seed: int = 0) -> dict:

@@ -1,7 +1,7 @@
-"""The survey's baseline CNN (Gong, An, Elfiky 2022; ../shared/METHOD.md "Survey baseline"), trained as
+"""The survey's baseline CNN (Gong, An, Elfiky 2022; docs/method.md "System 2"), trained as
 its MATLAB code trained it, many folds at once.
 
-The network, as ``reference/survey/net4.mat`` names it (the LayerGraph read from the file's
+The network, as the survey's ``net4.mat`` names it (wenjgong/microExpressionSurvey @ 9da5c7c4) (the LayerGraph read from the file's
 zlib-compressed MCOS stream; ``net9.mat`` differs only in fc_2's OutputSize 9):
 
 ==============  ==========================================================================
@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import time
 from dataclasses import dataclass
 
 import cv2
@@ -59,11 +58,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from merflow.storage import locations, results
+from merflow.configs import config_hash
+from merflow.storage import locations
 from merflow.storage.features import FeatureReader, FeatureStore, group_name
-from merflow.training.fit import pick_device  # the one device rule (auto: CUDA where there is one)
 from merflow.training.folds import Fold, folds, undersample
-from merflow.training.metrics import summarise
+from merflow.training.loops import pick_device  # the one device rule (auto: CUDA where there is one)
+from merflow.training.models import FoldResult, RunPlan
 
 NAME = "survey-cnn"
 INPUT_SIZE = 28           # net4.mat imageinput InputSize [28 28 3]
@@ -123,7 +123,13 @@ class SurveyConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (the runs table's config)."""
         return dataclasses.asdict(self)
+
+    @property
+    def validation_fraction(self) -> float:
+        """No inner validation: main4.m's fixed schedule chooses nothing, every training subject trains."""
+        return 0.0
 
     def chunk_size(self, device: torch.device) -> int:
         """How many folds to train together on ``device`` (``folds_per_batch``, or its default there)."""
@@ -405,11 +411,44 @@ Config = SurveyConfig
 # Datasets whose frames the survey read as grey: apex4.m fills only channel 1 of their 28x28x3 input
 # (SAMM: all_C(:,:,1,e)=Image2; CASME: all_C(:,:,1,e)=Image8), the colour sets all three.
 SURVEY_GREY_DATASETS = frozenset({"samm", "casme"})
-LEAKY_PROTOCOLS = ("lovo",)   # a held-out sample's person is in training (../shared/METHOD.md)
+LEAKY_PROTOCOLS = ("lovo",)   # a held-out sample's person is in training (docs/method.md "Protocols")
 
 
 def default_config(**overrides) -> SurveyConfig:
+    """main4.m's settings (and MATLAB's defaults), with ``overrides``."""
     return SurveyConfig(**overrides)
+
+
+def plan(data, config: SurveyConfig, protocol: str, dataset: str | None, class_set: str | None = None) -> RunPlan:
+    """The survey's run: the protocol's samples balanced (``config.balance``) before the split, then its
+    folds rebuilt on them; one network per fold trained on every other training sample with main4.m's
+    fixed schedule (no inner validation: nothing is chosen), scored on the held-out samples."""
+    column = data.folds[0].label_column
+    rows = data.samples.reset_index(drop=True)
+    balance_record = None
+    messages = []
+    if config.balance == "undersample":
+        rows, balance_record = undersample(rows, column, config.seed)
+        messages.append(f"balanced by undersampling (seed {config.seed}): {balance_record['per_class']} per class, "
+                        f"{len(rows)} of {len(data.samples)} samples (before: "
+                        + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + ")")
+    fold_list = folds(rows, protocol, dataset, class_set=class_set, validation_fraction=0.0, seed=config.seed)
+    identity = data.identity() | {
+        "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record else None})}
+    leaky = protocol in LEAKY_PROTOCOLS
+    if leaky:
+        messages.append(f"{protocol} is leaky: a held-out sample's person has other clips in training (the survey's "
+                        "protocol, run for comparison); subject-disjoint: --protocol loso or fused4/fused9")
+    notes = {"excluded_samples": dict(sorted(data.excluded.items())),
+             "sample_list": data.sample_list, "balance": balance_record,
+             "schedule": "fixed: main4.m's published schedule, no inner validation, nothing chosen",
+             "leaky": leaky}
+    return RunPlan(fold_list, notes, identity, messages, {"model": NAME, **config.to_dict()}, leaky)
+
+
+def prepare(data, config: SurveyConfig, checkpoints) -> None:
+    """Nothing is shared between folds (each trains from its own seeded initial weights)."""
+    return None
 
 
 def load_images(store: str, feature_config, samples: pd.DataFrame, config: SurveyConfig
@@ -455,10 +494,10 @@ def _chunk_key(config: SurveyConfig, chunk: list[Fold], labels: dict, frames: di
                         "samples": [[k, labels[k], frames[k], fingerprints.get(k, "")] for k in keys]})
 
 
-def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *, store: str,
-              on_fold=None) -> list[dict]:
+def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *, prepared=None,
+              on_fold=None) -> list[FoldResult]:
     """Train and score ``fold_list`` (each trains on its fit keys, tests its test keys; no validation),
-    32 folds (or one GPU stack) at a time; each batch's scores are checkpointed under
+    stacked, 32 folds (or one GPU stack) at a time; each batch's scores are checkpointed under
     ``checkpoints/survey-cnn/``, named by everything they depend on, so a rerun trains only what is missing."""
     if not fold_list:
         return []
@@ -466,7 +505,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     column = fold_list[0].label_column
     keys = sorted({k for fold in fold_list for k in fold.fit_keys + fold.validation_keys + fold.test_keys})
     rows = data.samples.loc[keys]
-    images, frame_names = load_images(store, data.feature_config, rows.reset_index(drop=True), config)
+    images, frame_names = load_images(data.store, data.feature_config, rows.reset_index(drop=True), config)
     index = {k: i for i, k in enumerate(keys)}
     labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
     label_of, frame_of = dict(zip(keys, rows[column])), dict(zip(keys, frame_names))
@@ -497,7 +536,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
             for fold in chunk:
                 done += 1
                 if on_fold:
-                    on_fold(done, len(fold_list), fold, {"chosen": {}, "frames": {k: frame_of[k] for k in fold.test_keys}})
+                    on_fold(done, len(fold_list), fold)
     outcomes = []
     for fold in sorted(fold_list, key=lambda f: order[f.name]):
         fold_scores = scores[fold.name]
@@ -506,71 +545,6 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
             "dataset": rows.at[key, "dataset"], "subject_key": rows.at[key, "subject_key"],
             "label": rows.at[key, column], "pred": classes[int(np.argmax(row))],
             "scores": [float(v) for v in row], "chosen": False} for key, row in zip(fold.test_keys, fold_scores)])
-        outcomes.append({"fold": fold, "predictions": predictions, "chosen": {}})
+        outcomes.append(FoldResult(fold, predictions, {}))
     return outcomes
 
-
-def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
-    """Metrics per fold, per dataset and pooled (accuracy = correct / N over every held-out sample)."""
-    indexed = predictions.assign(label=predictions["label"].map(classes.index),
-                                 pred=predictions["pred"].map(classes.index))
-    table = summarise(indexed, classes, by=("split", "model")).assign(alpha=None, chosen=False)
-    return table
-
-
-def train_protocol(catalog_dir, store, protocol, dataset, config: SurveyConfig, out, run=None, class_set=None,
-                   on_fold=None, on_note=None, balance=None, **protocol_options) -> dict:
-    """The survey's run: the protocol's samples, balanced (``config.balance``, or ``balance``) before
-    the split, one network per fold trained on every other training sample with main4.m's fixed
-    schedule (no inner validation: nothing is chosen), scored on the held-out samples; result tables
-    written with method 'survey-cnn'."""
-    from merflow.training import run as protocol_run  # run.py imports fit.py (torch models of Meta-MMFNet)
-
-    started = time.perf_counter()
-    if balance is not None:
-        config = dataclasses.replace(config, balance=balance)
-    run = run or protocol_run.new_run_id()
-    note = on_note or (lambda message: None)
-    data = protocol_run.load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, 0.0,
-                                      **protocol_options)
-    column = data.folds[0].label_column
-    rows = data.samples.reset_index(drop=True)
-    balance_record = None
-    if config.balance == "undersample":
-        rows, balance_record = undersample(rows, column, config.seed)
-        note(f"balanced by undersampling (seed {config.seed}): {balance_record['per_class']} per class, "
-             f"{len(rows)} of {len(data.samples)} samples (before: "
-             + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + ")")
-    fold_list = folds(rows, protocol, dataset, class_set=class_set, validation_fraction=0.0, seed=config.seed)
-    identity = data.identity() | {
-        "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record else None})}
-    protocol_run.check_run_identity(out, run, identity)
-    if protocol in LEAKY_PROTOCOLS:
-        note(f"{protocol} is leaky: a held-out sample's person has other clips in training (the survey's protocol, "
-             "run for comparison); subject-disjoint: --protocol loso or fused4/fused9")
-    checkpoints = locations.join(out, "checkpoints", run)
-    timings = {}
-    stage = time.perf_counter()
-    outcomes = run_folds(data, fold_list, config, checkpoints, store=store, on_fold=on_fold)
-    timings["folds"] = round(time.perf_counter() - stage, 2)
-    predictions = pd.concat([o["predictions"] for o in outcomes], ignore_index=True)
-    classes = fold_list[0].classes
-    metrics = metric_rows(predictions, classes)
-    timings["total"] = round(time.perf_counter() - started, 2)
-    notes = {"excluded_samples": dict(sorted(data.excluded.items())),
-             "sample_list": data.sample_list, "balance": balance_record,
-             "schedule": "fixed: main4.m's published schedule, no inner validation, nothing chosen",
-             "leaky": protocol in LEAKY_PROTOCOLS}
-    settings = {"model": NAME, **config.to_dict(), "data": notes}
-    common = {"run": run, "protocol": protocol, "trial": "", "shots": None, "method": NAME, "recipe": config.recipe}
-    results.write_part(out, "metrics", run, protocol, "all", metrics.assign(**common))
-    results.write_part(out, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
-    row = protocol_run.run_row(run, protocol, dataset, settings, data.feature_config, classes, timings)
-    results.write_part(out, "runs", run, protocol, "all", [row | {"method": NAME, "recipe": config.recipe}])
-    return {"run": run, "protocol": protocol, "dataset": dataset, "classes": classes, "folds": len(fold_list),
-            "chosen": {}, "metrics": metrics, "predictions": predictions, "timings": timings, "notes": notes,
-            "method": NAME, "leaky": protocol in LEAKY_PROTOCOLS}
-
-
-def config_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,16 +1,18 @@
-"""Meta-MMFNet's stages on real (synthetic) features: leakage, checkpoints, macro pretraining, folds
-short of a class."""
+"""Meta-MMFNet's stages (training/stages.py) on real (synthetic) features: leakage, checkpoints, macro
+pretraining, folds short of a class."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
+from merflow.configs.train import TrainConfig
 from merflow.storage import catalog as catalog_store
 from merflow.storage.features import open_features
+from merflow.training import loops
 from merflow.training.data import FeatureSource
-from merflow.training.fit import FoldSkipped, TrainConfig, choose_alpha, pretrain_macro, run_fold
 from merflow.training.folds import folds, macro_samples, protocol_samples
+from merflow.training.stages import FoldSkipped, pretrain_macro, run_fold
 
 TINY = TrainConfig(macro_epochs=3, pretrain_epochs=4, meta_epochs=2, batches_per_epoch=3)
 
@@ -30,6 +32,8 @@ def _macro(parts, tmp_path, config=TINY):
                           tuple(sorted(macro["label_ckplus7"].unique())), config, tmp_path)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_macro_pretraining_changes_the_encoder(parts, tmp_path):
     trained = _macro(parts, tmp_path)
     assert trained["samples"] == len(parts[2]) > 20
@@ -50,16 +54,20 @@ def _shuffle_test_labels(catalog, fold, column):
     return shuffled
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_shuffling_the_test_subjects_labels_changes_no_chosen_setting(parts, tmp_path):
     catalog, source, _ = parts
     macro = _macro(parts, tmp_path / "macro")
-    for fold in folds(catalog, "loso", "casme2")[:2]:
+    # The epochs chosen on validation (the default keeps the last): by accuracy in one fold, by loss in the other.
+    choices = [TINY.replace(epoch_choice=choice) for choice in ("validation", "loss")]
+    for fold, config in zip(folds(catalog, "loso", "casme2")[:2], choices):
         shuffled = _shuffle_test_labels(catalog, fold, fold.label_column)
         twin = next(f for f in folds(shuffled, "loso", "casme2") if f.name == fold.name)
         assert (twin.fit_keys, twin.validation_keys, twin.test_keys) == (fold.fit_keys, fold.validation_keys,
                                                                         fold.test_keys)
         results = [run_fold(f, source, protocol_samples(c, "loso", "casme2").set_index("sample_key", drop=False),
-                            macro, TINY, tmp_path / name)
+                            macro, config, tmp_path / name)
                    for f, c, name in ((fold, catalog, "clean"), (twin, shuffled, "shuffled"))]
         assert results[0]["chosen"] == results[1]["chosen"]
         for model in ("micro", "macro"):
@@ -76,6 +84,8 @@ def _one_fold(parts, tmp_path, index):
     return (lambda config: run_fold(fold, source, samples, macro, config, tmp_path / "run")), fold
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_fold_resumes_from_its_checkpoints(parts, tmp_path):
     train, fold = _one_fold(parts, tmp_path, 3)
     first = train(TINY)
@@ -97,6 +107,8 @@ def test_a_fold_resumes_from_its_checkpoints(parts, tmp_path):
     assert third["chosen"]["micro_pretrain_epoch"] == first["chosen"]["micro_pretrain_epoch"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_retrained(parts, tmp_path):
     train, fold = _one_fold(parts, tmp_path, 4)
     first = train(TINY)
@@ -107,19 +119,12 @@ def test_an_unreadable_checkpoint_is_retrained(parts, tmp_path):
     assert evaluation.stat().st_size > 100
 
 
-def test_alpha_is_chosen_on_validation_scores_only():
-    micro = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    macro = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 3.0]])
-    labels = np.array([0, 1, 1])
-    # α = 0: predictions 0, 1, 0 (2/3); α >= 0.5: the third flips to class 1 (3/3), the first stays until α = 2.
-    assert choose_alpha(micro, macro, labels, (0.0, 0.5, 1.0)) == 0.5
-    assert choose_alpha(micro, macro, np.array([], int), (0.0, 0.5)) == 1.0
-
-
 def _fold_with_fit(fold, fit_keys):
     return dataclasses.replace(fold, fit_keys=tuple(sorted(fit_keys)))
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_fold_whose_fit_split_is_short_of_a_class_trains_and_records_the_class_by_name(parts, tmp_path):
     catalog, source, _ = parts
     macro = _macro(parts, tmp_path / "macro")
@@ -138,6 +143,8 @@ def test_a_fold_whose_fit_split_is_short_of_a_class_trains_and_records_the_class
     assert len(list((tmp_path / "run" / fold.name).glob("micro_pretrain-*.pt"))) == 2
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_fold_with_nothing_to_train_on_is_skipped_naming_the_fold_and_the_classes(parts, tmp_path):
     catalog, source, _ = parts
     fold = folds(catalog, "loso", "casme2")[6]
@@ -150,3 +157,12 @@ def test_a_fold_with_nothing_to_train_on_is_skipped_naming_the_fold_and_the_clas
     assert message.startswith(f"fold {fold.name} skipped: its fit split: fewer than 2 classes")
     assert all(name in message for name in fold.classes) and "happiness 0" in message
     assert not list(tmp_path.rglob("*.pt"))  # nothing was trained
+
+
+def test_no_stage_keeps_an_epoch_before_its_minimum(parts, tmp_path):
+    train, _ = _one_fold(parts, tmp_path, 2)
+    config = TINY.replace(epoch_choice="loss", min_epoch_fraction=1.0)
+    assert loops.first_eligible_epoch(config.pretrain_epochs, config) == config.pretrain_epochs
+    chosen = train(config)["chosen"]
+    assert chosen["micro_pretrain_epoch"] == config.pretrain_epochs
+    assert chosen["micro_meta_epoch"] == chosen["macro_meta_epoch"] == config.meta_epochs

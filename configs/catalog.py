@@ -1,0 +1,19 @@
+"""Values of the sample catalog that adapters write and storage/catalog.py types: the apex sources and
+the protocol label columns."""
+
+from __future__ import annotations
+
+# apex_source values: the sheet's apex is used | the sheet has none | the sheet's lies outside
+# onset..offset (kept in apex_annotated). The last two leave apex null: the features flow spots it.
+APEX_SOURCES = ("annotated", "missing", "outside_clip")
+APEX_OUTSIDE_CLIP = "outside_clip"
+
+# One column per class set of tasks/labels.py (CLASS_SETS, in its order) and the MEGC2019 composite;
+# tests/test_configs.py checks that the two agree.
+LABEL_COLUMNS = ("label_casme4", "label_casme2_4", "label_casme2_5", "label_smic3", "label_samm5", "label_ckplus7",
+                 "label_cde3", "label_fused4", "label_fused9", "label_megc2019")
+
+# The catalog's local folders: raw/<sha256[:16]>/ (archives unpacked once), downloads/ (URL sources);
+# storage/sources.py places them (in the local cache for a catalog on object storage).
+RAW_DIR = "raw"
+DOWNLOADS_DIR = "downloads"

@@ -1,0 +1,140 @@
+"""The features stage's configuration: how faces are found (``FaceConfig``, tasks/faces.py), which
+optical flow (``MotionConfig``, tasks/motion.py), and everything that decides the features' values
+(``FeatureConfig``, whose hash names the feature store's group, storage/features.py).
+
+The hashes must never change for the same settings: a feature group is named ``<dataset>-<hash>``,
+so another hash would hide every store computed before (tests/test_configs.py pins them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+
+from merflow.configs.base import Config
+
+DETECTORS = ("yunet", "haar")
+NO_FACE_POLICIES = ("centre", "quarantine")
+FLOW_ALGORITHMS = ("farneback", "tvl1", "dis")
+DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")  # cv2.DISOPTICAL_FLOW_PRESET_*, mapped in tasks/motion.py
+SIZES = (28, 64, 80, 112, 128)
+FIRST_FRAMES = ("onset", "onset+1")
+# The features' schema version (storage/features.py writes it with every group); part of the hash.
+FEATURE_SCHEMA_VERSION = 2  # 2: the middle crop (training/models/survey_cnn.py)
+# The arrays of a shard, name -> (dtype, channels): what tasks/features.py computes, storage/features.py stores.
+ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "middle": ("uint8", 3), "diff": ("float32", 3),
+          "flow": ("float32", 4)}
+FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
+OPTFLOW_FARNEBACK_GAUSSIAN = 256  # cv2.OPTFLOW_FARNEBACK_GAUSSIAN (tests/test_configs.py checks it)
+
+
+def _one_of(valid: tuple) -> BeforeValidator:
+    """A choice field's check, whose error lists every valid value (``must be one of 'a', 'b'; got 'c'``)."""
+
+    def check(value):
+        if value not in valid:
+            raise ValueError(f"must be one of {', '.join(map(repr, valid))}; got {value!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Detector = Annotated[Literal[DETECTORS], _one_of(DETECTORS)]
+NoFace = Annotated[Literal[NO_FACE_POLICIES], _one_of(NO_FACE_POLICIES)]
+FlowAlgorithm = Annotated[Literal[FLOW_ALGORITHMS], _one_of(FLOW_ALGORITHMS)]
+DisPreset = Annotated[Literal[DIS_PRESET_NAMES], _one_of(DIS_PRESET_NAMES)]
+Size = Annotated[Literal[SIZES], _one_of(SIZES)]
+FirstFrame = Annotated[Literal[FIRST_FRAMES], _one_of(FIRST_FRAMES)]
+
+
+class FaceConfig(Config):
+    """How faces are found and framed; one per feature run."""
+
+    detector: Detector = "yunet"         # 'yunet' (yuface, weights compiled in, 5 landmarks) or 'haar' (box only)
+    fallback: Detector | None = "haar"   # tried when the detector finds nothing; None for no fallback
+    margin: float = Field(0.15, ge=0)    # extra border around the detected box, as a fraction of its side, each side
+    align: bool = True                   # rotate so that the eyes are level, when landmarks exist
+    no_face: NoFace = "centre"           # 'centre': centre square crop, detector 'none'; 'quarantine': NoFaceError
+    min_confidence: float = Field(0.5, ge=0, le=1)  # YuNet score threshold, 0..1
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """The detectors tried, in order."""
+        if self.fallback is None or self.fallback == self.detector:
+            return (self.detector,)
+        return (self.detector, self.fallback)
+
+
+class FarnebackParameters(NamedTuple):
+    """The positional parameters of ``cv2.calcOpticalFlowFarneback`` after the flow argument."""
+
+    pyr_scale: Annotated[float, Field(gt=0, lt=1)]
+    levels: Annotated[int, Field(ge=0)]
+    winsize: Annotated[int, Field(ge=3)]
+    iterations: Annotated[int, Field(ge=1)]
+    poly_n: Literal[5, 7]
+    poly_sigma: Annotated[float, Field(gt=0)]
+    # There is never an initial flow to refine: each sample's flow starts from zero.
+    flags: Literal[0, OPTFLOW_FARNEBACK_GAUSSIAN]
+
+
+class MotionConfig(Config):
+    """Which optical flow to compute and with what parameters.
+
+    ``farneback`` holds the positional parameters of ``cv2.calcOpticalFlowFarneback`` after the
+    flow argument: pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags. The default
+    is Meta-MMFNet's published setting. The TV-L1 fields are OpenCV's defaults; ``tvl1_tau`` above
+    0.25 makes the primal-dual scheme unstable. ``spot_algorithm`` is the flow used by
+    ``tasks.motion.spot_apex``, which runs it once per frame, so a cheap one is the default.
+    """
+
+    algorithm: FlowAlgorithm = "farneback"
+    farneback: FarnebackParameters = FarnebackParameters(0.5, 3, 15, 3, 5, 1.2, 0)
+    dis_preset: DisPreset = "medium"
+    tvl1_tau: float = Field(0.25, gt=0, le=0.25)
+    tvl1_lambda: float = Field(0.15, gt=0)
+    tvl1_theta: float = Field(0.3, gt=0)
+    tvl1_scales: int = Field(5, ge=1)
+    tvl1_warps: int = Field(5, ge=1)
+    spot_algorithm: FlowAlgorithm = "dis"
+    spot_border: float = Field(0.2, ge=0, lt=0.5)  # fraction of each side of the crop that apex spotting leaves out
+
+    @field_validator("farneback", mode="wrap")
+    @classmethod
+    def _named_parameters(cls, value, handler):
+        """Seven values, each checked by its name in ``FarnebackParameters`` (the error names the bad ones)."""
+        names = FarnebackParameters._fields
+        if isinstance(value, (tuple, list)) and len(value) != len(names):
+            raise ValueError(f"farneback must have {len(names)} values ({', '.join(names)}); got {tuple(value)!r}")
+        try:
+            return handler(tuple(value) if isinstance(value, list) else value)
+        except ValidationError as error:
+            problems = "; ".join(f"{names[e['loc'][0]] if e['loc'] and isinstance(e['loc'][0], int) else 'farneback'}: "
+                                 f"{e['msg']}, got {e['input']!r}" for e in error.errors())
+            raise ValueError(f"bad farneback parameters: {problems}") from None
+
+
+class FeatureConfig(Config):
+    """Everything that decides the features' values; its hash names the Zarr group."""
+
+    face: FaceConfig = Field(default_factory=FaceConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    size: Size = 80
+    shard_size: int = Field(16, ge=1)
+    # The pair of frames the difference and the flow compare: "onset" (onset and apex), or "onset+1",
+    # the published Meta-MMFNet code's pair: its DebinMeng_train.load_imgs_tsn takes img_lists[1]
+    # (onset + 1) and img_lists[apex - onset + 1] (apex + 1) of the clip's sorted frames.
+    first_frame: FirstFrame = "onset"
+
+    def to_dict(self) -> dict:
+        """The settings and the feature schema version, as stored with the group and hashed into its name."""
+        settings = self.model_dump(mode="json") | {"feature_schema": FEATURE_SCHEMA_VERSION}
+        if settings["first_frame"] == "onset":  # the default leaves the hash (the group names) as before
+            del settings["first_frame"]
+        return settings
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        """The configuration stored with a group (``to_dict``; older groups have no ``first_frame``)."""
+        return cls.model_validate({name: data[name] for name in cls.model_fields if name in data})

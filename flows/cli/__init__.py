@@ -1,0 +1,82 @@
+"""The ``merflow`` command line: one subcommand per job, each a thin call into a flow or a task.
+
+``parser`` builds the argument parser (choices and defaults from the registries and configuration
+classes), ``options`` turns options into typed configurations, ``commands`` holds one handler per
+command, ``render`` prints (tables, one ``error:`` line per error), ``results`` the read-only
+``merflow results`` commands, ``demo`` the embedded default. ``main`` is the console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+
+# Commands that run Prefect flows; without a configured PREFECT_API_URL they get a local Prefect server
+# that ends with this process, even when it is SIGKILLed (flows/ephemeral.py).
+FLOW_COMMANDS = ("ingest", "features", "train", "tune", "demo")
+
+
+def flow_api(args: argparse.Namespace):
+    """The Prefect API a flow command reports to: a local one for this process where none is configured."""
+    from contextlib import nullcontext
+
+    if args.command not in FLOW_COMMANDS:
+        return nullcontext()
+    from merflow.flows.ephemeral import local_api
+
+    return local_api()
+
+
+class _RunErrorsOffTheConsole(logging.Filter):
+    """Prefect's flow and task engines log a failed run's exception, traceback included, at ERROR: the
+    console keeps their other records, and the CLI prints the error as one line instead. The record
+    still reaches the run's own log in the Prefect API (a handler of its own, unfiltered)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        # The engine's last word on a failed run repeats the error the CLI prints (logged at INFO for flows).
+        return record.levelno < logging.ERROR and not str(record.msg).startswith("Finished in state Failed")
+
+
+def quiet_run_errors() -> None:
+    """Put the filter above on Prefect's console handler (set up when Prefect is first imported)."""
+    import prefect.logging.configuration as configuration
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if not configuration.PROCESS_LOGGING_CONFIG:
+        # Prefect's logging is set up when prefect.main is imported (`import prefect` alone is lazy); its
+        # console handler keeps the stderr of that moment: the process's own, not a caller's stand-in.
+        stderr, sys.stderr = sys.stderr, sys.__stderr__
+        try:
+            import prefect.main  # noqa: F401
+        finally:
+            sys.stderr = stderr
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _RunErrorsOffTheConsole) for f in handler.filters):
+            handler.addFilter(_RunErrorsOffTheConsole())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``merflow`` console script: parse, run the command's handler, print an error as one line."""
+    from merflow.flows.cli.parser import build_parser
+    from merflow.flows.cli.render import error_line, is_user_error, print_error
+
+    args = build_parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    if args.command in FLOW_COMMANDS and not verbose:
+        quiet_run_errors()
+    try:
+        with flow_api(args):
+            return args.handler(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # noqa: BLE001 - every error ends as one line (the traceback under --verbose)
+        if verbose:
+            traceback.print_exc()
+        print_error(error_line(error))
+        return 2 if is_user_error(error) else 1

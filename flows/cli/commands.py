@@ -1,0 +1,175 @@
+"""One handler per ``merflow`` command: it assembles the typed configuration (``options``), calls a flow
+or a task, and prints the result (``render``). Heavy imports stay inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.markup import escape
+
+from merflow.flows.cli.options import centroid_config, search_grids, survey_config, train_config, tune_train_config
+from merflow.flows.cli.render import (
+    console,
+    print_catalog_summary,
+    print_error,
+    print_features_summary,
+    print_train_result,
+    print_tune_summary,
+    progress,
+)
+from merflow.storage import locations
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """`merflow synth`: synthetic archives in a real dataset's layout (or every dataset's, with --dataset all)."""
+    from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+
+    names = DATASETS if args.dataset == "all" else [args.dataset]
+    with progress() as bar:
+        for name in names:
+            config = SynthConfig(dataset=name, subjects=args.subjects, samples_per_subject=args.samples_per_subject,
+                                 samples=args.samples, archive=args.archive, seed=args.seed, scale=args.scale,
+                                 quirks=not args.no_quirks, face_image=args.face_image,
+                                 emotions=tuple(e for e in (args.emotions or "").split(",") if e))
+            job = bar.add_task(f"synth {config.dataset}", total=config.total)
+            path = synthesize(config, Path(args.out), progress=lambda n, job=job: bar.advance(job, n))
+            console.print(f"[green]wrote[/] {escape(str(path))}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """`merflow ingest`: the ingest flow, then the catalog's summary."""
+    from merflow.flows.ingest import ingest_flow
+
+    started = time.perf_counter()
+    result = ingest_flow(sources=[str(s) for s in args.sources], out=str(args.out), dataset=args.dataset,
+                         max_total_gb=args.max_total_gb, max_ratio=args.max_ratio)
+    print_catalog_summary(result)
+    console.print(f"ingest took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def check_megc2019(catalog_dir, official_path) -> int:
+    """`merflow catalog --check megc2019`: every difference from the official list; exit 1 if any."""
+    from merflow.storage import catalog
+    from merflow.tasks.datasets import megc2019
+
+    path = megc2019.official_list_path(official_path)
+    differences, absent = megc2019.check_catalog(catalog.read_samples(catalog_dir), megc2019.read_official_list(path))
+    quarantined = dict(zip(*(catalog.read_quarantine(catalog_dir)[c] for c in ("sample_key", "reason"))))
+    for row in differences.itertuples():
+        why = quarantined.get(f"{row.dataset}/{row.subject}/{row.sample_id}")
+        console.print(f"  {row.problem:>7}  {row.dataset}/{row.subject}/{row.sample_id}: official {row.official or '-'}, "
+                      f"catalog {row.catalog or '-'}" + (f" (quarantined: {why})" if why else ""), markup=False)
+    for dataset in absent:
+        console.print(f"  {dataset}: no samples in this catalog; its official rows were not checked", markup=False)
+    console.print(f"megc2019 check against {path}: {len(differences)} difference(s)", markup=False)
+    return 1 if len(differences) else 0
+
+
+CATALOG_CHECKS = {"megc2019": check_megc2019}  # `merflow catalog --check NAME`
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """`merflow catalog`: a catalog's summary, its quarantine (--quarantine) and a check against a list (--check)."""
+    from merflow.storage import catalog
+
+    locations.require(args.catalog)
+    result = catalog.summary(args.catalog) | {"catalog": locations.normalise(args.catalog)}
+    print_catalog_summary(result)
+    if args.quarantine:
+        quarantine = catalog.read_quarantine(args.catalog)
+        for row in quarantine.itertuples():
+            console.print(f"  {escape(row.sample_key)}: [yellow]{escape(row.reason)}[/] {escape(str(row.detail))}")
+    for warning in result.get("warnings", []):
+        console.print("  [yellow]warning[/] " + escape(f"{warning['sample_key']}: {warning['warning']}: {warning['detail']}"))
+    if args.check:
+        return CATALOG_CHECKS[args.check](args.catalog, args.official)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """`merflow features`: the features flow, then the store's summary."""
+    from merflow.flows.features import features_flow
+
+    started = time.perf_counter()
+    result = features_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
+                           dask_address=args.dask_address, flow_algorithm=args.flow, size=args.size,
+                           detector=args.detector, no_face=args.no_face, shard_size=args.shard_size,
+                           n_workers=args.workers, first_frame=args.first_frame)
+    print_features_summary(result)
+    console.print(f"features took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def draw_sample(store: str, sample_key: str, out: Path) -> None:
+    """A sample's stored features drawn as one PNG strip at ``out``."""
+    from merflow.storage.features import find_sample
+    from merflow.tasks.visualise import STRIP_ARRAYS, sample_strip, write_png
+
+    info, arrays = find_sample(store, sample_key, STRIP_ARRAYS)
+    title = f"{sample_key}  apex {info['apex_frame']} ({info['apex_source']}), face by {info['face']['detector']}"
+    write_png(out, sample_strip(arrays, title))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """`merflow show`: one sample's features as a PNG."""
+    draw_sample(str(args.store), args.sample, args.out)
+    console.print(f"[green]wrote[/] {escape(str(args.out))}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`merflow train`: the train flow with the options' configuration, then its pooled test table."""
+    from merflow.flows.train import train_flow
+
+    survey = args.model == "survey-cnn"
+    centroid = args.model == "nearest-centroid"
+    config = None if survey or centroid else train_config(args, shots=args.shots)
+    started = time.perf_counter()
+    result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
+                        dataset=args.dataset, out=str(args.out), class_set=args.class_set, config=config, run=args.run,
+                        sample_list=args.sample_list, sample_lists=args.sample_lists,
+                        feature_config=args.feature_config, model=args.model,
+                        survey_config=survey_config(args) if survey else None, balance=args.balance,
+                        centroid_config=centroid_config(args) if centroid else None)
+    print_train_result(result, args.protocol, args.dataset)
+    console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
+                  f"took {time.perf_counter() - started:.0f} s", markup=False)
+    return 0
+
+
+def search(out: str, **parameters) -> int:
+    """The tune flow with ``parameters``, its summary printed; 1 when trials failed every retry, else 0."""
+    from merflow.flows.tune import TrialsFailed, tune_flow
+
+    started = time.perf_counter()
+    status = 0
+    try:
+        summary = tune_flow(out=out, **parameters)
+    except TrialsFailed as failed:  # the flow run fails (a schedule must not lose them); its tables are written
+        summary, status = failed.summary, 1
+        print_error(str(failed))
+    print_tune_summary(summary, out)
+    console.print(f"took {time.perf_counter() - started:.0f} s")
+    return status
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """`merflow tune`: a search with the options' grids and base configuration."""
+    from merflow.training import models
+
+    if not models.get(args.model).tunable:
+        what = ("learns nothing (class means)" if args.model == "nearest-centroid"
+                else "trains the survey's fixed published schedule (main4.m)")
+        raise ValueError(f"merflow tune supports --model {models.DEFAULT_MODEL} only: {args.model} {what}, with "
+                         f"nothing to search; run it with `merflow train --model {args.model}`")
+    grids = search_grids(args)
+    return search(str(args.out), catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
+                  dataset=args.dataset, config=tune_train_config(args), class_set=args.class_set,
+                  scheduler=args.scheduler, select_by=args.select_by, cpus_per_trial=args.cpus_per_trial,
+                  gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures, max_folds=args.max_folds,
+                  ray_address=args.ray_address, run=args.run, sample_list=args.sample_list,
+                  sample_lists=args.sample_lists, feature_config=args.feature_config, **grids)

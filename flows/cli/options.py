@@ -1,0 +1,57 @@
+"""The typed configurations a command's options make: `train`'s and `tune`'s TrainConfig, `train --model
+survey-cnn`'s SurveyConfig, `tune`'s grids. Options left unset keep the configuration's own defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+# The options `train` and `tune` share that set a TrainConfig field of the same name (None: the recipe's).
+TRAIN_FIELDS = ("encoder", "layout", "macro_epochs", "pretrain_epochs", "meta_epochs", "batches_per_epoch",
+                "batch_size", "epoch_choice")
+
+
+def train_config(args: argparse.Namespace, **fixed):
+    """The TrainConfig of the options `train` and `tune` share: the --recipe's settings (configs/train.py
+    RECIPES), with the options given on top; unset options keep the recipe's."""
+    from merflow.configs.train import TrainConfig
+
+    given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name, None) is not None}
+    return TrainConfig.from_recipe(args.recipe, seed=args.seed, device=args.device, **given, **fixed)
+
+
+def tune_train_config(args: argparse.Namespace):
+    """`tune`'s base TrainConfig. A search chooses on validation subjects, so under --recipe published
+    (which has none) merflow's validation fraction holds out training subjects; the rest is published."""
+    from merflow.configs.train import RECIPES, TrainConfig
+    from merflow.flows.defaults import default
+
+    unvalidated = RECIPES[args.recipe].get("validation_fraction", default(TrainConfig, "validation_fraction")) == 0
+    return train_config(args, **({"validation_fraction": default(TrainConfig, "validation_fraction")}
+                                 if unvalidated else {}))
+
+
+def survey_config(args: argparse.Namespace):
+    """The SurveyConfig of `train --model survey-cnn`: main4.m's schedule unless --epochs says otherwise."""
+    from merflow.training.models.survey_cnn import SurveyConfig
+
+    given = {name: getattr(args, name) for name in ("balance", "epochs") if getattr(args, name)}
+    return SurveyConfig(seed=args.seed, device=args.device, unannotated_apex=args.unannotated_apex,
+                        grey_channels=args.grey_channels, **given)
+
+
+def centroid_config(args: argparse.Namespace):
+    """The CentroidConfig of `train --model nearest-centroid`: its features (--centroid-features), the folds' seed."""
+    from merflow.training.models.nearest_centroid import CentroidConfig
+
+    return CentroidConfig(features=args.centroid_features, seed=args.seed)
+
+
+def search_grids(args: argparse.Namespace) -> dict:
+    """`tune`'s grids (shots, α, learning rates) as the tune flow takes them; an option not given: its default."""
+    from merflow.training.search.space import parse_grid
+
+    grids = {"shots": parse_grid(args.shots, int) if args.shots else None,
+             "alphas": parse_grid(args.alpha) if args.alpha else None,
+             "meta_lr": parse_grid(args.meta_lr) if args.meta_lr else None,
+             "pretrain_lr": parse_grid(args.pretrain_lr) if args.pretrain_lr else None}
+    return {name: grid for name, grid in grids.items() if grid is not None}

@@ -1,0 +1,170 @@
+"""What the CLI prints: rich tables of each command's result, and an error as one ``error:`` line.
+
+Every command prints through ``console`` here (tests swap it for a wider one); nothing here computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from merflow.storage import locations
+
+console = Console()
+
+# Errors of what the user gave (a path, an option, the data): exit status 2. Anything else is 1.
+USER_ERRORS = (ValueError, LookupError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+CELL_WIDTH = 40  # the widest cell print_frame shows (`merflow results query --width`)
+
+
+def progress() -> Progress:
+    """A progress bar on the CLI's console (synthesizing archives)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is about what the user gave (exit status 2) rather than a failure (1)."""
+    return isinstance(error, USER_ERRORS) or type(error).__name__ == "MissingExtra"
+
+
+def error_line(error: BaseException) -> str:
+    """One line for an error: its own message for the user's errors, its type and last line otherwise."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if is_user_error(error):
+        return " ".join(lines) or type(error).__name__
+    return f"{type(error).__name__}: {lines[-1] if lines else ''} (run again with --verbose for the traceback)"
+
+
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` as one line: no markup read in it (brackets survive: pip install 'merflow[s3]'),
+    no wrapping."""
+    console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+
+
+def print_catalog_summary(result: dict) -> None:
+    """A catalog's per-dataset counts and quarantine reasons (storage/catalog.py summary), and each source's outcome."""
+    table = Table(title=f"catalog {result['catalog']}")
+    for column in ("dataset", "samples", "subjects", "emotions", "apex missing", "quarantined"):
+        table.add_column(column)
+    for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
+        info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
+        reasons = result["quarantine_reasons"].get(name, {})
+        table.add_row(name, str(info["samples"]), str(info["subjects"]),
+                      ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
+                      ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
+    console.print(table)
+    for outcome in result.get("sources", []):
+        console.print(f"  {outcome['status']:>9}  {outcome['source']}: {outcome['detail']}", markup=False)
+    console.print(f"{result['samples']} samples, {result['quarantined']} quarantined "
+                  f"(reasons in {locations.join(result['catalog'], 'quarantine.parquet')})", markup=False)
+
+
+def print_features_summary(result: dict) -> None:
+    """The features flow's summary: per group, samples, quarantined, spotted apexes, centre crops."""
+    table = Table(title=f"features in {result['store']} (config {result['config_hash']})")
+    for column in ("group", "samples", "quarantined", "apex spotted", "centre crops"):
+        table.add_column(column)
+    for name, info in result["groups"].items():
+        table.add_row(name, str(info["samples"]), ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-",
+                      str(info["apex_spotted"]), str(info["no_face_centre_crop"]))
+    console.print(table)
+    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
+
+
+def note_lines(notes: dict) -> list[str]:
+    """The run's notes (training/run.py run_notes) as lines: left-out samples, skipped folds, shortfalls."""
+    lines = [f"left out (quarantined by the features flow): {key}: {why['reason']}"
+             + (f" ({why['detail']})" if why.get("detail") else "")
+             for key, why in notes.get("excluded_samples", {}).items()]
+    lines += [f"fold {fold} skipped: {reason}" for fold, reason in notes.get("skipped_folds", {}).items()]
+    lines += [f"fold {fold}: fit split short of " + ", ".join(f"{name} ({info['samples']} samples: "
+                                                              f"{info['queries']} queries, {info['distinct_shots']} "
+                                                              "distinct shots)" for name, info in short.items())
+              for fold, short in notes.get("fold_shortfalls", {}).items()]
+    if notes.get("feature_mismatch"):
+        lines.append("features differ from the published code's: " + "; ".join(notes["feature_mismatch"]))
+    return lines
+
+
+def print_train_result(result: dict, protocol: str, dataset: str | None) -> None:
+    """The train flow's pooled test table, its notes, the balancing and LOVO's leakage warning."""
+    table = Table(title=f"{protocol} {dataset or ''}: {result['folds']} folds, pooled test "
+                        f"(classes {', '.join(result['classes'])})")
+    for column in ("model", "α", "n", "accuracy", "UF1", "UAR"):
+        table.add_column(column)
+    for row in result["pooled"]:
+        table.add_row(row["model"], "" if row["alpha"] is None else f"{row['alpha']:.1f}", str(row["n"]),
+                      f"{row['accuracy']:.3f}", f"{row['uf1']:.3f}", f"{row['uar']:.3f}")
+    console.print(table)
+    notes = result.get("notes", {})
+    for line in note_lines(notes):
+        console.print(line, markup=False)
+    if notes.get("balance"):
+        balance = notes["balance"]
+        console.print(f"balanced (undersample, seed {balance['seed']}): {balance['per_class']} per class, "
+                      f"{len(balance['kept'])} samples kept of " + ", ".join(f"{k} {v}" for k, v in
+                                                                          balance["before"].items()), markup=False)
+    if result.get("leaky"):
+        console.print("[yellow]LOVO is leaky: a held-out sample's person has other clips in training (the survey's "
+                      "protocol, for comparison); the subject-disjoint number: --protocol fused4 / fused9 or loso[/]")
+
+
+def print_tune_summary(summary: dict, out) -> None:
+    """The tune flow's summary: the selected result's pooled test table, trials by status, failures, plots."""
+    table = Table(title=f"{summary['protocol']} {summary['dataset'] or ''}: pooled test, each fold's configuration "
+                        f"and α chosen on its validation subjects ({summary['folds']} folds, "
+                        f"{summary['configurations']} configurations)")
+    for column in ("scope", "model", "n", "accuracy", "UF1", "UAR"):
+        table.add_column(column)
+    for row in summary["headline"]:
+        table.add_row(row["key"] if row["scope"] == "dataset" else "pooled", row["model"], str(row["n"]),
+                      f"{row['accuracy']:.3f}", f"{row['uf1']:.3f}", f"{row['uar']:.3f}")
+    console.print(table)
+    console.print(f"trials: {summary['trials']} (" + ", ".join(f"{k} {v}" for k, v in summary["status"].items())
+                  + f"), {summary['failures']} failed attempts retried")
+    for row in summary["errors"].itertuples():
+        console.print(Text.assemble((f"  {row.trial} on {row.fold} failed", "red"),
+                                    f": {str(row.error).strip().splitlines()[-1]}"), soft_wrap=True)
+    for line in note_lines(summary.get("notes", {})):
+        console.print(f"  {line}", markup=False)
+    for picture in summary["pictures"]:
+        console.print(f"  plot: {picture}", markup=False)
+    console.print(f"run {summary['run']}: tables runs, trials, metrics, predictions in {out}; try "
+                  f"`merflow results summary --results {out} --run {summary['run']}` or "
+                  f"`merflow results best --results {out} --run {summary['run']}`", markup=False)
+
+
+def _cell(value, float_format: str) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(_cell(v, float_format) for v in value) + "]"
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return float_format.format(value)
+    return str(value)
+
+
+def print_frame(frame: pd.DataFrame, title: str | None = None, limit: int | None = None, float_format: str = "{:.4g}",
+                max_width: int = CELL_WIDTH, headers: dict[str, str] | None = None) -> None:
+    """A DataFrame as a rich table: numbers right-aligned, cells wider than ``max_width`` cut with an ellipsis,
+    the first ``limit`` rows, column names shown as ``headers`` maps them."""
+    table = Table(title=title, title_justify="left")
+    for name in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name])
+        table.add_column((headers or {}).get(name, str(name)), justify="right" if numeric else "left",
+                         max_width=max_width, overflow="ellipsis", no_wrap=True)
+    for row in frame.head(limit).itertuples(index=False):
+        table.add_row(*(Text(_cell(v, float_format)) for v in row))  # Text: brackets are data, not markup
+    # Rich fits a table to the terminal by squeezing columns, down to nothing; a table wider than the terminal
+    # is printed whole instead (the terminal wraps it, `less -S` scrolls it, --csv keeps it).
+    natural = console.measure(table, options=console.options.update(max_width=100_000)).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:
+        Console(width=natural, file=console.file, force_terminal=console.is_terminal,
+                color_system=console.color_system).print(table)
