@@ -45,6 +45,11 @@ VARIANTS: dict[str, dict] = {
     "last-lr-0.003": {"epoch_choice": "last", "pretrain_lr": 0.003},
     "last-lr-0.03": {"epoch_choice": "last", "pretrain_lr": 0.03},
     "last-lr-0.05": {"epoch_choice": "last", "pretrain_lr": 0.05},
+    "last-batch-8": {"epoch_choice": "last", "batch_size": 8},
+    "last-batch-8-long": {"epoch_choice": "last", "batch_size": 8, "pretrain_epochs": 45, "meta_epochs": 6,
+                          "macro_epochs": 30},
+    "full-batch-8": {"macro_epochs": 100, "pretrain_epochs": 50, "meta_epochs": 7, "batches_per_epoch": 30,
+                     "batch_size": 8},
 }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 
 def config_hash(settings: Any, length: int = 12) -> str:
@@ -20,6 +20,18 @@ def config_hash(settings: Any, length: int = 12) -> str:
         settings = settings.to_dict() if hasattr(settings, "to_dict") else settings.model_dump(mode="json")
     canonical = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def choice(valid: tuple):
+    """A field type that takes one of ``valid``; its error lists every valid value
+    (``must be one of 'a', 'b'; got 'c'``)."""
+
+    def check(value):
+        if value not in valid:
+            raise ValueError(f"must be one of {', '.join(map(repr, valid))}; got {value!r}")
+        return value
+
+    return Annotated[Literal[valid], BeforeValidator(check)]
 
 
 class Config(BaseModel):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from merflow.configs.base import Config
+from merflow.configs.base import Config, choice
 
 DETECTORS = ("yunet", "haar")
 NO_FACE_POLICIES = ("centre", "quarantine")
@@ -29,23 +29,12 @@ FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
 OPTFLOW_FARNEBACK_GAUSSIAN = 256  # cv2.OPTFLOW_FARNEBACK_GAUSSIAN (tests/test_configs.py checks it)
 
 
-def _one_of(valid: tuple) -> BeforeValidator:
-    """A choice field's check, whose error lists every valid value (``must be one of 'a', 'b'; got 'c'``)."""
-
-    def check(value):
-        if value not in valid:
-            raise ValueError(f"must be one of {', '.join(map(repr, valid))}; got {value!r}")
-        return value
-
-    return BeforeValidator(check)
-
-
-Detector = Annotated[Literal[DETECTORS], _one_of(DETECTORS)]
-NoFace = Annotated[Literal[NO_FACE_POLICIES], _one_of(NO_FACE_POLICIES)]
-FlowAlgorithm = Annotated[Literal[FLOW_ALGORITHMS], _one_of(FLOW_ALGORITHMS)]
-DisPreset = Annotated[Literal[DIS_PRESET_NAMES], _one_of(DIS_PRESET_NAMES)]
-Size = Annotated[Literal[SIZES], _one_of(SIZES)]
-FirstFrame = Annotated[Literal[FIRST_FRAMES], _one_of(FIRST_FRAMES)]
+Detector = choice(DETECTORS)
+NoFace = choice(NO_FACE_POLICIES)
+FlowAlgorithm = choice(FLOW_ALGORITHMS)
+DisPreset = choice(DIS_PRESET_NAMES)
+Size = choice(SIZES)
+FirstFrame = choice(FIRST_FRAMES)
 
 
 class FaceConfig(Config):

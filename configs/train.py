@@ -12,12 +12,11 @@ rows carry ``hash``, so another hash would retrain every stage already checkpoin
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from merflow.configs.base import Config, config_hash
-from merflow.configs.features import _one_of
+from merflow.configs.base import Config, choice, config_hash
 
 # training/encoders.py ENCODERS' names and training/model.py INPUT_LAYOUTS (each module checks it matches).
 ENCODER_NAMES = ("small", "resnet18")
@@ -61,11 +60,11 @@ RECIPES: dict[str, dict] = {
 }
 RECIPE_NAMES = tuple(RECIPES)
 
-Encoder = Annotated[Literal[ENCODER_NAMES], _one_of(ENCODER_NAMES)]
-Layout = Annotated[Literal[LAYOUT_NAMES], _one_of(LAYOUT_NAMES)]
-Recipe = Annotated[Literal[RECIPE_NAMES], _one_of(RECIPE_NAMES)]
-EpochChoice = Annotated[Literal[EPOCH_CHOICES], _one_of(EPOCH_CHOICES)]
-AlphaChoice = Annotated[Literal[ALPHA_CHOICES], _one_of(ALPHA_CHOICES)]
+Encoder = choice(ENCODER_NAMES)
+Layout = choice(LAYOUT_NAMES)
+Recipe = choice(RECIPE_NAMES)
+EpochChoice = choice(EPOCH_CHOICES)
+AlphaChoice = choice(ALPHA_CHOICES)
 
 
 class TrainConfig(Config):

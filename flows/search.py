@@ -156,18 +156,21 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
             ray.shutdown()
     search_seconds = round(time.perf_counter() - started, 2)
     # The floor (nearest centroid, flow u, v) on the search's folds, once per search, into the floor tables.
-    floor = nearest_centroid.write_floor(search.out, run, search.protocol, data, [data.fold(n) for n in fold_names])
-    return _finish(search, run, data, trials, {"search": search_seconds, "floor": floor["seconds"]}, skipped)
+    floor = nearest_centroid.floor(data, [data.fold(n) for n in fold_names])
+    results.write_floor(search.out, run, search.protocol, floor["metrics"], floor["predictions"])
+    return _finish(search, run, data, trials, {"search": search_seconds, "floor": floor["seconds"]}, skipped,
+                   floor["metrics"])
 
 
-def _finish(search: SearchConfig, run: str, data, trials, timings: dict, skipped: dict) -> dict:
-    """Every configuration's metrics and the per-fold selection, from the predictions the trials wrote."""
+def _finish(search: SearchConfig, run: str, data, trials, timings: dict, skipped: dict, floor_metrics=None) -> dict:
+    """Every configuration's metrics and the per-fold selection, from the predictions the trials wrote; the
+    floor's metrics (written already) ride along in the returned tables."""
     predictions = results.read_table(search.out, "predictions", run=run)
     tables = search_tables(search, run, data, trials, predictions, timings, skipped)
     written = results.write_search(search.out, run, search.protocol, trials, tables["metrics"], tables["selected"],
                                    tables["runs"])
     return (search_summary(search, run, data, trials, tables["selected"], timings, skipped)
-            | {"experiment": experiment_path(search, run), "tables": written})
+            | {"experiment": experiment_path(search, run), "tables": written | {"floor_metrics": floor_metrics}})
 
 
 def _trial_dirname(trial) -> str:

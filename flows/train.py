@@ -28,7 +28,7 @@ from merflow.training.errors import DataError
 from merflow.training.models import nearest_centroid
 from merflow.training.models.nearest_centroid import CentroidConfig
 from merflow.training.models.survey_cnn import SurveyConfig
-from merflow.training.report import pooled_table
+from merflow.training.report import floor_table, pooled_table
 
 UNIT_RETRIES = 2  # a fold (or the CK+ pretraining) that fails for another reason than its data is run again
 
@@ -160,12 +160,3 @@ def pooled_rows(result: units.TrainedRun, config) -> list[dict]:
     return [{"model": r.model + leaky, "alpha": None, "n": int(r.n), "accuracy": round(r.accuracy, 4),
              "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
             for r in result.metrics.itertuples() if r.scope == "pooled" and r.split == "test"]
-
-
-def floor_table(floor) -> list[dict]:
-    """The run's floor metrics (nearest centroid, flow u, v, same folds) as the pooled table's last row; none if it has none."""
-    if floor is None or not len(floor):
-        return []
-    return [{"model": "floor (nearest-centroid, flow u, v)", "alpha": None, "n": int(r.n),
-             "accuracy": round(r.accuracy, 4), "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
-            for r in floor.itertuples() if r.scope == "pooled" and r.split == "test"]

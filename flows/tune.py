@@ -23,6 +23,7 @@ from merflow.flows.parameters import RESULTS, Evaluation, Protocol, Scheduler, S
 from merflow.flows.search import run_search
 from merflow.storage import locations
 from merflow.training import report
+from merflow.training.report import floor_table
 from merflow.training.search.space import SearchConfig, SearchSpace
 
 # The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone), as
@@ -99,6 +100,8 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluat
     headline = report.headline(tables["metrics"])
     table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
              for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
+    # The floor on the same folds (nearest centroid, flow u, v), so the selected result is never read without it.
+    table += [{"scope": "pooled", "key": None} | row for row in floor_table(tables.get("floor_metrics"))]
     if table:
         create_table_artifact(table, key="tune-selected-test",
                               description=f"{protocol} {dataset or ''}: pooled test metrics of the per-fold "

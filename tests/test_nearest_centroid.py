@@ -136,7 +136,7 @@ def test_a_meta_mmfnet_run_carries_its_floor_on_the_same_folds(meta_run, loso):
     pooled = floor_metrics.query("scope == 'pooled'").iloc[0]
     assert pooled["n"] == len(floor) and pooled["accuracy"] == pytest.approx((floor["label"] == floor["pred"]).mean())
     assert summary.floor_metrics.query("scope == 'pooled'")["accuracy"].iat[0] == pytest.approx(pooled["accuracy"])
-    from merflow.flows.train import floor_table  # the row `merflow train` prints after the models'
+    from merflow.training.report import floor_table  # the row `merflow train` prints after the models'
 
     (row,) = floor_table(summary.floor_metrics)
     assert row["model"].startswith("floor") and row["accuracy"] == round(pooled["accuracy"], 4)

@@ -286,6 +286,7 @@ def test_cli_tune_runs_a_search_and_prints_the_selected_result(training_set, ray
     output = capsys.readouterr().out
     assert status == 0, output
     assert "fused" in output and "trials: 1 (completed 1)" in output
+    assert "floor (nearest-centroid, flow u, v)" in output  # the floor on the same folds, beside the selected result
     assert main(["tune", "--catalog", "x", "--store", "y", "--shots", "1.5"]) == 2
     assert "whole numbers" in capsys.readouterr().out
 

@@ -325,3 +325,12 @@ def confusion_plots(metrics: pd.DataFrame, runs: pd.DataFrame | None, out_dir: P
         figure.savefig(path, dpi=110)
         written.append(path)
     return written
+
+
+def floor_table(floor) -> list[dict]:
+    """The run's floor metrics (nearest centroid, flow u, v, same folds) as the pooled table's last row; none if it has none."""
+    if floor is None or not len(floor):
+        return []
+    return [{"model": "floor (nearest-centroid, flow u, v)", "alpha": None, "n": int(r.n),
+             "accuracy": round(r.accuracy, 4), "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
+            for r in floor.itertuples() if r.scope == "pooled" and r.split == "test"]

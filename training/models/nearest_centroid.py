@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from merflow.storage import results
 from merflow.training.data import FlowScale
 from merflow.training.folds import Fold
 from merflow.training.metrics import summarise
@@ -232,14 +231,6 @@ def floor(data, folds: list[Fold]) -> dict:
     rows = floor_rows(data, folds)
     metrics = metric_rows(rows, folds[0].classes) if len(rows) else pd.DataFrame()
     return {"metrics": metrics, "predictions": rows, "seconds": round(time.perf_counter() - started, 3)}
-
-
-def write_floor(out, run: str, protocol: str, data, folds: list[Fold]) -> dict:
-    """``floor`` computed and written into the run's floor tables (storage/results.py ``write_floor``);
-    kept for the search driver (flows/search.py), which calls it so."""
-    computed = floor(data, folds)
-    results.write_floor(out, run, protocol, computed["metrics"], computed["predictions"])
-    return computed
 
 
 # ------------------------------------------------------------------------------------------ the model
