@@ -65,11 +65,10 @@ def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataF
     at each fold's chosen α (model 'fused', α null, chosen true)."""
     indexed = predictions.assign(label=predictions["label"].map(classes.index),
                                  pred=predictions["pred"].map(classes.index),
-                                 alpha=predictions["alpha"].astype(float).fillna(-1.0))
-    table = summarise(indexed, classes, by=("split", "model", "alpha")).assign(chosen=False)
-    chosen = summarise(indexed[indexed["chosen"]].assign(alpha=-1.0), classes, by=("split", "model", "alpha"))
+                                 alpha=predictions["alpha"].astype(float))
+    table = summarise(indexed, classes, by=("split", "model", "alpha")).assign(chosen=False)  # α NaN kept as a group
+    chosen = summarise(indexed[indexed["chosen"]].assign(alpha=np.nan), classes, by=("split", "model", "alpha"))
     table = pd.concat([table, chosen.assign(chosen=True)], ignore_index=True)
-    table["alpha"] = table["alpha"].where(table["alpha"] >= 0, None)
     return table
 
 

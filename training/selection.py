@@ -41,19 +41,21 @@ def select_per_fold(predictions: pd.DataFrame, classes: tuple[str, ...], by: str
         raise ValueError(f"select by one of {SELECTION_METRICS}, not {by!r}")
     if predictions.empty:
         return predictions.assign(chosen_from=pd.Series(dtype=str))
-    frame = predictions.assign(_alpha=predictions["alpha"].astype(float).fillna(-1.0))
+    frame = predictions.assign(alpha=predictions["alpha"].astype(float))
     chosen = []
     for (_fold, _model), rows in frame.groupby(["fold", "model"], sort=True):
         candidates = []
-        for (trial, alpha), variant in rows.groupby(["trial", "_alpha"], sort=False):
+        for (trial, alpha), variant in rows.groupby(["trial", "alpha"], sort=False, dropna=False):
             validation = variant[variant["split"] == "validation"]
             score = _validation_score(validation, classes, by)
             shots = int(variant["shots"].iloc[0]) if variant["shots"].notna().all() else 0
-            candidates.append((-score if score == score else np.inf, shots, str(trial), float(alpha), variant))
+            # α: a model without fusion (no α) first, then the smaller α
+            order = (0, 0.0) if pd.isna(alpha) else (1, float(alpha))
+            candidates.append((-score if score == score else np.inf, shots, str(trial), order, variant))
         candidates.sort(key=lambda c: c[:4])
         best = candidates[0]
         chosen.append(best[4].assign(chosen_from=best[2]))
-    selected = pd.concat(chosen, ignore_index=True).drop(columns=["_alpha"])
+    selected = pd.concat(chosen, ignore_index=True)
     return selected.assign(trial=SELECTED)
 
 
