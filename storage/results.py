@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from merflow.configs.results import SELECTED
 from merflow.storage import locations
 
 RESULTS_SCHEMA_VERSION = 3  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe
@@ -41,7 +42,6 @@ METHOD_COLUMNS = ("method", "recipe")
 # reading them gives empty tables (still schema version 3: no table's schema changed).
 FLOOR_TABLES = ("floor_metrics", "floor_predictions")
 TABLES = ("runs", "trials", "metrics", "predictions", *FLOOR_TABLES)
-SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
 PARTITIONS = ("run", "protocol")
 
 RUNS_SCHEMA = pa.schema([

@@ -112,7 +112,7 @@ def test_the_leaf_package_agrees_with_the_modules_that_use_it():
 
 
 def test_configs_import_nothing_of_the_project():
-    code = ("import sys, merflow.configs, merflow.configs.train, merflow.configs.search; "
+    code = ("import sys, merflow.configs, merflow.configs.train, merflow.configs.search, merflow.configs.results; "
             "print(sorted(m for m in sys.modules if m.startswith('merflow.') and not m.startswith('merflow.configs')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

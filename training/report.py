@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from merflow.storage.results import SELECTED
+from merflow.configs.results import SELECTED
 
 MODELS = ("micro", "macro", "fused")
 SCORES = ("accuracy", "uf1", "uar")

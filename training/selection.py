@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from merflow.storage.results import SELECTED
+from merflow.configs.results import SELECTED
 from merflow.training.metrics import scores
 
 SELECTION_METRICS = ("accuracy", "uf1", "uar")

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from merflow.storage.results import SELECTED, TRIALS_SCHEMA
+from merflow.configs.results import SELECTED
+from merflow.storage.results import TRIALS_SCHEMA
 from merflow.training.run import metric_rows, run_row
 from merflow.training.search.space import SearchConfig, trial_train_config
 from merflow.training.search.trainable import COMPLETED, DATA_ERROR, METRIC
