@@ -29,11 +29,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import catalog_records, features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.storage.features import FeatureStore
     from merflow.tasks.features import compute_shard, with_fingerprints
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     work = Path(tempfile.mkdtemp(prefix="merflow-bench-features-"))
     source = synthesize(SynthConfig("casme2", subjects=26, samples=args.samples, archive="none", seed=0,

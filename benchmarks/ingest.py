@@ -23,10 +23,11 @@ def main() -> None:
 
     from prefect import flow
 
-    from merflow.flows.ingest import ingest_flow
+    from merflow.configs.synth import SynthConfig
+    from merflow.flows.ingest import ingest_flow, prepare
     from merflow.storage import catalog
     from merflow.tasks import ingest
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     out = args.out or Path(tempfile.mkdtemp(prefix="merflow-bench-"))
     print(f"CASME II-size synthetic set, scale {args.scale}, in {out}")
@@ -49,7 +50,7 @@ def main() -> None:
 
         started = time.perf_counter()
         plain = out / f"plain-{fmt}"
-        prepared = ingest.prepare(str(source), plain)
+        prepared = prepare(str(source), plain)
         config = ingest.IngestConfig()
         datasets, samples, problems = ingest.read(prepared, config)
         catalog.merge_source(plain, ingest.source_row(prepared, datasets, config), samples, problems)

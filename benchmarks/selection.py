@@ -55,9 +55,10 @@ VARIANTS: dict[str, dict] = {
 
 def build(work: Path, name: str, face_image: str | None) -> tuple[Path, str, str]:
     """The set's catalog, feature store and dataset name (built on first use)."""
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     folder = work / name
     catalog, store = folder / "catalog", folder / "features.zarr"
@@ -83,7 +84,7 @@ def build(work: Path, name: str, face_image: str | None) -> tuple[Path, str, str
 
 def planted_configs(face_image: str, subjects: int = 6, samples: int = 54, seed: int = 3, scale: float = 0.3):
     """The planted set's synthetic SAMM (one real face, three AU-planted classes) and its CK+."""
-    from merflow.tasks.synthetic import SynthConfig
+    from merflow.configs.synth import SynthConfig
 
     return [SynthConfig("samm", subjects=subjects, samples=samples, archive="none", seed=seed, scale=scale,
                         quirks=False, face_image=face_image, emotions=("Anger", "Happiness", "Surprise")),
@@ -109,9 +110,11 @@ def run_variant(data, settings: dict, checkpoints: Path, max_folds: int | None =
     """Every fold of the protocol under these settings: pooled test accuracy/UF1 of micro, macro and
     fused at each fold's chosen α, and what was chosen."""
     from merflow.configs.train import TrainConfig
+    from merflow.storage.checkpoints import Checkpoints
     from merflow.training.stages import run_fold
 
     config = TrainConfig(**(SMALL | settings))
+    checkpoints = Checkpoints(checkpoints)
     started = time.perf_counter()
     macro = data.macro_model(config, checkpoints)
     labels, preds, chosen = [], {"micro": [], "macro": [], "fused": []}, []
@@ -155,7 +158,7 @@ def main() -> None:
     import torch
 
     from merflow.configs.train import TrainConfig
-    from merflow.training.run import load_protocol
+    from merflow.flows.protocol import load_protocol
 
     torch.set_num_threads(args.threads)
     for name in args.sets.split(","):

@@ -24,9 +24,10 @@ from pathlib import Path
 
 
 def build(work: Path, size: int, first_frame: str = "onset") -> str:
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     store = work / (f"features-{size}.zarr" if first_frame == "onset" else f"features-{size}-{first_frame}.zarr")
     if store.exists():
@@ -49,7 +50,7 @@ def published_fold(work: Path, device_name: str, pretrain_epochs: int = 2, meta_
 
     from merflow.configs.train import TrainConfig
     from merflow.storage import catalog as catalog_store
-    from merflow.storage.features import open_features
+    from merflow.storage.features import open_features, read_feature_arrays
     from merflow.training.data import FeatureSource, FlowScale
     from merflow.training.folds import folds, macro_samples, protocol_samples
     from merflow.training.loops import (
@@ -66,7 +67,7 @@ def published_fold(work: Path, device_name: str, pretrain_epochs: int = 2, meta_
     config = TrainConfig.from_recipe("published", device=device_name)
     device = pick_device(device_name)
     catalog = catalog_store.read_samples(work / "catalog")
-    source = FeatureSource(store, ["casme2", "ckplus"], open_features(store, "casme2").config)
+    source = FeatureSource(**read_feature_arrays(store, ["casme2", "ckplus"], open_features(store, "casme2").config))
     fold = folds(catalog, "loso", "casme2", validation_fraction=config.validation_fraction)[0]
     samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
     scale = FlowScale.fit(source.flows(list(fold.fit_keys)))
@@ -158,7 +159,8 @@ def main() -> None:
 
     from merflow.configs.train import TrainConfig
     from merflow.storage import catalog as catalog_store
-    from merflow.storage.features import open_features
+    from merflow.storage.checkpoints import Checkpoints
+    from merflow.storage.features import open_features, read_feature_arrays
     from merflow.training.data import FeatureSource
     from merflow.training.folds import folds, macro_samples, protocol_samples
     from merflow.training.loops import pick_device
@@ -170,7 +172,7 @@ def main() -> None:
     build(work, args.size)
     store = str(work / f"features-{args.size}.zarr")
     catalog = catalog_store.read_samples(work / "catalog")
-    source = FeatureSource(store, ["casme2", "ckplus"], open_features(store, "casme2").config)
+    source = FeatureSource(**read_feature_arrays(store, ["casme2", "ckplus"], open_features(store, "casme2").config))
     macro = macro_samples(catalog)
     samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
     all_folds = folds(catalog, "loso", "casme2")
@@ -180,7 +182,7 @@ def main() -> None:
     for encoder in args.encoders.split(","):
         schedule = dict(macro_epochs=10, pretrain_epochs=15, meta_epochs=2, batches_per_epoch=8) if args.quick else {}
         config = TrainConfig(encoder=encoder, device=args.device, **schedule)
-        checkpoints = work / f"checkpoints-{encoder}-{time.time_ns()}"
+        checkpoints = Checkpoints(work / f"checkpoints-{encoder}-{time.time_ns()}")
         started = time.perf_counter()
         macro_model = pretrain_macro(source, macro["sample_key"].tolist(), macro["label_ckplus7"].tolist(),
                                      tuple(sorted(macro["label_ckplus7"].unique())), config, checkpoints)

@@ -27,10 +27,13 @@ def main() -> None:
 
     import torch
 
+    from merflow.configs.search import SearchConfig, SearchSpace
     from merflow.configs.train import TrainConfig
+    from merflow.flows.protocol import load_protocol
     from merflow.flows.search import ray, run_search
-    from merflow.training.run import fold_predictions, load_protocol, metric_rows
-    from merflow.training.search.space import SearchConfig, SearchSpace, config_id, parse_grid, trial_train_config
+    from merflow.storage.checkpoints import Checkpoints
+    from merflow.training.run import fold_predictions, metric_rows
+    from merflow.training.search.space import config_id, parse_grid, trial_train_config
     from merflow.training.stages import run_fold
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,14 +57,15 @@ def main() -> None:
     torch.set_num_threads(1)
     direct_dir = work / "direct"
     shutil.rmtree(direct_dir, ignore_errors=True)
+    direct_checkpoints = Checkpoints(direct_dir)
     started = time.perf_counter()
-    macro = data.macro_model(base, direct_dir)
+    macro = data.macro_model(base, direct_checkpoints)
     alpha_seconds, train_seconds = 0.0, 0.0
     for searched in search.space.configurations():
         config = trial_train_config(search, searched)
         for fold in folds:
             stage = time.perf_counter()
-            result = run_fold(fold, data.source, data.samples, macro, config, direct_dir)
+            result = run_fold(fold, data.source, data.samples, macro, config, direct_checkpoints)
             train_seconds += time.perf_counter() - stage
             stage = time.perf_counter()
             predictions = fold_predictions(result, data.samples, config.alphas)
@@ -72,7 +76,7 @@ def main() -> None:
 
     # α costs no training: fusing and scoring the grid from the trial's stored scores, against the training.
     one = trial_train_config(search, {"shots": shots[0]}).replace(alphas=(1.0,))
-    result = run_fold(folds[0], data.source, data.samples, macro, one, direct_dir)
+    result = run_fold(folds[0], data.source, data.samples, macro, one, direct_checkpoints)
     stage = time.perf_counter()
     metric_rows(fold_predictions(result, data.samples, one.alphas), data.classes)
     single_alpha = time.perf_counter() - stage

@@ -40,11 +40,14 @@ FirstFrame = choice(FIRST_FRAMES)
 class FaceConfig(Config):
     """How faces are found and framed; one per feature run."""
 
-    detector: Detector = "yunet"         # 'yunet' (yuface, weights compiled in, 5 landmarks) or 'haar' (box only)
+    # 'yunet' (yuface, weights compiled in, 5 landmarks) or 'haar' (box only)
+    detector: Detector = Field("yunet", description="face detector")
     fallback: Detector | None = "haar"   # tried when the detector finds nothing; None for no fallback
     margin: float = Field(0.15, ge=0)    # extra border around the detected box, as a fraction of its side, each side
     align: bool = True                   # rotate so that the eyes are level, when landmarks exist
-    no_face: NoFace = "centre"           # 'centre': centre square crop, detector 'none'; 'quarantine': NoFaceError
+    # 'centre': centre square crop, detector 'none'; 'quarantine': NoFaceError
+    no_face: NoFace = Field("centre", description="when no face is found: centre crop and flag it, or quarantine "
+                                                  "the sample")
     min_confidence: float = Field(0.5, ge=0, le=1)  # YuNet score threshold, 0..1
 
     @property
@@ -78,7 +81,8 @@ class MotionConfig(Config):
     ``tasks.motion.spot_apex``, which runs it once per frame, so a cheap one is the default.
     """
 
-    algorithm: FlowAlgorithm = "farneback"
+    algorithm: FlowAlgorithm = Field("farneback", description="optical flow algorithm, with the published "
+                                                              "Meta-MMFNet parameters for farneback")
     farneback: FarnebackParameters = FarnebackParameters(0.5, 3, 15, 3, 5, 1.2, 0)
     dis_preset: DisPreset = "medium"
     tvl1_tau: float = Field(0.25, gt=0, le=0.25)
@@ -109,12 +113,14 @@ class FeatureConfig(Config):
 
     face: FaceConfig = Field(default_factory=FaceConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
-    size: Size = 80
-    shard_size: int = Field(16, ge=1)
+    size: Size = Field(80, description="crop size in pixels")
+    shard_size: int = Field(16, ge=1, description="samples per Zarr shard, one Dask task each")
     # The pair of frames the difference and the flow compare: "onset" (onset and apex), or "onset+1",
     # the published Meta-MMFNet code's pair: its DebinMeng_train.load_imgs_tsn takes img_lists[1]
     # (onset + 1) and img_lists[apex - onset + 1] (apex + 1) of the clip's sorted frames.
-    first_frame: FirstFrame = "onset"
+    first_frame: FirstFrame = Field(
+        "onset", description="the pair compared: onset and apex, or onset+1 and apex+1 as the published Meta-MMFNet "
+                             "code reads them (for `merflow train --recipe published`)")
 
     def to_dict(self) -> dict:
         """The settings and the feature schema version, as stored with the group and hashed into its name."""

@@ -3,3 +3,7 @@
 from __future__ import annotations
 
 SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
+# The trials table's columns in the order stored (storage/results.py TRIALS_SCHEMA, which tests/test_results.py
+# checks against this): training/search/tables.py builds its rows with them, an empty table included.
+TRIAL_COLUMNS = ("run", "protocol", "trial", "fold", "tune_trial_id", "status", "failures", "error", "shots",
+                 "searched", "config", "validation_accuracy", "alpha", "epochs", "seconds")

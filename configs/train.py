@@ -70,30 +70,40 @@ AlphaChoice = choice(ALPHA_CHOICES)
 class TrainConfig(Config):
     """Everything that decides a training run's numbers; recorded with every result row."""
 
-    encoder: Encoder = "small"
-    layout: Layout = "stack_height"
-    shots: int = 5
+    encoder: Encoder = Field("small", description="the encoder network (training/encoders.py)")
+    layout: Layout = Field("stack_height", description="difference above flow in one 3x2HxW image (stack_height, "
+                                                       "as published), or 6 channels")
+    shots: int = Field(5, description="support shots per class")
     queries: int = 1
-    macro_epochs: int = 100          # published: 100 epochs on CK+
-    pretrain_epochs: int = 50        # published: 50 epochs per fold
-    meta_epochs: int = 7
-    batches_per_epoch: int = 30      # published: 30 batches of 4 episodes
+    macro_epochs: int = Field(100, description="CK+ pretraining epochs")  # published: 100 epochs on CK+
+    pretrain_epochs: int = Field(50, description="micro pretraining epochs per fold")  # published: 50 per fold
+    meta_epochs: int = Field(7, description="meta-training epochs")
+    # published: 30 batches of 4 episodes
+    batches_per_epoch: int = Field(30, description="episode batches per meta epoch")
     episodes_per_batch: int = 4
-    batch_size: int = 32
+    batch_size: int = Field(32, description="classifier pretraining mini-batch; a small set trains few steps an "
+                                            "epoch: see benchmarks/README.md, model selection")
     pretrain_lr: float = 0.01
     meta_lr: float = 0.05
     meta_lr_step: int = 3            # x0.1 every 3 epochs
     momentum: float = 0.9
     weight_decay: float = 5e-4
     alphas: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(0, 11))
-    seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda (training/loops.py pick_device)
-    # Where the recipe differs from the published code, see RECIPES and docs/recipes.md.
-    recipe: Recipe = "merflow"       # the named set of defaults these settings started from: merflow | published
+    seed: int = Field(0, description="random seed")
+    # auto | cpu | cuda (training/loops.py pick_device)
+    device: str = Field("auto", description="auto: a GPU where the trial has one")
+    # The named set of defaults these settings started from. Where the recipe differs from the published
+    # code, see RECIPES and docs/recipes.md.
+    recipe: Recipe = Field(
+        "merflow", description="merflow: leakage-free defaults, each stage's last epoch and α chosen on validation; "
+                               "published: Meta-MMFNet's code exactly (ResNet-18, batch 128, no weight decay, StepLR "
+                               "pretraining, fixed schedule, no inner validation); differences in docs/recipes.md")
     pretrain_lr_step: Annotated[int, Field(ge=0)] = 0  # StepLR(step, x0.1) in both pretrainings; 0: a constant rate
     # last: a fixed schedule, each stage's last epoch (the default since issue 12, benchmarks/selection.py);
     # validation: each stage keeps its best validation-accuracy epoch; loss: its lowest validation cross-entropy
-    epoch_choice: EpochChoice = "last"
+    epoch_choice: EpochChoice = Field(
+        "last", description="each stage keeps its last epoch, its best validation accuracy (validation), or its "
+                            "lowest validation loss (loss)")
     # validation/loss: a stage's first ceil(f * epochs) - 1 epochs are never kept
     min_epoch_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     alpha_choice: AlphaChoice = "accuracy"  # accuracy: α of the best validation accuracy; loss: of the lowest cross-entropy

@@ -1,34 +1,24 @@
 """The one place the flows and the CLI read a setting's default: from the configuration class that owns it.
 
 A flow's signature and an argparse option take their defaults through ``default(Config, "field")``
-(dataclasses and pydantic models alike), or, for an option passed on to a function that owns its
+(every configuration is a pydantic model), or, for an option passed on to a function that owns its
 default, ``parameter(function, "name")``: no default is written twice.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any
 
 
 def default(config: type, name: str) -> Any:
-    """The default of field ``name`` of the dataclass or pydantic model ``config`` (a factory's value)."""
-    fields = getattr(config, "model_fields", None)
-    if fields is not None:  # a pydantic model
-        if name not in fields:
-            raise LookupError(f"{config.__name__} has no field {name!r}")
-        if fields[name].is_required():
-            raise LookupError(f"{config.__name__}.{name} has no default")
-        return fields[name].get_default(call_default_factory=True)
-    for field in dataclasses.fields(config):
-        if field.name == name:
-            if field.default is not dataclasses.MISSING:
-                return field.default
-            if field.default_factory is not dataclasses.MISSING:
-                return field.default_factory()
-            raise LookupError(f"{config.__name__}.{name} has no default")
-    raise LookupError(f"{config.__name__} has no field {name!r}")
+    """The default of field ``name`` of the pydantic model ``config`` (a factory's value)."""
+    fields = config.model_fields
+    if name not in fields:
+        raise LookupError(f"{config.__name__} has no field {name!r}")
+    if fields[name].is_required():
+        raise LookupError(f"{config.__name__}.{name} has no default")
+    return fields[name].get_default(call_default_factory=True)
 
 
 def parameter(function, name: str) -> Any:

@@ -1,12 +1,15 @@
 """The ingest flow: raw dataset archives or folders -> the sample catalog (samples, quarantine, sources).
 
-One source at a time, because the catalog has one writer: fingerprint, skip if unchanged, unpack
-safely, read through the dataset adapters, merge into the catalog. The summary is printed by the
-CLI and kept as a Prefect artifact of the run.
+One source at a time, because the catalog has one writer: storage fetches and fingerprints it, the
+sources table says whether it is unchanged (``tasks.ingest.unchanged_reason``), storage unpacks it
+safely (storage/sources.py), the adapters read it (tasks/ingest.py), storage merges it into the
+catalog. The summary is printed by the CLI and kept as a Prefect artifact of the run. ``prepare``
+does the fetch-to-prepared steps for one source without Prefect (notebooks, tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -24,7 +27,7 @@ from merflow.tasks import ingest
 def fingerprint_source(source: str, catalog_dir: str) -> tuple[Path, str, str]:
     """The source as a local file (a URL downloaded first), its kind and its sha256."""
     local = source_copies.fetch(source, catalog_dir)  # a URL is downloaded into the catalog's downloads/
-    return local, *ingest.fingerprint(source, local)
+    return local, *source_copies.fingerprint(source, local)
 
 
 @task(name="unpack")
@@ -40,7 +43,18 @@ def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: st
             reported.add(quarter)
             logger.info("unpacking %s: %d%% of %.1f MB", Path(local).name, 25 * quarter, total / 2**20)
 
-    return ingest.unpack(source, local, kind, sha, source_copies.raw_dir(catalog_dir, sha), limits, progress)
+    unpacked = source_copies.unpack(local, kind, sha, catalog_dir, limits, progress)
+    return ingest.prepared_source(source, sha, kind, unpacked.folder, unpacked.created)
+
+
+def prepare(source: str, catalog_dir: str | os.PathLike,
+            limits: ExtractionLimits = ExtractionLimits()) -> ingest.PreparedSource:
+    """One source fetched, fingerprinted and unpacked into ``catalog_dir``'s raw/<sha>/ as the flow does,
+    without Prefect (for notebooks, tests and benchmarks); then ``ingest.read`` and ``catalog.merge_source``."""
+    local = source_copies.fetch(source, catalog_dir)
+    kind, sha = source_copies.fingerprint(source, local)
+    unpacked = source_copies.unpack(local, kind, sha, catalog_dir, limits)
+    return ingest.prepared_source(source, sha, kind, unpacked.folder, unpacked.created)
 
 
 @task(name="read-adapters")

@@ -22,10 +22,9 @@ from merflow.configs.features import (
     MotionConfig,
 )
 from merflow.configs.ingest import ExtractionLimits, IngestConfig
-from merflow.configs.search import SCHEDULERS, SearchSpace
+from merflow.configs.search import SCHEDULERS, SELECTION_METRICS, SearchConfig, SearchSpace
 from merflow.flows.defaults import default
 from merflow.training.folds import PROTOCOLS
-from merflow.training.selection import SELECTION_METRICS
 
 Protocol = Literal[PROTOCOLS]
 FlowAlgorithm = Literal[FLOW_ALGORITHMS]
@@ -86,18 +85,19 @@ class Evaluation(_Options):
 class SearchOptions(_Options):
     """The search (flows/tune.py): the grid, early stopping, selection and resources per trial.
 
-    The grid's shots are SearchSpace's (configs/search.py); the other defaults are SearchConfig's
-    (training/search/space.py), spelt out so that this module need not import torch (tests/test_deployments.py
-    checks that they agree); the tune flow and the CLI read them from those classes."""
+    The grid's shots are SearchSpace's, the other defaults SearchConfig's (configs/search.py, which imports
+    no torch or Ray), as the tune flow and the CLI read them."""
 
     shots: list[int] = Field(list(default(SearchSpace, "shots")), min_length=1)
     alphas: list[float] = Field(DEFAULT_ALPHAS, min_length=1)
     meta_lr: list[float] = Field([], description="empty: the training settings' value only")
     pretrain_lr: list[float] = Field([], description="empty: the training settings' value only")
-    scheduler: Scheduler = "asha"
-    select_by: SelectBy = "accuracy"
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_failures: int = Field(2, ge=0, description="retries of a failed trial")
-    max_folds: int | None = Field(None, ge=1, description="the first N folds only: a quick look, not a result")
-    ray_address: str | None = Field(None, description="auto or ray://HEAD:10001; None: a local Ray")
+    scheduler: Scheduler = default(SearchConfig, "scheduler")
+    select_by: SelectBy = default(SearchConfig, "select_by")
+    cpus_per_trial: float = Field(default(SearchConfig, "cpus_per_trial"), gt=0)
+    gpus_per_trial: float = Field(default(SearchConfig, "gpus_per_trial"), ge=0)
+    max_failures: int = Field(default(SearchConfig, "max_failures"), ge=0, description="retries of a failed trial")
+    max_folds: int | None = Field(default(SearchConfig, "max_folds"), ge=1,
+                                  description="the first N folds only: a quick look, not a result")
+    ray_address: str | None = Field(default(SearchConfig, "ray_address"),
+                                    description="auto or ray://HEAD:10001; None: a local Ray")

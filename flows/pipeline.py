@@ -53,7 +53,7 @@ def report_flow(out: str, run: str, title: str = "") -> dict:
              "| scope | model | n | accuracy | UF1 | UAR |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['scope']} | {r['model']} | {r['n']} | {r['accuracy']:.3f} | {r['uf1']:.3f} | {r['uar']:.3f} |"
               for r in table]
-    lines += ["", f"Result tables (runs, metrics, predictions{', trials' if (rows['trial'] != '').any() else ''}) "
+    lines += ["", f"Result tables (runs, metrics, predictions{', trials' if rows['trial'].notna().any() else ''}) "
                   f"in `{out}`, partition `run={run}`; plots, if any, in `{locations.join(out, 'plots', run)}`.", "",
               f"`merflow results summary --results {out} --run {run}`"]
     markdown = "\n".join(lines)

@@ -1,7 +1,7 @@
 """The search engine: Ray started (or joined) and stopped, the Tuner run or restored, its trials read back.
 
 ``run_search`` is the tune flow's driver: it reads the protocol data through the trainable's cache
-(training/search/trainable.py), leaves out folds with nothing to train on, runs every (configuration, fold)
+(flows/trial.py), leaves out folds with nothing to train on, runs every (configuration, fold)
 as a Tune trial (``fold_trial``; early stopping per fold with ``foldwise_asha``), reads each trial's
 status, failed attempts and error from Tune (``Tuner.fit()`` does not raise on failed trials), has
 training/search/tables.py compute the rows and storage/results.py write them, and returns the summary
@@ -12,6 +12,7 @@ with the tables as written. A rerun with the same run id restores the Tune exper
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import time
 
@@ -20,14 +21,25 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 import merflow.training.search  # noqa: F401  (Ray's offline defaults, set before ray.init)
+from merflow.configs.search import SearchConfig
+from merflow.flows.trial import ending_on_data_errors, fold_trial, protocol_data
 from merflow.storage import locations, results
+from merflow.storage.checkpoints import check_run_identity
 from merflow.training.models import nearest_centroid
-from merflow.training.run import check_run_identity, new_run_id
+from merflow.training.run import new_run_id
+from merflow.training.search.reports import COMPLETED, DATA_ERROR
 from merflow.training.search.scheduler import foldwise_asha
-from merflow.training.search.space import SearchConfig, safe_name, trial_specs
+from merflow.training.search.space import safe_name, trial_specs
 from merflow.training.search.tables import search_summary, search_tables, skipped_trial_rows, trial_rows
-from merflow.training.search.trainable import COMPLETED, DATA_ERROR, ending_on_data_errors, fold_trial, protocol_data
 from merflow.training.stages import fold_problem
+
+
+def absolute(search: SearchConfig) -> SearchConfig:
+    """The same search with local paths made absolute (Tune runs each trial in its own folder) and URLs as
+    they are (storage/locations.py); the sample lists' folder from $MERFLOW_SAMPLE_LISTS where not given."""
+    lists = search.sample_lists or (os.environ.get("MERFLOW_SAMPLE_LISTS") if search.sample_list else None)
+    return search.replace(catalog_dir=locations.normalise(search.catalog_dir), store=locations.normalise(search.store),
+                          out=locations.normalise(search.out), sample_lists=locations.normalise(lists) if lists else None)
 
 
 def experiment_path(search: SearchConfig, run: str) -> str:
@@ -108,7 +120,7 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
     # Missing extras (s3fs for s3://, ray[client] for ray://) are one line, before any work.
     locations.require(search.catalog_dir, search.store, search.out)
     locations.require_ray_client(search.ray_address)
-    search = search.absolute()
+    search = absolute(search)
     run = search.run or new_run_id()
     data = protocol_data(search)
     # A fold with nothing to train on (stages.fold_problem: fewer than two classes) is left out of the

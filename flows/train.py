@@ -1,6 +1,6 @@
 """The train flow: a registered model (training/models/) on every fold of a protocol, results as Parquet tables.
 
-Prefect tasks around the units of training/run.py, run in the flow's process one after another (no
+Prefect tasks around the units of training/run.py (and flows/protocol.py's read), run in the flow's process one after another (no
 task runner, no workers): ``load-protocol`` (the catalog and the feature store read), ``macro-pretrain``
 (Meta-MMFNet only: CK+ once a run), one ``fold`` task per fold (Meta-MMFNet) or per batch of folds trained
 together (``ModelInfo.folds_per_task``: survey-cnn stacks every fold's network, nearest-centroid builds its
@@ -21,7 +21,9 @@ from prefect.cache_policies import NO_CACHE
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol
+from merflow.flows.protocol import load_protocol
 from merflow.storage import locations, results
+from merflow.storage.checkpoints import Checkpoints, check_run_identity, run_checkpoints
 from merflow.training import models
 from merflow.training import run as units
 from merflow.training.errors import DataError
@@ -52,19 +54,19 @@ RETRIED = UNIT | {"retries": UNIT_RETRIES, "retry_condition_fn": unless_data_err
 @task(name="load-protocol", **UNIT)
 def load_protocol_task(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None,
                        config, **options) -> units.ProtocolData:
-    """The protocol's folds, catalog rows and features (training.run.load_protocol)."""
-    return units.load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed,
-                               config.validation_fraction, **options)
+    """The protocol's folds, catalog rows and features (flows/protocol.py ``load_protocol``)."""
+    return load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
+                         **options)
 
 
 @task(name="macro-pretrain", **RETRIED)
-def pretrain_task(model: str, data: units.ProtocolData, config, checkpoints: str):
+def pretrain_task(model: str, data: units.ProtocolData, config, checkpoints: Checkpoints):
     """The model's run-wide work before the folds (Meta-MMFNet: the CK+ macro encoder, checkpointed)."""
     return models.load(model).prepare(data, config, checkpoints)
 
 
 @task(name="fold", task_run_name="fold {label}", **RETRIED)
-def fold_task(label: str, model: str, data: units.ProtocolData, fold_list: list, config, checkpoints: str,
+def fold_task(label: str, model: str, data: units.ProtocolData, fold_list: list, config, checkpoints: Checkpoints,
               prepared) -> list[models.FoldResult]:
     """One unit of folds (one fold, or a stacked batch) through training.run.train_folds."""
     logger = get_run_logger()
@@ -101,13 +103,14 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
                run: str | None = None, sample_list: str | None = None, sample_lists: str | None = None,
                feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
                survey_config: SurveyConfig | None = None, balance: str | None = None,
-               centroid_config: CentroidConfig | None = None) -> dict:
+               centroid_config: CentroidConfig | None = None, max_folds: int | None = None) -> dict:
     """Train and evaluate every fold of ``protocol``; write runs, metrics and predictions under ``out``.
     ``sample_list`` ('survey'): only the samples of that published list (folder ``sample_lists``);
     ``feature_config``: the hash of the store's feature configuration to train on, where it holds several.
     ``model`` (training/models/): meta-mmfnet with ``config``, survey-cnn with ``survey_config``, or
     nearest-centroid with ``centroid_config``;
-    ``balance`` (none | undersample) overrides the model's default."""
+    ``balance`` (none | undersample) overrides the model's default; ``max_folds``: the first N folds only,
+    a quick look, not a result to report (recorded in the runs row's notes)."""
     locations.require(catalog_dir, store, out)  # a missing extra is one line, before any work
     logger = get_run_logger()
     started = time.perf_counter()
@@ -115,24 +118,24 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
     settings = model_config(model, config, survey_config, centroid_config, balance)
     run = run or units.new_run_id()
     data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
-                              sample_lists=sample_lists, feature_config=feature_config)
+                              sample_lists=sample_lists, feature_config=feature_config, model=model)
     plan = info.load().plan(data, settings, protocol, dataset, class_set)
-    units.check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
+    check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
     for message in plan.messages:
         logger.warning(message)
-    checkpoints = locations.join(out, "checkpoints", run)
+    checkpoints = run_checkpoints(out, run)
     timings = {}
     stage = time.perf_counter()
     prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
     if info.macro_pretraining:
         timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    outcomes = []
-    for batch in units.fold_batches(info, plan.folds):
+    outcomes, fold_list = [], units.first_folds(plan, max_folds)
+    for batch in units.fold_batches(info, fold_list):
         stage = time.perf_counter()
         label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
         for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
             outcomes.append(outcome)
-            message = units.fold_message(len(outcomes), len(plan.folds), outcome)
+            message = units.fold_message(len(outcomes), len(fold_list), outcome)
             if message:
                 (logger.warning if outcome.skipped else logger.info)(message)
         key = units.timing_key(info, batch)

@@ -4,8 +4,9 @@ in every trial, result tables as Parquet, plots and the honest result as Prefect
 Thin: ``flows.search.run_search`` runs the search on Ray and writes the tables through storage (it
 resumes a run given the same id) and returns them as written; this flow logs each finished trial, draws
 the α × shots heatmaps and confusion matrices from those tables into ``RESULTS/plots/<run>/`` and keeps
-them, with the pooled test table of the per-fold selected model, as artifacts (nothing read back). Trials that still failed after their retries fail the flow run, after
-everything else has been written, so that a scheduled run cannot lose them silently.
+them, with the pooled test table of the per-fold selected model, as artifacts (nothing read back). Trials that still failed after their retries fail the flow run
+(``TrialsFailed``: which, why, how to resume, and the run and results location), after everything else
+has been written, so that a scheduled run cannot lose them silently.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from merflow.configs.search import SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol, Scheduler, SelectBy
@@ -24,7 +26,6 @@ from merflow.flows.search import run_search
 from merflow.storage import locations
 from merflow.training import report
 from merflow.training.report import floor_table
-from merflow.training.search.space import SearchConfig, SearchSpace
 
 # The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone), as
 # `merflow tune` always searched. SearchSpace's own default (0.1..1.0, configs/search.py) differs, and applies
@@ -33,16 +34,48 @@ SEARCH_ALPHAS = default(TrainConfig, "alphas")
 
 
 class TrialsFailed(RuntimeError):
-    """Some trials failed every retry; the tables hold everything else, and the trials table says why."""
+    """Some trials failed every retry: the message says which, why and how to resume; every table (the
+    trials table with each error) is written under ``results`` for ``run`` before it is raised, and
+    ``merflow tune`` prints what finished from there. A raised exception, not a returned ``Failed`` state:
+    a caller of a flow that returns ``Failed(data=...)`` gets a TypeError, subflow callers too (checked on
+    Prefect 3.8)."""
 
-    def __init__(self, summary: dict):
-        self.summary = summary
-        errors = summary["errors"]
-        lines = [f"{row.trial} on {row.fold}: {str(row.error).strip().splitlines()[-1] if row.error else '?'}"
-                 for row in errors.itertuples()]
-        super().__init__(f"{len(errors)} trial(s) failed (a data error at once, any other error after "
-                         f"{summary['max_failures']} retries): "
-                         + "; ".join(lines[:5]) + (" ..." if len(lines) > 5 else ""))
+    def __init__(self, message: str, run: str, results: str):
+        super().__init__(message)
+        self.run, self.results = run, results
+
+    def __reduce__(self):  # Prefect may pickle a flow run's exception: keep run and results
+        return type(self), (str(self), self.run, self.results)
+
+
+def failed_trials_message(errors, max_failures: int, run: str) -> str:
+    """One line: how many trials failed and why (the first five errors' last lines), and how to resume."""
+    lines = [f"{row.trial} on {row.fold}: {str(row.error).strip().splitlines()[-1] if row.error else '?'}"
+             for row in errors.itertuples()]
+    return (f"{len(errors)} trial(s) failed (a data error at once, any other error after {max_failures} retries): "
+            + "; ".join(lines[:5]) + (" ..." if len(lines) > 5 else "")
+            + f"; run {run} again (the same --run) to retry them, its finished trials kept (a data error ends "
+              "its trial for good)")
+
+
+def headline_table(metrics, floor_metrics) -> list[dict]:
+    """The selected result's pooled and per-dataset test rows (scores to 4 places), then the floor's on the
+    same folds: the flow's table artifact and the rows ``merflow tune`` prints."""
+    headline = report.headline(metrics)
+    table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+             for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
+    # The floor on the same folds (nearest centroid, flow u, v), so the selected result is never read without it.
+    return table + [{"scope": "pooled", "key": None} | row for row in floor_table(floor_metrics)]
+
+
+def plot_locations(out: str, run: str) -> list[str]:
+    """The plots ``draw_plots`` left in ``RESULTS/plots/<run>/``, as it names them, heatmaps first."""
+    folder = locations.join(out, "plots", run)
+    names = sorted((n for n in locations.listdir(folder) if n.endswith(".png")),
+                   key=lambda n: (not n.startswith("heatmap"), n))
+    if locations.is_remote(out):
+        return [locations.join(folder, n) for n in names]
+    return [str(locations.local_path(folder) / n) for n in names]
 
 
 def draw_plots(out: str, run: str, tables: dict, local_folder: Path | None = None) -> list[tuple[str, Path]]:
@@ -97,11 +130,7 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluat
     logger.info("%d trials (%s), %d failed attempts retried; %d configurations on %d folds",
                 summary["trials"], ", ".join(f"{k} {v}" for k, v in summary["status"].items()),
                 summary["failures"], summary["configurations"], summary["folds"])
-    headline = report.headline(tables["metrics"])
-    table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-             for row in headline[["scope", "key", "model", "n", "accuracy", "uf1", "uar"]].to_dict("records")]
-    # The floor on the same folds (nearest centroid, flow u, v), so the selected result is never read without it.
-    table += [{"scope": "pooled", "key": None} | row for row in floor_table(tables.get("floor_metrics"))]
+    table = headline_table(tables["metrics"], tables.get("floor_metrics"))
     if table:
         create_table_artifact(table, key="tune-selected-test",
                               description=f"{protocol} {dataset or ''}: pooled test metrics of the per-fold "
@@ -113,6 +142,6 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluat
                 f"**{p.name}**\n\n![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
                 for _, p in pictures), key="tune-plots", description=f"run {summary['run']}: α × shots and confusion")
     summary = summary | {"pictures": [where for where, _ in pictures], "headline": table, "max_failures": max_failures}
-    if len(summary["errors"]):
-        raise TrialsFailed(summary)
+    if len(summary["errors"]):  # every table and plot is written: the message says which failed and how to resume
+        raise TrialsFailed(failed_trials_message(summary["errors"], max_failures, summary["run"]), summary["run"], out)
     return summary

@@ -282,3 +282,89 @@ def find_sample(store: str, sample_key: str, arrays: tuple[str, ...]) -> tuple[p
             table = reader.table()
             return table[table["sample_key"] == sample_key].iloc[0], {k: v[0] for k, v in loaded.items()}
     raise KeyError(f"{sample_key} has no valid features in {feature_store.url}")
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""  # a mark's missing field reads as NaN from the table
+
+
+def read_feature_arrays(store: str, datasets: list[str], config: FeatureConfig,
+                        arrays: tuple[str, ...] = ("diff", "flow")) -> dict:
+    """Every valid sample's ``arrays`` of the given datasets' groups of ``config``, read whole into memory,
+    as the keyword arguments of training.data.FeatureSource: ``arrays`` (name -> sample key -> array),
+    ``fingerprints`` (each valid sample's input fingerprint, from the shards' completion marks),
+    ``quarantined`` (sample key -> {"reason", "detail"}), ``apex_source`` (sample key -> annotated, spotted,
+    ...) and ``config``. A dataset without features of ``config`` is a LookupError naming the groups there."""
+    feature_store = FeatureStore(store)
+    loaded: dict[str, dict[str, np.ndarray]] = {name: {} for name in arrays}
+    fingerprints: dict[str, str] = {}
+    quarantined: dict[str, dict] = {}
+    apex_source: dict[str, str] = {}
+    names = {g["name"] for g in feature_store.groups()}
+    for dataset in sorted(set(datasets)):
+        if group_name(dataset, config) not in names:
+            raise LookupError(f"no {dataset} features with configuration {config.hash} in {feature_store.url}: "
+                              f"run `merflow features` first (groups there: {sorted(names)})")
+        reader = FeatureReader(feature_store, group_name(dataset, config))
+        absent = [name for name in arrays if name not in reader.group]
+        if absent:
+            raise LookupError(f"the feature group {reader.name} in {feature_store.url} has no "
+                              f"{', '.join(repr(name) for name in absent)} crops (it was written before feature "
+                              "schema 2): the model needs them; recompute the features with "
+                              f"`merflow features --catalog CATALOG --store {store} --size {config.size}`")
+        for row in reader.table().to_dict("records"):
+            if row.get("status") == "ok":
+                fingerprints[row["sample_key"]] = str(row.get("fingerprint"))
+                apex_source[row["sample_key"]] = _text(row.get("apex_source"))
+            else:
+                quarantined[row["sample_key"]] = {"reason": _text(row.get("reason")) or "quarantined",
+                                                  "detail": _text(row.get("detail"))}
+        keys = reader.sample_keys
+        stacked = reader.load(keys, arrays)
+        for name in arrays:
+            for index, key in enumerate(keys):
+                loaded[name][key] = stacked[name][index]
+    return {"config": config, "arrays": loaded, "fingerprints": fingerprints, "quarantined": quarantined,
+            "apex_source": apex_source}
+
+
+def describe_feature_groups(groups: list[dict]) -> str:
+    """Each configuration of these feature groups (``FeatureStore.groups()``) with the settings that tell them apart."""
+    by_hash: dict[str, list[dict]] = {}
+    for group in groups:
+        by_hash.setdefault(group["config_hash"], []).append(group)
+    described = []
+    for config_hash, members in sorted(by_hash.items()):
+        config = members[0]["config"]
+        settings = (f"size {config.get('size')}, flow {config.get('motion', {}).get('algorithm')}, detector "
+                    f"{config.get('face', {}).get('detector')}, no face {config.get('face', {}).get('no_face')}, "
+                    f"first frame {config.get('first_frame', 'onset')}")
+        datasets = ", ".join(sorted(g["dataset"] for g in members))
+        described.append(f"{config_hash} ({settings}; {datasets})")
+    return "; ".join(described)
+
+
+def resolve_feature_config(store: str, datasets: list[str], chosen: str | None = None) -> FeatureConfig:
+    """The one feature configuration of these datasets in the store, or the one whose hash starts with
+    ``chosen`` (``--feature-config``); where there are several and none is chosen, the error lists them
+    with their settings."""
+    groups = [g for g in FeatureStore(store).groups() if g["dataset"] in set(datasets) | {"ckplus"}]
+    if chosen:
+        picked = [g for g in groups if g["config_hash"].startswith(chosen)]
+        hashes = {g["config_hash"] for g in picked}
+        if len(hashes) != 1:
+            raise LookupError(f"{'no' if not hashes else 'more than one'} feature configuration {chosen!r} in "
+                              f"{store}; it holds: {describe_feature_groups(groups) or 'no features'}")
+        lacking = sorted(set(datasets) - {g["dataset"] for g in picked})
+        if lacking:
+            raise LookupError(f"feature configuration {hashes.pop()} has no features of {', '.join(lacking)} in "
+                              f"{store}: run `merflow features` with its settings for them; the store holds: "
+                              f"{describe_feature_groups(groups)}")
+        return FeatureConfig.from_dict(picked[0]["config"])
+    if len({g["config_hash"] for g in groups if g["dataset"] in datasets}) > 1:
+        raise LookupError(f"{store} holds features of several configurations for {', '.join(datasets)}: pass "
+                          f"--feature-config HASH to choose one of {describe_feature_groups(groups)}")
+    configs = {open_features(store, d).config for d in datasets}
+    if len(configs) != 1:
+        raise LookupError(f"the datasets {datasets} have features of {len(configs)} configurations in {store}")
+    return configs.pop()

@@ -1,18 +1,18 @@
-"""Read-only SQL over the result tables: one DuckDB view per table of ``storage.results``, nothing written.
+"""Read-only SQL over the result tables: one DuckDB table per table of ``storage.results``, nothing written.
 
-``connect(results)`` opens an in-memory DuckDB whose views ``runs``, ``trials``, ``metrics``,
-``predictions`` (and the floor's ``floor_metrics``, ``floor_predictions``: empty for results written before
-the floor) read the hive-partitioned Parquet parts in place (``run`` and ``protocol`` come from
-the folder names). ``query(results, sql)`` runs one user statement and refuses anything but a read.
+``connect(results)`` opens an in-memory DuckDB with one table per result table ``runs``, ``trials``,
+``metrics``, ``predictions`` (and the floor's ``floor_metrics``, ``floor_predictions``: empty for results
+written before the floor): the Arrow tables of ``storage.results.read_arrow``, the one reader, which checks
+each part's schema version and upgrades older parts (``run`` and ``protocol`` come from the folder names,
+first). ``query(results, sql)`` runs one user statement, reading only the tables it names, and refuses
+anything but a read.
 
 Two guards keep it read-only: the statement type (SELECT, or EXPLAIN of a SELECT: EXPLAIN ANALYZE
-runs its statement), and DuckDB's own sandbox, which limits file access to the results folder and
-locks the configuration so a statement cannot lift it.
-
-Results on an object store (``s3://...``) are read through fsspec and pyarrow into Arrow tables that
-are registered as the views, not through DuckDB's httpfs extension (which DuckDB downloads at run
-time); external access is then disabled with no directory allowed at all, so a statement can read
-nothing but those tables. The tables are read whole into memory (result tables are small).
+runs its statement), and DuckDB's own sandbox: external access disabled with no directory allowed at
+all (a statement reads nothing but the registered tables) and the configuration locked so a statement
+cannot lift it. Local folders and object stores (``s3://...``, read through fsspec and pyarrow, not
+DuckDB's httpfs extension, which DuckDB downloads at run time) alike. The tables are read whole into
+memory (result tables are small; the figures are in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -27,16 +27,8 @@ import pandas as pd
 from merflow.storage import locations
 from merflow.storage import results as result_tables
 
-# The exact layout write_part produces. DuckDB's glob, unlike Arrow's dataset discovery, does not skip
-# names starting with '.', so '**/*.parquet' would read the '.part-*.parquet' files being written.
-PART_GLOB = "run=*/protocol=*/part-*.parquet"
-
 READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def results_folder(results: str | os.PathLike) -> str:
@@ -52,56 +44,33 @@ def results_folder(results: str | os.PathLike) -> str:
     return str(folder.resolve())
 
 
-def _lock_down(con: duckdb.DuckDBPyConnection, allowed: list[str]) -> None:
-    # allowed_directories must be set before external access is disabled; the lock keeps a later SET out.
-    con.execute(f"SET allowed_directories = [{', '.join(_sql_string(d) for d in allowed)}]")
+def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    # allowed_directories (none) must be set before external access is disabled; the lock keeps a later SET out.
+    con.execute("SET allowed_directories = []")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
 
-def connect(results: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one view per result table; a table without parts is an empty view
-    with the table's columns, so every query can name every table."""
+def connect(results: str | os.PathLike, tables: tuple[str, ...] = result_tables.TABLES,
+            run: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with one table per result table of ``tables`` (every one by default; only ``run``'s
+    rows if given); a table without parts is an empty one with the table's columns, so every query can name
+    every table."""
+    unknown = sorted(set(tables) - set(result_tables.TABLES))
+    if unknown:
+        raise ValueError(f"unknown result table {unknown[0]!r}; the tables are {', '.join(result_tables.TABLES)}")
     folder = results_folder(results)
     con = duckdb.connect(":memory:")
-    if locations.is_remote(folder):
-        _lock_down(con, [])
-        for table in result_tables.TABLES:
-            arrow = result_tables.read_arrow(folder, table)
-            if arrow is None or arrow.num_rows == 0:
-                con.register(table, result_tables.SCHEMAS[table].empty_table())
-                continue
-            # Partition columns first, as the local views have them.
-            names = list(result_tables.PARTITIONS) + [n for n in arrow.schema.names if n not in result_tables.PARTITIONS]
-            con.register(table, arrow.select(names))
-        return con
-    _lock_down(con, [folder + "/"])
-    for table in result_tables.TABLES:
-        root = Path(folder) / table
-        if not any(root.glob(PART_GLOB)):
+    _lock_down(con)
+    for table in tables:
+        arrow = result_tables.read_arrow(folder, table, run)
+        if arrow is None or arrow.num_rows == 0:
             con.register(table, result_tables.SCHEMAS[table].empty_table())
             continue
-        # Partition values are names, never numbers or dates: a run called "20240101" stays a string.
-        source = (f"read_parquet({_sql_string(str(root / PART_GLOB))}, hive_partitioning = true, union_by_name = true, "
-                  "hive_types = {'run': 'VARCHAR', 'protocol': 'VARCHAR'})")
-        excluded, added = _method_columns(con, table, source)
-        con.execute(f"CREATE VIEW {table} AS SELECT run, protocol, * EXCLUDE (run, protocol{excluded}){added} "
-                    f"FROM {source}")
+        # Partition columns first.
+        names = list(result_tables.PARTITIONS) + [n for n in arrow.schema.names if n not in result_tables.PARTITIONS]
+        con.register(table, arrow.select(names))
     return con
-
-
-def _method_columns(con: duckdb.DuckDBPyConnection, table: str, source: str) -> tuple[str, str]:
-    """Schema version 3's method and recipe columns over parts of any version: version-2 parts have
-    neither (their rows are Meta-MMFNet's, storage/results.py DEFAULT_METHOD; their recipe is null)."""
-    if "method" not in result_tables.SCHEMAS[table].names:
-        return "", ""
-    names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    default = _sql_string(result_tables.DEFAULT_METHOD)
-    excluded = ", method" if "method" in names else ""
-    added = f", coalesce(method, {default}) AS method" if "method" in names else f", {default} AS method"
-    if "recipe" not in names:
-        added += ", CAST(NULL AS VARCHAR) AS recipe"
-    return excluded, added
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -124,11 +93,17 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise ValueError(f"only reads are allowed: EXPLAIN may explain a SELECT, not {kind}")
 
 
+def named_tables(sql: str) -> tuple[str, ...]:
+    """The result tables whose names appear in ``sql`` as words (a statement reads no table it does not name)."""
+    return tuple(name for name in result_tables.TABLES if re.search(rf"\b{name}\b", sql, re.IGNORECASE))
+
+
 def query(results: str | os.PathLike, sql: str) -> pd.DataFrame:
-    """The result of one read-only statement over the result tables' views."""
-    con = connect(results)
+    """The result of one read-only statement over the result tables it names (only those are read)."""
+    with duckdb.connect(":memory:") as parser:  # refused before any table is read
+        check_read_only(parser, sql)
+    con = connect(results, named_tables(sql))
     try:
-        check_read_only(con, sql)
         try:
             return con.execute(sql).df()
         except duckdb.Error as error:  # a typo or a file outside the results folder: the user's to fix
@@ -138,13 +113,9 @@ def query(results: str | os.PathLike, sql: str) -> pd.DataFrame:
 
 
 def table(results: str | os.PathLike, name: str, run: str | None = None) -> pd.DataFrame:
-    """A whole result table, or one run's rows, through the views (partition columns first)."""
-    if name not in result_tables.TABLES:
-        raise ValueError(f"unknown result table {name!r}; the tables are {', '.join(result_tables.TABLES)}")
-    con = connect(results)
+    """A whole result table, or one run's rows, through DuckDB as ``query`` reads it (partition columns first)."""
+    con = connect(results, (name,), run)  # only the run's parts are read
     try:
-        if run is None:
-            return con.execute(f"SELECT * FROM {name}").df()
-        return con.execute(f"SELECT * FROM {name} WHERE run = ?", [run]).df()
+        return con.execute(f"SELECT * FROM {name}").df()
     finally:
         con.close()

@@ -8,13 +8,17 @@ hyperparameter search: status, failures, error, the settings chosen on validatio
 ``predictions`` (one row per validation or test sample, model and α), and the floor's ``floor_metrics`` and
 ``floor_predictions`` (the same schemas; a nearest centroid on the run's folds). Each file is written to a
 hidden temporary name and renamed, so a reader never sees half a file: Arrow's dataset discovery
-skips names starting with '.', and storage/queries.py reads only ``part-*.parquet`` (DuckDB's glob
-would not skip them). ``results`` is a location (a local path or an fsspec URL, storage/locations.py):
+(``read_arrow``, which storage/queries.py reads through too) skips names starting with '.'. ``results`` is a location (a local path or an fsspec URL, storage/locations.py):
 on an object store a part is one PUT, whole or absent, with no temporary name.
 
-The ``trial`` column: "" for a plain training run, a configuration id (``c`` + a hash of the
+The ``trial`` column: null for a plain training run, a configuration id (``c`` + a hash of the
 searched settings) for a search, and "selected" for a search's honest result: in each fold, the
 configuration and α that scored best on that fold's validation subjects.
+
+Every part records its schema version in its Parquet key-value metadata (``VERSION_KEY``); ``read_arrow``,
+the one reader (``read_table`` and storage/queries.py's tables read through it), checks it per part:
+a part of a newer version is refused with one line naming the file, and older parts are upgraded
+(``upgraded``). A part without the key (none is known: every writer recorded it) is dated by its columns.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import pyarrow.parquet as pq
 from merflow.configs.results import SELECTED
 from merflow.storage import locations
 
-RESULTS_SCHEMA_VERSION = 3  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe
+RESULTS_SCHEMA_VERSION = 4  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe.
+# 4: a plain run's trial is null (was ""): the trial column of metrics and predictions is nullable.
+VERSION_KEY = b"merflow.results_schema_version"  # every part's Parquet key-value metadata, since version 1
 # Which model made a row (training/models/: meta-mmfnet, survey-cnn) and its recipe (null where the model has
 # none). Version-2 parts have neither column: they were all Meta-MMFNet's, and read so (read_table, queries).
 DEFAULT_METHOD = "meta-mmfnet"
@@ -39,7 +45,7 @@ METHOD_COLUMNS = ("method", "recipe")
 # The floor (training/models/nearest_centroid.py): a nearest centroid on the same folds as every train and
 # tune run, in tables of their own with the metrics' and predictions' schemas (model "floor", method
 # nearest-centroid), so that no query of the model tables changes. Results written before it have none:
-# reading them gives empty tables (still schema version 3: no table's schema changed).
+# reading them gives empty tables (schema version 3 then: no table's schema changed).
 FLOOR_TABLES = ("floor_metrics", "floor_predictions")
 TABLES = ("runs", "trials", "metrics", "predictions", *FLOOR_TABLES)
 PARTITIONS = ("run", "protocol")
@@ -62,7 +68,7 @@ RUNS_SCHEMA = pa.schema([
 METRICS_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
     pa.field("protocol", pa.string(), nullable=False),
-    pa.field("trial", pa.string(), nullable=False),           # "", a configuration id, or "selected"
+    pa.field("trial", pa.string()),                           # null (a plain run), a configuration id, "selected"
     pa.field("shots", pa.int32()),                            # null for "selected" (chosen per fold)
     pa.field("model", pa.string(), nullable=False),           # micro | macro | fused
     pa.field("alpha", pa.float32()),                          # fused rows only
@@ -83,7 +89,7 @@ METRICS_SCHEMA = pa.schema([
 PREDICTIONS_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
     pa.field("protocol", pa.string(), nullable=False),
-    pa.field("trial", pa.string(), nullable=False),
+    pa.field("trial", pa.string()),                           # as in metrics
     pa.field("shots", pa.int32()),
     pa.field("fold", pa.string(), nullable=False),
     pa.field("split", pa.string(), nullable=False),
@@ -131,10 +137,12 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
     for column in ("per_class_accuracy", "confusion"):
         if column in frame.columns:
             frame[column] = [v if v is None or isinstance(v, str) else json.dumps(v) for v in frame[column]]
+    if "trial" in frame.columns and (frame["trial"] == "").any():  # version 3's sentinel, which None replaced
+        raise ValueError('a plain run\'s trial is None since results schema version 4, not ""')
     if "method" in schema.names:  # a writer that names no model writes Meta-MMFNet's rows, as before version 3
         frame["method"] = frame["method"].where(frame["method"].notna(), DEFAULT_METHOD)
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    return table.replace_schema_metadata({b"merflow.results_schema_version": str(RESULTS_SCHEMA_VERSION).encode()})
+    return table.replace_schema_metadata({VERSION_KEY: str(RESULTS_SCHEMA_VERSION).encode()})
 
 
 def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
@@ -152,8 +160,40 @@ def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, 
     return target
 
 
+class ResultsSchemaError(ValueError):
+    """A result part this merflow cannot read (a newer schema version): one line naming the file."""
+
+
+def part_version(schema: pa.Schema, where: str) -> int:
+    """A part's schema version: its metadata's (``VERSION_KEY``), else dated by its columns (2 without
+    ``method``, else 3); a ``ResultsSchemaError`` for a version this merflow does not know."""
+    recorded = (schema.metadata or {}).get(VERSION_KEY)
+    if recorded is None:
+        return 2 if "method" not in schema.names else 3
+    text = recorded.decode(errors="replace")
+    if not text.isdigit() or not 1 <= int(text) <= RESULTS_SCHEMA_VERSION:
+        raise ResultsSchemaError(f"{where} has results schema version {text}; this merflow reads versions 1 to "
+                                 f"{RESULTS_SCHEMA_VERSION}: upgrade merflow to read it")
+    return int(text)
+
+
+def upgraded(arrow: pa.Table, version: int) -> pa.Table:
+    """Rows of a part of schema ``version`` as the current version stores them: before 3 (no ``method``)
+    they are Meta-MMFNet's; before 4 a plain run's trial "" is null."""
+    if version < 3 and "method" in arrow.schema.names:
+        index = arrow.schema.get_field_index("method")
+        arrow = arrow.set_column(index, arrow.schema.field("method"), pc.fill_null(arrow["method"], DEFAULT_METHOD))
+    if version < 4 and "trial" in arrow.schema.names:
+        index = arrow.schema.get_field_index("trial")
+        plain = pc.equal(arrow["trial"], "")
+        arrow = arrow.set_column(index, arrow.schema.field("trial"),
+                                 pc.if_else(plain, pa.scalar(None, pa.string()), arrow["trial"]))
+    return arrow
+
+
 def read_arrow(results: str | os.PathLike, table: str, run: str | None = None) -> pa.Table | None:
-    """A whole table (or one run's rows) as Arrow, partition columns included; None if it has no parts."""
+    """A whole table (or one run's rows) as Arrow in the current schema, partition columns included, each
+    part's version checked and older parts upgraded; None if it has no parts."""
     root = locations.join(results, table)
     if not locations.isdir(root):
         return None
@@ -161,31 +201,25 @@ def read_arrow(results: str | os.PathLike, table: str, run: str | None = None) -
     filesystem, path = locations.arrow_filesystem(root)
     partitioning = ds.partitioning(pa.schema([schema.field(p) for p in PARTITIONS]), flavor="hive")
     dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning=partitioning, schema=schema)
-    expression = ds.field("run") == run if run else None
-    arrow = dataset.to_table(filter=expression)
-    if "method" in arrow.schema.names:  # version-2 parts (no method column) are Meta-MMFNet's
-        index = arrow.schema.get_field_index("method")
-        arrow = arrow.set_column(index, schema.field("method"), pc.fill_null(arrow["method"], DEFAULT_METHOD))
-    return arrow
+    by_version: dict[int, list] = {}
+    for fragment in dataset.get_fragments(filter=ds.field("run") == run if run else None):
+        # The footer's metadata only (the scan below reads the columns).
+        where = locations.join(root, fragment.path[len(path):].lstrip("/"))  # the location, URL or path
+        by_version.setdefault(part_version(fragment.physical_schema, where), []).append(fragment)
+    parts = [upgraded(ds.FileSystemDataset(fragments, schema, dataset.format, filesystem=dataset.filesystem)
+                      .to_table(), version) for version, fragments in sorted(by_version.items())]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def read_table(results: str | os.PathLike, table: str, run: str | None = None) -> pd.DataFrame:
     """A whole table (or one run's rows) with its partition columns; empty with the right columns if none."""
     arrow = read_arrow(results, table, run)
-    frame = (SCHEMAS[table].empty_table() if arrow is None else arrow).to_pandas()
-    return with_method(frame)
-
-
-def with_method(frame: pd.DataFrame) -> pd.DataFrame:
-    """Version-2 rows (no method column, read as null) are Meta-MMFNet's: say so."""
-    if "method" in frame.columns and frame["method"].isna().any():
-        frame = frame.assign(method=frame["method"].where(frame["method"].notna(), DEFAULT_METHOD))
-    return frame
+    return (SCHEMAS[table].empty_table() if arrow is None else arrow).to_pandas()
 
 
 def as_stored(table: str, rows) -> pd.DataFrame:
     """``rows`` of ``table`` as ``read_table`` reads them once written: the schema's columns and types."""
-    return with_method(_table(rows, SCHEMAS[table]).to_pandas())
+    return _table(rows, SCHEMAS[table]).to_pandas()
 
 
 def write_search(results: str | os.PathLike, run: str, protocol: str, trials: pd.DataFrame,
@@ -210,10 +244,10 @@ def write_search(results: str | os.PathLike, run: str, protocol: str, trials: pd
 def write_floor(results: str | os.PathLike, run: str, protocol: str, metrics: pd.DataFrame,
                 predictions: pd.DataFrame) -> None:
     """The floor's tables of a run (training/models/nearest_centroid.py ``floor``: method nearest-centroid,
-    trial "", no shots, no recipe); nothing is written where it has no rows (every fold skipped)."""
+    trial null, no shots, no recipe); nothing is written where it has no rows (every fold skipped)."""
     if predictions.empty:
         return
-    common = {"run": run, "protocol": protocol, "trial": "", "shots": None, "method": "nearest-centroid",
+    common = {"run": run, "protocol": protocol, "trial": None, "shots": None, "method": "nearest-centroid",
               "recipe": None}
     write_part(results, "floor_metrics", run, protocol, "all", metrics.assign(**common))
     write_part(results, "floor_predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
@@ -223,11 +257,11 @@ def write_run(results: str | os.PathLike, run: str, protocol: str, columns: dict
               predictions: pd.DataFrame, runs_row: dict, floor_metrics: pd.DataFrame | None = None,
               floor_predictions: pd.DataFrame | None = None) -> None:
     """A training run's tables (training/run.py ``TrainedRun.tables()``): the floor's, the ``metrics`` and
-    ``predictions`` parts (``columns``: the model's shots, method and recipe on every row) and the ``runs``
-    row last, so that a run with a ``runs`` row is complete."""
+    ``predictions`` parts (``columns``: the model's shots, method and recipe on every row; trial null) and
+    the ``runs`` row last, so that a run with a ``runs`` row is complete."""
     if floor_predictions is not None:
         write_floor(results, run, protocol, floor_metrics, floor_predictions)
-    common = {"run": run, "protocol": protocol, "trial": ""} | columns
+    common = {"run": run, "protocol": protocol, "trial": None} | columns
     write_part(results, "metrics", run, protocol, "all", metrics.assign(**common))
     write_part(results, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
     write_part(results, "runs", run, protocol, "all", [runs_row])

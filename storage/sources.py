@@ -1,19 +1,37 @@
 """The local copies of a catalog's sources: ``CATALOG/downloads/`` (URL sources fetched whole) and
-``CATALOG/raw/<sha256[:16]>/`` (each archive's content, unpacked once by tasks/archives.py's
-``safe_extract``), and removing what no source needs any more.
+``CATALOG/raw/<sha256[:16]>/`` (each archive's content, unpacked once), and removing what no source
+needs any more.
 
-Both must be local files (OpenCV reads the frames): for a catalog on object storage they are in the
+A source's whole life as stored bytes is here: ``fetch`` (a local path), ``fingerprint`` (its format,
+by content, and checksum, which names its ``raw/`` folder), ``unpack`` (storage/archives.py's
+``safe_extract`` into ``raw/<sha>/``, reused when already there), ``discard_unpacked`` and
+``prune_unpacked``. What the unpacked content means (its content root, datasets, samples) is
+tasks/ingest.py's, which reads and writes nothing of this.
+
+Both folders must be local (OpenCV reads the frames): for a catalog on object storage they are in the
 local cache instead (``locations.cache_dir``: ``$MERFLOW_CACHE/<the catalog's URL>/raw``, ``.../downloads``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from merflow.configs.catalog import DOWNLOADS_DIR, RAW_DIR
+from merflow.configs.ingest import ExtractionLimits
 from merflow.storage import locations
+from merflow.storage.archives import ArchiveError, Progress, archive_kind, safe_extract
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """Where a source's content lies locally, and what this call unpacked."""
+
+    folder: Path                   # a folder source itself, or the archive's raw/<sha>/
+    created: Path | None = None    # raw/<sha>/ when this call unpacked it (None: a folder, or unpacked before)
 
 
 def fetch(source: str, catalog_dir: str | os.PathLike) -> Path:
@@ -21,9 +39,59 @@ def fetch(source: str, catalog_dir: str | os.PathLike) -> Path:
     return locations.materialize(source, locations.cache_dir(catalog_dir, DOWNLOADS_DIR))
 
 
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks so multi-GB archives need no memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A checksum of a folder's listing (relative path, size, mtime): changes when any file does."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(source: str, local: Path) -> tuple[str, str]:
+    """(kind, sha256) of a source at the local path ``local`` (``fetch`` gives it): kind is ``folder``
+    or the archive's format read from its content; ArchiveError for any other file."""
+    if local.is_dir():
+        return "folder", folder_fingerprint(local)
+    kind = archive_kind(local)
+    if kind is None:
+        raise ArchiveError(f"{source} is neither a folder nor an archive merflow reads "
+                           "(zip, tar, tar.gz, tar.bz2, tar.xz, 7z)")
+    return kind, sha256_file(local)
+
+
 def raw_dir(catalog_dir: str | os.PathLike, sha: str) -> Path:
     """The local folder the archive of checksum ``sha`` unpacks into (not created)."""
     return locations.cache_dir(catalog_dir, RAW_DIR, sha[:16])
+
+
+def unpack(local: Path, kind: str, sha: str, catalog_dir: str | os.PathLike,
+           limits: ExtractionLimits = ExtractionLimits(), progress: Progress | None = None) -> Unpacked:
+    """A fingerprinted source's content as a local folder: an archive unpacked once into its
+    ``raw_dir``, a folder used in place.
+
+    An archive already unpacked (same checksum) is not unpacked again: safe_extract renames a
+    complete extraction into place, so an existing raw/<sha>/ is always a whole one.
+    """
+    if kind == "folder":
+        return Unpacked(local)
+    target = raw_dir(catalog_dir, sha)
+    if target.is_dir():
+        return Unpacked(target)
+    safe_extract(local, target, limits, progress=progress)
+    return Unpacked(target, created=target)
 
 
 def discard_unpacked(folder: Path | None) -> Path | None:

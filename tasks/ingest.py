@@ -1,25 +1,24 @@
-"""Ingesting one source (an archive or a folder, local or an fsspec URL): fingerprint it, unpack it
-safely once, recognise its dataset(s) and read them through their adapters.
+"""Reading one source whose content already lies in a local folder: find its content root, recognise
+its dataset(s), read them through their adapters into sample and quarantine rows, and say whether a
+source needs ingesting at all (``unchanged_reason``).
 
-The flow in flows/ingest.py fetches a source and places its unpacked content through storage/sources.py,
-calls these, and writes the catalog; nothing here opens a location.
+Pure: everything here reads and returns values, nothing writes. Fetching, fingerprinting (the format
+and checksum of the stored copy) and unpacking into ``raw/<sha>/`` are storage/sources.py's (the
+archive formats and their hostile-archive checks storage/archives.py's), writing the catalog is
+storage/catalog.py's, and flows/ingest.py wires them (``prepare`` does the same for one source
+without Prefect).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from merflow.configs.catalog import RAW_DIR
-from merflow.configs.ingest import ExtractionLimits, IngestConfig
-from merflow.tasks.archives import archive_kind, content_root, safe_extract, sha256_file
+from merflow.configs.ingest import IngestConfig
 from merflow.tasks.datasets import adapter, detect_datasets
-from merflow.tasks.datasets.base import CorruptSheetError, corrupt_sheets
-
-Location = str | os.PathLike
+from merflow.tasks.datasets.base import JUNK_NAMES, CorruptSheetError, corrupt_sheets
 
 
 class UnrecognisedDatasetError(ValueError):
@@ -37,57 +36,21 @@ class PreparedSource:
     unpacked: Path | None = None  # raw/<sha>, where this call unpacked it (None: a folder, or unpacked before)
 
 
-def folder_fingerprint(folder: Path) -> str:
-    """A checksum of a folder's listing (relative path, size, mtime): changes when any file does."""
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+def content_root(directory: str | os.PathLike[str]) -> Path:
+    """Descend through folders that are the only thing in their parent, as archives often nest one."""
+    current = Path(directory)
+    while True:
+        children = [child for child in current.iterdir() if child.name not in JUNK_NAMES]
+        if len(children) != 1 or not children[0].is_dir():
+            return current
+        current = children[0]
 
 
-def fingerprint(source: str, local: Path) -> tuple[str, str]:
-    """(kind, sha256) of a source at the local path ``local`` (storage/sources.py ``fetch`` gives it)."""
-    if local.is_dir():
-        return "folder", folder_fingerprint(local)
-    kind = archive_kind(local)
-    if kind is None:
-        raise UnrecognisedDatasetError(f"{source} is neither a folder nor an archive merflow reads "
-                                       "(zip, tar, tar.gz, tar.bz2, tar.xz, 7z)")
-    return kind, sha256_file(local)
-
-
-def unpack(source: str, local: Path, kind: str, sha: str, target: Path,
-           limits: ExtractionLimits = ExtractionLimits(), progress=None) -> PreparedSource:
-    """Unpack a fingerprinted archive once into ``target`` (its raw/<sha>/ folder, storage/sources.py
-    ``raw_dir``); a folder is used in place.
-
-    An archive already unpacked (same checksum) is not unpacked again; safe_extract renames a
-    complete extraction into place, so an existing folder is always a whole one.
-    """
-    if kind == "folder":
-        return PreparedSource(source, sha, kind, local)
-    if target.is_dir():
-        return PreparedSource(source, sha, kind, content_root(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    safe_extract(local, target, limits, progress=progress)
-    return PreparedSource(source, sha, kind, content_root(target), unpacked=target)
-
-
-def prepare(source: str, catalog_dir: Location, limits: ExtractionLimits = ExtractionLimits()) -> PreparedSource:
-    """Fingerprint and unpack a local source in one call (for notebooks and tests), an archive into the
-    local ``catalog_dir``'s raw/<sha>/ as the ingest flow does; the flow itself also takes URLs."""
-    if "://" in os.fspath(source) or "://" in os.fspath(catalog_dir):
-        raise ValueError(f"prepare takes a local source and catalog ({source}, {catalog_dir}): "
-                         "the ingest flow (flows/ingest.py) fetches URLs")
-    local = Path(source).expanduser().resolve()
-    if not local.exists():
-        raise FileNotFoundError(f"dataset source {source} does not exist ({local})")
-    kind, sha = fingerprint(source, local)
-    return unpack(source, local, kind, sha, Path(catalog_dir).expanduser().resolve() / RAW_DIR / sha[:16], limits)
+def prepared_source(source: str, sha: str, kind: str, folder: Path,
+                    unpacked: Path | None = None) -> PreparedSource:
+    """The source whose content lies in ``folder`` (storage/sources.py ``unpack``), ready for the
+    adapters: they read its content root."""
+    return PreparedSource(source, sha, kind, content_root(folder), unpacked)
 
 
 def read(prepared: PreparedSource, config: IngestConfig) -> tuple[list[str], list[dict], list[dict]]:

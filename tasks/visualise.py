@@ -58,14 +58,9 @@ def sample_strip(arrays: dict[str, np.ndarray], title: str | None = None) -> np.
     return strip
 
 
-def write_png(path, image: np.ndarray) -> None:
-    """Write an RGB image as a PNG file; OSError when OpenCV cannot write it."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-
-
 def png_bytes(image: np.ndarray) -> bytes:
-    """An RGB image encoded as PNG bytes (for an inline artifact)."""
+    """An RGB image encoded as PNG bytes (for an inline artifact, or `merflow show`'s file, which the CLI
+    writes through storage/locations.py: nothing here writes)."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")

@@ -49,7 +49,8 @@ def reference() -> Path:
 @pytest.fixture(scope="session")
 def synth_folders(tmp_path_factory) -> dict[str, Path]:
     """One small synthetic dataset per kind, as a plain folder, quirks included."""
-    from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+    from merflow.configs.synth import SynthConfig
+    from merflow.tasks.synthetic import DATASETS, synthesize
 
     out = tmp_path_factory.mktemp("synth")
     return {name: synthesize(SynthConfig(dataset=name, subjects=3, samples_per_subject=4, archive="none",
@@ -70,9 +71,10 @@ def prefect_backend():
 def training_set(tmp_path_factory, prefect_backend) -> dict:
     """A CASME II-size synthetic set (26 subjects, 255 samples) and CK+, through the real ingest and
     features flows (YuNet, Farnebäck), at 28x28 so that 26 LOSO folds train in minutes on a CPU."""
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("training")
     sources = [synthesize(SynthConfig("casme2", subjects=26, samples=255, archive="none", seed=1, scale=0.35), out),

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from merflow.flows.ingest import prepare
 from merflow.storage import catalog
 from merflow.tasks import ingest
 from merflow.tasks.datasets import casme2, casme_sq, samm
@@ -119,7 +120,7 @@ def ingest_catalog(reference: Path, names: list[str], out: Path) -> Path:
         folder = (casme_stand_in(reference, out / "sources") if name == "casme" else
                   smic_hs_folders(reference, out / "sources") if name == "smic" else
                   dataset_folder(reference, name, out / "sources"))
-        prepared = ingest.prepare(str(folder), catalog_dir)
+        prepared = prepare(str(folder), catalog_dir)
         datasets, samples, problems = ingest.read(prepared, config)
         catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
     return catalog_dir

@@ -1,8 +1,7 @@
-"""Tests for merflow.tasks.archives, on real archives built in tmp_path."""
+"""Tests for merflow.storage.archives, on real archives built in tmp_path."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -15,15 +14,8 @@ from pathlib import Path
 import py7zr
 import pytest
 
-from merflow.tasks.archives import (
-    ArchiveError,
-    ExtractionLimits,
-    UnsafeArchiveError,
-    archive_kind,
-    content_root,
-    safe_extract,
-    sha256_file,
-)
+from merflow.configs.ingest import ExtractionLimits
+from merflow.storage.archives import ArchiveError, UnsafeArchiveError, archive_kind, safe_extract
 
 SAMPLE_FILES = {
     "README.txt": b"CASME-like sample dataset\n",
@@ -393,21 +385,3 @@ def test_interrupt_midway_removes_the_partial_extraction(workspace: Path) -> Non
         safe_extract(archive, workspace / "out" / "target", progress=interrupt_once_started)
     assert snapshot(workspace) == before
 
-
-def test_sha256_file_matches_hashlib_across_chunks(tmp_path: Path) -> None:
-    data = random.Random(1).randbytes(10_000)
-    (tmp_path / "a.bin").write_bytes(data)
-    assert sha256_file(tmp_path / "a.bin", chunk=999) == hashlib.sha256(data).hexdigest()
-
-
-def test_content_root_descends_single_folder_chains_ignoring_junk(tmp_path: Path) -> None:
-    files = {"a/b/sub01/img.jpg": b"", "a/b/sub02/img.jpg": b"", "__MACOSX/a/._b": b"", ".DS_Store": b""}
-    write_tree(tmp_path / "x", files)
-    assert content_root(tmp_path / "x") == tmp_path / "x" / "a" / "b"
-
-
-def test_content_root_stops_at_a_folder_beside_a_file(tmp_path: Path) -> None:
-    write_tree(tmp_path / "x", {"a/readme.txt": b"", "a/b/img.jpg": b""})
-    assert content_root(tmp_path / "x") == tmp_path / "x" / "a"
-    write_tree(tmp_path / "y", {"only.txt": b""})
-    assert content_root(tmp_path / "y") == tmp_path / "y"

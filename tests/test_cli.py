@@ -64,12 +64,13 @@ def test_ingest_refuses_a_hostile_archive_with_exit_2_naming_the_entry(tmp_path,
 
 def test_catalog_check_megc2019_exits_0_when_equal_1_listing_each_difference_and_2_without_a_list(
         synth_folders, tmp_path, capsys, monkeypatch):
+    from merflow.flows.ingest import prepare
     from merflow.storage import catalog
     from merflow.tasks import ingest
 
     catalog_dir = tmp_path / "catalog"
     for name in ("casme2", "samm"):
-        prepared = ingest.prepare(str(synth_folders[name]), catalog_dir)
+        prepared = prepare(str(synth_folders[name]), catalog_dir)
         datasets, samples, problems = ingest.read(prepared, ingest.IngestConfig())
         catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, ingest.IngestConfig()), samples,
                              problems)
@@ -142,11 +143,12 @@ def test_a_flow_error_is_one_line_and_its_traceback_is_in_the_run_log_or_under_v
 def test_train_on_a_store_of_two_feature_configs_asks_for_one_and_a_hash_prefix_picks_it(tmp_path, capsys):
     """A store with the default features and `--size 28` ones: train names both with their settings, and
     --feature-config (a hash, or its start) picks one."""
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.storage import results
     from merflow.storage.features import FeatureStore
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     from conftest import SCALE
 
@@ -178,3 +180,37 @@ def test_train_and_tune_parse_a_sample_list_which_defaults_to_none():
                                           "--sample-list", "survey", "--sample-lists", "lists"])
         assert (args.sample_list, args.sample_lists) == ("survey", "lists")
         assert build_parser().parse_args([command, "--catalog", "c", "--store", "s"]).sample_list is None
+
+
+def test_train_max_folds_must_be_a_positive_count():
+    import contextlib
+    import io
+
+    common = ["train", "--catalog", "c", "--store", "s"]
+    # Not capsys: parsing `train` imports Prefect, whose log handler would keep capsys's stream, closed after.
+    assert build_parser().parse_args(common).max_folds is None
+    assert build_parser().parse_args([*common, "--max-folds", "3"]).max_folds == 3
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exit_, contextlib.redirect_stderr(err):
+        build_parser().parse_args([*common, "--max-folds", "0"])
+    assert exit_.value.code == 2 and "must be at least 1, got 0" in err.getvalue()
+
+
+def test_train_max_folds_runs_the_first_folds_and_the_runs_row_says_so(training_set, tmp_path, capsys):
+    """`merflow train --max-folds 2` (the floor model: nothing to train) runs 2 of the 26 LOSO folds, and the runs
+    row's notes and the printed lines say that only those ran."""
+    import json
+
+    from merflow.storage import results
+
+    out = tmp_path / "results"
+    assert main(["train", "--model", "nearest-centroid", "--catalog", str(training_set["catalog"]),
+                 "--store", training_set["store"], "--dataset", "casme2", "--out", str(out), "--run", "cut",
+                 "--max-folds", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 folds" in printed and "only the first 2 of 26 folds ran (--max-folds)" in printed, printed
+    predictions = results.read_table(out, "predictions", run="cut")
+    assert sorted(predictions["fold"].unique()) == ["loso-casme2-sub01", "loso-casme2-sub02"]
+    assert predictions["trial"].isna().all()
+    notes = json.loads(results.read_table(out, "runs", run="cut")["config"].iat[0])["data"]
+    assert notes["max_folds"] == {"first": 2, "of": 26}

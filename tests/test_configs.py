@@ -112,7 +112,8 @@ def test_the_leaf_package_agrees_with_the_modules_that_use_it():
 
 
 def test_configs_import_nothing_of_the_project():
-    code = ("import sys, merflow.configs, merflow.configs.train, merflow.configs.search, merflow.configs.results; "
+    code = ("import sys, merflow.configs, merflow.configs.train, merflow.configs.search, merflow.configs.results, "
+            "merflow.configs.synth; "
             "print(sorted(m for m in sys.modules if m.startswith('merflow.') and not m.startswith('merflow.configs')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
@@ -200,3 +201,58 @@ def test_the_train_config_names_are_the_registries():
     from merflow.training.model import INPUT_LAYOUTS
 
     assert tuple(ENCODERS) == ENCODER_NAMES and INPUT_LAYOUTS == LAYOUT_NAMES
+
+
+# The models' configurations (dataclasses in training/models/ before): survey-cnn's checkpoint keys hash
+# weights_dict() (`_chunk_key`), and both to_dict()s are the runs row's config; pinned from the dataclasses.
+SURVEY_OTHER = {"epochs": 3, "shuffle": "every-epoch", "dropout": 0.25, "balance": "none", "folds_per_batch": 7,
+                "grey_channels": "first"}
+SURVEY_DEFAULT = {"epochs": 150, "batch_size": 256, "learning_rate": 5e-05, "l2": 0.0001, "beta1": 0.9, "beta2": 0.999,
+                  "adam_epsilon": 1e-08, "shuffle": "once", "dropout": 0.5, "balance": "undersample",
+                  "unannotated_apex": "middle", "grey_channels": "replicate", "seed": 0, "device": "auto",
+                  "dtype": "float32", "folds_per_batch": None}
+
+
+def test_model_configurations_are_recorded_and_hashed_as_before():
+    from merflow.training.models.nearest_centroid import CentroidConfig
+    from merflow.training.models.survey_cnn import SurveyConfig
+
+    assert SurveyConfig().to_dict() == SURVEY_DEFAULT and list(SurveyConfig().to_dict()) == list(SURVEY_DEFAULT)
+    assert SurveyConfig(**SURVEY_OTHER).to_dict() == SURVEY_DEFAULT | SURVEY_OTHER
+    assert config_hash(SurveyConfig().weights_dict()) == "28547693c8b7"
+    assert config_hash(SurveyConfig(**SURVEY_OTHER).weights_dict()) == "bad141d062ee"
+    assert SurveyConfig().recipe == "published" and SurveyConfig(**SURVEY_OTHER).recipe == "custom"
+    assert CentroidConfig().to_dict() == {"features": "flow", "seed": 0, "recipe": None}
+    assert CentroidConfig(features="both", seed=3).to_dict() == {"features": "both", "seed": 3, "recipe": None}
+    assert config_hash(CentroidConfig().to_dict()) == "2ea85abc4c79"
+    for bad in ({"shuffle": "never"}, {"dropout": 1.0}, {"epochs": 0}, {"folds_per_batch": 0}, {"dtype": "half"}):
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("_", ".")):
+            SurveyConfig(**bad)
+    for bad in ({"features": "strain"}, {"recipe": "published"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CentroidConfig(**bad)
+    balanced = SurveyConfig(**SURVEY_OTHER).replace(balance="undersample")  # training/run.py with_balance
+    assert balanced.to_dict() == SURVEY_DEFAULT | SURVEY_OTHER | {"balance": "undersample"}
+    with pytest.raises(ValueError, match="balance"):
+        SurveyConfig().replace(balance="oversample")  # replace validates again
+
+
+def test_synthetic_configuration_is_recorded_as_before_and_validated(tmp_path):
+    # The manifest of a synthetic set is its to_dict() (the dataclass's asdict before): same JSON, same archive bytes.
+    from merflow.configs.synth import SynthConfig
+
+    config = SynthConfig("CK+", subjects=2, samples=6, emotions=("anger", "fear"))
+    assert json.dumps(config.to_dict(), sort_keys=True) == (
+        '{"archive": "zip", "dataset": "ckplus", "emotions": ["anger", "fear"], "face_image": null, "quirks": true, '
+        '"samples": 6, "samples_per_subject": 3, "scale": 0.5, "seed": 0, "subjects": 2}')
+    assert config == SynthConfig(dataset="ckplus", subjects=2, samples=6, emotions=["anger", "fear"])
+    assert config.total == 6 and SynthConfig("casme2").total == 12 and SynthConfig("smic_hs").dataset == "smic"
+    for settings, message in (({"dataset": "casme3"}, "unknown dataset 'casme3'"), ({"archive": "rar"}, "archive"),
+                              ({"scale": 2.0}, "scale"), ({"subjects": 0}, "subjects"),
+                              ({"samples_per_subject": 0}, "at least one subject and one sample"),
+                              ({"dataset": "samm", "emotions": ("anger",)}, "unknown samm emotions"),
+                              ({"face_image": str(tmp_path / "none.png")}, "is not a file")):
+        with pytest.raises(ValueError, match=message):
+            SynthConfig(**({"dataset": "casme2"} | settings))
+    with pytest.raises(TypeError, match="twice"):
+        SynthConfig("casme2", dataset="samm")

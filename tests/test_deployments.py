@@ -74,10 +74,10 @@ def test_the_scheduler_choices_are_the_search_schedulers():
 
 def test_the_search_options_defaults_are_the_search_configs():
     """flows/parameters.py spells out SearchConfig's, SearchSpace's and TrainConfig's defaults (no Ray import there)."""
+    from merflow.configs.search import SearchConfig, SearchSpace
     from merflow.configs.train import TrainConfig
     from merflow.flows.defaults import default
     from merflow.flows.parameters import DEFAULT_ALPHAS, SearchOptions
-    from merflow.training.search.space import SearchConfig, SearchSpace
 
     assert tuple(DEFAULT_ALPHAS) == default(TrainConfig, "alphas")
     options = SearchOptions()

@@ -167,7 +167,8 @@ def deployed(server, tmp_path_factory):
     """Synthetic archives (CASME II, 3 subjects, as a zip; CK+ as a folder) where prefect.yaml's default
     parameters look (MERFLOW_DATA), the work pool, and every deployment deployed with the commands at the
     top of prefect.yaml."""
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.configs.synth import SynthConfig
+    from merflow.tasks.synthetic import synthesize
 
     root = tmp_path_factory.mktemp("deployed")
     sources = [synthesize(SynthConfig("casme2", subjects=3, samples_per_subject=10, archive="zip", seed=5, scale=0.2),

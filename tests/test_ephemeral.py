@@ -49,7 +49,8 @@ def _wait_gone(process: psutil.Process, timeout: float = 20.0) -> bool:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.configs.synth import SynthConfig
+    from merflow.tasks.synthetic import synthesize
 
     return synthesize(SynthConfig("casme2", subjects=3, samples_per_subject=4, archive="zip", seed=3, scale=0.2),
                       tmp_path_factory.mktemp("ephemeral-synth"))

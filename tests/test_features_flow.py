@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from merflow.configs.synth import SynthConfig
 from merflow.flows.cli import main
 from merflow.flows.features import features_flow
 from merflow.flows.ingest import ingest_flow
 from merflow.storage import catalog
 from merflow.storage.features import FeatureReader, FeatureStore
-from merflow.tasks.synthetic import SynthConfig, synthesize
+from merflow.tasks.synthetic import synthesize
 
 from conftest import SCALE
 

@@ -7,11 +7,12 @@ import fsspec
 import pandas as pd
 import pytest
 
+from merflow.configs.synth import SynthConfig
 from merflow.flows.ingest import ingest_flow
 from merflow.storage import catalog
-from merflow.tasks.archives import UnsafeArchiveError
+from merflow.storage.archives import UnsafeArchiveError
 from merflow.tasks.datasets import adapter
-from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+from merflow.tasks.synthetic import DATASETS, synthesize
 
 from conftest import SCALE
 

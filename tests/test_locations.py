@@ -195,8 +195,8 @@ def test_the_cli_prints_a_missing_extra_as_one_line_with_its_brackets(monkeypatc
 def test_a_search_stops_on_a_missing_extra_before_any_work(monkeypatch, tmp_path):
     import importlib.util
 
+    from merflow.configs.search import SearchConfig
     from merflow.flows import search as engine
-    from merflow.training.search.space import SearchConfig
 
     search = SearchConfig(catalog_dir=str(tmp_path / "no-catalog"), store=str(tmp_path / "no-store"),
                           out="s3://bucket/results")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from merflow.configs.features import FeatureConfig
+from merflow.storage.checkpoints import Checkpoints
 from merflow.training import models
 from merflow.training.data import FeatureSource
 from merflow.training.folds import folds
@@ -51,7 +52,7 @@ TINY = {"meta-mmfnet": {"macro_epochs": 1, "pretrain_epochs": 1, "meta_epochs": 
 
 def _tiny_protocol(validation_fraction: float) -> ProtocolData:
     """CASME II LOSO on 5 subjects with one sample of each of the 4 classes, and 4 CK+ samples, with random
-    28x28 features in memory (a FeatureSource without a store), each class shifting the flow."""
+    28x28 features in memory (a FeatureSource built from arrays, no store), each class shifting the flow."""
     rng = np.random.default_rng(0)
     classes = ("disgust", "happiness", "repression", "surprise")
     rows = [{"sample_key": f"casme2/sub{s:02d}/c{c}", "dataset": "casme2", "subject": f"sub{s:02d}",
@@ -59,13 +60,15 @@ def _tiny_protocol(validation_fraction: float) -> ProtocolData:
              "is_macro": False, "label_casme2_4": label} for s in range(1, 6) for c, label in enumerate(classes)]
     catalog = pd.DataFrame(rows)
     macro_keys, macro_labels = [f"ckplus/m{i}" for i in range(4)], ["anger", "happy", "anger", "happy"]
-    source = FeatureSource.__new__(FeatureSource)
-    source.diff, source.flow, source.fingerprints, source.quarantined = {}, {}, {}, {}
-    source.config = FeatureConfig(size=28)
+    arrays = {name: {} for name in ("diff", "flow", "apex", "middle")}
+    source = FeatureSource(FeatureConfig(size=28), arrays)
     for key, label in zip(list(catalog["sample_key"]) + macro_keys, list(catalog["label_casme2_4"]) + macro_labels):
         shift = (classes.index(label) if label in classes else macro_labels.index(label)) * 2.0
         source.diff[key] = rng.normal(size=(3, 28, 28)).astype(np.float32)
         source.flow[key] = rng.normal(size=(4, 28, 28)).astype(np.float32) + shift
+        for crop in ("apex", "middle"):  # uint8 face crops, as stored
+            arrays[crop][key] = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+        source.apex_source[key] = "annotated"
         source.fingerprints[key] = key
     fold_list = folds(catalog, "loso", "casme2", validation_fraction=validation_fraction, seed=0)
     return ProtocolData(fold_list, catalog.set_index("sample_key", drop=False), source, source.config, macro_keys,
@@ -73,21 +76,17 @@ def _tiny_protocol(validation_fraction: float) -> ProtocolData:
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
-def test_every_registered_model_trains_one_tiny_fold(name, tmp_path, monkeypatch):
+def test_every_registered_model_trains_one_tiny_fold(name, tmp_path):
     module = models.load(name)
-    if name == "survey-cnn":  # it reads its apex crops from the store (tests/test_survey_cnn.py); here random ones
-        def images(store, feature_config, rows, config):
-            return np.random.default_rng(1).uniform(0, 255, (len(rows), 3, 28, 28)).astype(np.float32), [""] * len(rows)
-
-        monkeypatch.setattr(module, "load_images", images)
     config = module.default_config(**TINY[name])
     data = _tiny_protocol(config.validation_fraction)
     plan = module.plan(data, config, "loso", "casme2")
     assert plan.folds and plan.identity and isinstance(plan.settings, dict)
-    prepared = module.prepare(data, config, str(tmp_path))
+    checkpoints = Checkpoints(tmp_path)
+    prepared = module.prepare(data, config, checkpoints)
     assert (prepared is not None) == models.get(name).macro_pretraining
     heard = []
-    (outcome,) = module.run_folds(data, plan.folds[:1], config, str(tmp_path), prepared=prepared,
+    (outcome,) = module.run_folds(data, plan.folds[:1], config, checkpoints, prepared=prepared,
                                   on_fold=lambda done, total, fold: heard.append((done, total, fold.name)))
     fold = plan.folds[0]
     assert isinstance(outcome, models.FoldResult) and outcome.fold == fold and outcome.skipped is None

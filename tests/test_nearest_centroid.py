@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from merflow.configs.train import TrainConfig
+from merflow.flows.protocol import load_protocol, train_protocol
 from merflow.storage import results
 from merflow.training.data import FlowScale
 from merflow.training.models import nearest_centroid as nc
-from merflow.training.run import load_protocol, train_protocol
 
 TINY = TrainConfig(macro_epochs=1, pretrain_epochs=1, meta_epochs=1, batches_per_epoch=1)  # the floor is the point
 
@@ -55,7 +55,7 @@ def test_the_scaling_and_the_centroids_use_training_samples_only(loso):
 
     # A test sample's flow made 1000 times larger: no divisor and no centroid changes, only its own scores.
     source = copy.copy(loso.source)
-    source.flow = dict(loso.source.flow)
+    source.arrays = loso.source.arrays | {"flow": dict(loso.source.flow)}
     test_key = fold.test_keys[0]
     source.flow[test_key] = loso.source.flow[test_key] * 1000
     means_after, _, scale_after = nc.fold_centroids(fold, source, loso.samples)
@@ -65,7 +65,7 @@ def test_the_scaling_and_the_centroids_use_training_samples_only(loso):
     np.testing.assert_array_equal(changed[1:], scores[1:])
     assert not np.allclose(changed[0], scores[0])
     # The same done to a training sample moves the scale: the check above can fail.
-    source.flow = dict(loso.source.flow)
+    source.arrays = loso.source.arrays | {"flow": dict(loso.source.flow)}
     source.flow[train[0]] = loso.source.flow[train[0]] * 1000
     assert nc.fold_centroids(fold, source, loso.samples)[2] != scale
 

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.integration  # the ingest flow builds the catalog
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory, prefect_backend):
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.ingest import ingest_flow
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     root = tmp_path_factory.mktemp("pipeline")
     source = synthesize(SynthConfig("casme2", subjects=2, samples_per_subject=3, archive="none", seed=2, scale=0.2),

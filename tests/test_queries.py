@@ -111,12 +111,12 @@ def write_search_run(results: Path, seed: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def write_plain_run(results: Path, seed: int = 1) -> dict[str, pd.DataFrame]:
-    """A plain training run (trial "") of the composite MEGC2019 protocol over three datasets."""
+    """A plain training run (trial null) of the composite MEGC2019 protocol over three datasets."""
     rng = np.random.default_rng(seed)
     predictions = pd.concat([fold_predictions(rng, fold, dataset, {"validation": 0.7, "test": 0.6})
                              for fold, dataset in PLAIN_FOLDS.items()], ignore_index=True)
     metrics = metric_rows(predictions, CLASSES)
-    common = {"run": PLAIN_RUN, "protocol": "megc2019", "trial": "", "shots": 5}
+    common = {"run": PLAIN_RUN, "protocol": "megc2019", "trial": None, "shots": 5}
     result_tables.write_part(results, "metrics", PLAIN_RUN, "megc2019", "all", metrics.assign(**common))
     result_tables.write_part(results, "predictions", PLAIN_RUN, "megc2019", "all",
                              predictions.drop(columns="chosen").assign(**common))
@@ -191,7 +191,9 @@ def test_anything_but_one_read_is_refused_and_nothing_is_written(written, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reads_are_allowed_but_only_inside_the_results_folder(written, tmp_path):
+def test_reads_are_allowed_but_no_file_is_read_but_through_storage_results(written, tmp_path):
+    """The tables are storage.results.read_arrow's (versions checked, old parts upgraded): DuckDB itself reads
+    no file, outside the results folder or inside it."""
     results, _, _ = written
     plan = queries.query(results, "EXPLAIN ANALYZE SELECT count(*) FROM metrics")
     assert not plan.empty
@@ -200,6 +202,21 @@ def test_reads_are_allowed_but_only_inside_the_results_folder(written, tmp_path)
     outside.write_text("a\n1\n")
     with pytest.raises(ValueError, match="disabled by configuration"):
         queries.query(results, f"SELECT * FROM read_csv('{outside}')")
+    inside = next(Path(results).glob("metrics/run=*/protocol=*/part-*.parquet"))
+    with pytest.raises(ValueError, match="disabled by configuration"):
+        queries.query(results, f"SELECT * FROM read_parquet('{inside}')")
+
+
+def test_a_query_reads_the_tables_it_names(written):
+    """Only the tables a statement names are read (the others are not there); naming is by whole words."""
+    results, search, plain = written
+    assert queries.named_tables("SELECT * FROM floor_metrics JOIN Runs USING (run)") == ("runs", "floor_metrics")
+    assert queries.named_tables('SELECT count(*) FROM "predictions" p, metrics') == ("metrics", "predictions")
+    both = queries.query(results, "WITH m AS (SELECT run FROM metrics) SELECT (SELECT count(*) FROM m) AS m, "
+                                  "(SELECT count(*) FROM trials) AS t")
+    assert both.to_dict("list") == {"m": [len(search["metrics"]) + len(plain["metrics"])], "t": [len(search["trials"])]}
+    with pytest.raises(ValueError, match="the query failed"):
+        queries.query(results, "SELECT count(*) FROM metrics_copy")
 
 
 def test_a_missing_results_folder_is_a_clear_error(tmp_path):
@@ -209,20 +226,18 @@ def test_a_missing_results_folder_is_a_clear_error(tmp_path):
         queries.table(tmp_path, "samples")
 
 
-def test_version_2_parts_read_as_meta_mmfnet_beside_version_3(tmp_path):
-    """Schema 3 adds method and recipe; parts written before (version 2: neither column) are Meta-MMFNet's."""
-    import pyarrow.parquet as pq
+def test_version_2_parts_read_as_meta_mmfnet_beside_version_4(tmp_path):
+    """Schema 3 adds method and recipe; parts written before (version 2: neither column) are Meta-MMFNet's,
+    and (before version 4) their plain run's trial "" is null."""
+    from test_results import write_old_part
 
     row = {"run": "old", "protocol": "loso", "trial": "", "shots": 5, "model": "fused", "alpha": 0.5, "split": "test",
            "scope": "pooled", "key": "all", "chosen": True, "n": 3, "accuracy": 0.5, "uf1": 0.4, "uar": 0.4,
            "per_class_accuracy": "{}", "confusion": "[]"}
-    folder = tmp_path / "metrics" / "run=old" / "protocol=loso"
-    folder.mkdir(parents=True)
-    version2 = result_tables._table([row], result_tables.METRICS_SCHEMA).drop_columns(["run", "protocol", "method",
-                                                                                      "recipe"])
-    pq.write_table(version2, folder / "part-all.parquet")
-    assert queries.query(tmp_path, "SELECT method, recipe FROM metrics").to_dict("records") == [
-        {"method": "meta-mmfnet", "recipe": None}]
+    write_old_part(tmp_path, "metrics", "old", "loso", [row], 2, lacking=("method", "recipe"))
+    assert queries.query(tmp_path, "SELECT method, recipe, trial FROM metrics").to_dict("records") == [
+        {"method": "meta-mmfnet", "recipe": None, "trial": None}]
+    row = row | {"trial": None}
     result_tables.write_part(tmp_path, "metrics", "new", "lovo", "all",
                              [row | {"run": "new", "protocol": "lovo", "model": "survey-cnn", "alpha": None,
                                      "chosen": False, "method": "survey-cnn", "recipe": "published"}])

@@ -8,6 +8,7 @@ import re
 import matplotlib.image
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from test_queries import ALPHAS, CLASSES, CONFIGURATIONS, PLAIN_RUN, SEARCH_RUN, write_plain_run, write_search_run
@@ -181,6 +182,36 @@ def test_cli_summary_runs_and_plot(written, tmp_path, monkeypatch, capsys):
         run_cli(["results", "summary", "--results", results, "--run", "nope"], monkeypatch, capsys)
     with pytest.raises(ValueError, match="no results folder"):
         run_cli(["results", "runs", "--results", str(tmp_path / "missing")], monkeypatch, capsys)
+
+
+def test_cli_gives_the_same_answers_on_results_written_by_schema_version_3(written, tmp_path, monkeypatch, capsys):
+    """The same tables as schema version 3 wrote them (a plain run's trial "", version 3 in every part):
+    summary, best, runs, plot and query print what they print for version 4's."""
+    import shutil
+
+    from test_results import as_version_3
+
+    results, old = str(written[0]), tmp_path / "old"
+    shutil.copytree(results, old)
+    as_version_3(old)
+    plain = next(old.glob(f"metrics/run={PLAIN_RUN}/protocol=*/part-*.parquet"))
+    assert set(pq.read_table(plain)["trial"].to_pylist()) == {""}  # as version 3 stored it
+    commands = [["summary"], ["summary", "--run", PLAIN_RUN], ["best", "--top", "4"], ["runs"],
+                ["query", "SELECT run, trial, count(*) AS n FROM metrics GROUP BY ALL ORDER BY ALL"],
+                ["query", "SELECT count(*) AS n FROM predictions WHERE trial IS NULL"]]
+    for command in commands:
+        outputs = []
+        for folder in (results, str(old)):
+            status, out = run_cli(["results", command[0], "--results", folder, *command[1:]], monkeypatch, capsys)
+            outputs.append((status, " ".join(out.replace(folder, "RESULTS").split())))  # a title padded to its path
+        assert outputs[0] == outputs[1], command
+    plots = {}
+    for name, folder in (("new", results), ("old", str(old))):
+        status, _ = run_cli(["results", "plot", "--results", folder, "--out", str(tmp_path / f"plots-{name}")],
+                            monkeypatch, capsys)
+        plots[name] = sorted(p.name for p in (tmp_path / f"plots-{name}").iterdir())
+        assert status == 0
+    assert plots["old"] == plots["new"] and "confusion_20240101_megc2019.png" in plots["old"]
 
 
 def test_cli_help_explains_each_subcommand(monkeypatch, capsys):

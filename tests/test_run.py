@@ -10,11 +10,11 @@ import pytest
 from merflow.configs.train import TrainConfig
 from merflow.flows.cli.options import train_config, tune_train_config
 from merflow.flows.cli.parser import build_parser
+from merflow.flows.protocol import load_protocol, train_protocol
 from merflow.storage import catalog as catalog_store
 from merflow.storage import results
 from merflow.storage.features import FeatureStore
 from merflow.training.folds import folds
-from merflow.training.run import load_protocol, train_protocol
 from merflow.training.stages import data_key
 
 TINY = TrainConfig(macro_epochs=2, pretrain_epochs=2, meta_epochs=1, batches_per_epoch=2)
@@ -112,7 +112,7 @@ def test_recipe_published_is_the_published_codes_training():
     # A search needs validation subjects to choose on: tune keeps 20% of them, the rest is published.
     tune_args = build_parser().parse_args(["tune"] + PUBLISHED_ARGS[1:])
     assert tune_train_config(tune_args) == TrainConfig.from_recipe("published", validation_fraction=0.2)
-    from merflow.training.search.space import SearchConfig
+    from merflow.configs.search import SearchConfig
 
     with pytest.raises(ValueError, match="validation_fraction must be above 0"):
         SearchConfig(catalog_dir="c", store="s", base=TrainConfig.from_recipe("published"))

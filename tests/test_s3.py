@@ -48,7 +48,8 @@ def _run(argv: list[str]) -> str:
 @pytest.fixture(scope="module")
 def chain(s3_server, prefect_backend, tmp_path_factory):
     """Synthetic archives uploaded to the bucket, then ingest, features, train and tune, all on s3://."""
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.configs.synth import SynthConfig
+    from merflow.tasks.synthetic import synthesize
 
     local = tmp_path_factory.mktemp("s3-chain")
     mp = pytest.MonkeyPatch()

@@ -155,8 +155,8 @@ def _write_lists(folder, casme2_rows):
 @pytest.mark.slow
 def test_load_protocol_keeps_only_the_listed_samples_and_records_it(training_set, tmp_path, monkeypatch):
     from merflow.configs.train import TrainConfig
+    from merflow.flows.protocol import load_protocol, train_protocol
     from merflow.storage import results
-    from merflow.training.run import load_protocol, train_protocol
 
     samples = catalog.read_samples(training_set["catalog"])
     chosen = samples[samples["dataset"] == "casme2"].iloc[::2]

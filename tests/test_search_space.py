@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from merflow.configs.search import SCHEDULERS, SearchSpace
+from merflow.configs.search import SCHEDULERS, SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
-from merflow.training.search.space import SearchConfig, config_id, trial_specs, trial_train_config
+from merflow.training.search.space import config_id, trial_specs, trial_train_config
 
 SEARCH = SearchConfig(catalog_dir="/c", store="/s", out="/o", run="r", base=TrainConfig(meta_epochs=2),
                       space=SearchSpace(shots=(1, 3), alphas=(0.5, 1.0), meta_lr=(0.05, 0.01)))
@@ -57,3 +57,31 @@ def test_the_grid_is_validated_frozen_and_hashable():
         SEARCH.space.shots = (5,)
     assert hash(SEARCH) == hash(SEARCH.replace(run="r")) and SEARCH.replace(run="other").run == "other"
     assert SCHEDULERS == ("asha", "fifo")
+
+
+def test_the_engine_makes_local_locations_absolute_and_leaves_urls(monkeypatch, tmp_path):
+    """SearchConfig keeps its locations as given; flows/search.py's ``absolute`` (run_search's first step) makes
+    the local ones absolute, since Tune runs each trial in a folder of its own."""
+    from merflow.flows.search import absolute
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERFLOW_SAMPLE_LISTS", "lists")
+    search = SearchConfig(catalog_dir="catalog", store="s3://bucket/features.zarr", out="results",
+                          sample_list="survey")
+    assert search.catalog_dir == "catalog" and search.sample_lists is None
+    moved = absolute(search)
+    assert moved.catalog_dir == str(tmp_path / "catalog") and moved.out == str(tmp_path / "results")
+    assert moved.store == "s3://bucket/features.zarr" and moved.sample_lists == str(tmp_path / "lists")
+    assert moved.recorded() | {"catalog_dir": "catalog", "sample_lists": None} == search.recorded()
+    assert absolute(search.replace(sample_list=None)).sample_lists is None
+
+
+def test_a_search_configuration_is_validated_on_construction():
+    for settings, message in (({"scheduler": "pbt"}, "'asha', 'fifo'"), ({"select_by": "f1"}, "'accuracy', 'uf1'"),
+                              ({"cpus_per_trial": 0}, "cpus_per_trial"), ({"gpus_per_trial": -1}, "gpus_per_trial"),
+                              ({"max_failures": -1}, "max_failures"), ({"misspelt": 1}, "misspelt"),
+                              ({"base": TrainConfig(validation_fraction=0.0)}, "validation_fraction must be above 0")):
+        with pytest.raises(ValueError, match=message):
+            SearchConfig(catalog_dir="/c", store="/s", **settings)
+    stored = SearchConfig.model_validate(json.loads(json.dumps(SEARCH.to_dict())))  # as a Prefect parameter
+    assert stored == SEARCH and stored.recorded() == SEARCH.recorded()

@@ -20,9 +20,10 @@ pytestmark = [requires_reference, pytest.mark.slow, pytest.mark.timeout(600)]  #
 @pytest.fixture(scope="module")
 def planted(reference, tmp_path_factory, prefect_backend):
     """6 subjects x 9 samples of Anger, Happiness, Surprise on the real SAMM face, and CK+, at 28x28."""
+    from merflow.configs.synth import SynthConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.tasks.synthetic import SynthConfig, synthesize
+    from merflow.tasks.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("planted")
     face = str(reference / FACE)
@@ -42,8 +43,9 @@ def test_the_face_image_is_read_never_copied(planted):
 
 
 def test_meta_mmfnet_reaches_the_floor_on_a_planted_real_face_set(planted, tmp_path):
+    from merflow.flows.protocol import load_protocol
+    from merflow.storage.checkpoints import Checkpoints
     from merflow.training.models.nearest_centroid import floor_rows
-    from merflow.training.run import load_protocol
     from merflow.training.stages import run_fold
 
     data = load_protocol(planted["catalog"], planted["store"], "loso", "samm")
@@ -51,10 +53,10 @@ def test_meta_mmfnet_reaches_the_floor_on_a_planted_real_face_set(planted, tmp_p
     rows = floor_rows(data, data.folds)
     floor = float((rows["label"] == rows["pred"]).mean())
     assert floor >= 0.9, floor
-    macro = data.macro_model(SMALL, tmp_path)
+    macro = data.macro_model(SMALL, Checkpoints(tmp_path))
     correct, total = 0, 0
     for fold in data.folds:
-        result = run_fold(fold, data.source, data.samples, macro, SMALL, tmp_path)
+        result = run_fold(fold, data.source, data.samples, macro, SMALL, Checkpoints(tmp_path))
         scores = result["scores"]["micro"]["test"] + result["chosen"]["alpha"] * result["scores"]["macro"]["test"]
         truth = np.array([fold.classes.index(data.samples.at[k, fold.label_column]) for k in fold.test_keys])
         correct += int((scores.argmax(1) == truth).sum())

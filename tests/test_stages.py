@@ -8,7 +8,8 @@ import pytest
 
 from merflow.configs.train import TrainConfig
 from merflow.storage import catalog as catalog_store
-from merflow.storage.features import open_features
+from merflow.storage.checkpoints import Checkpoints
+from merflow.storage.features import open_features, read_feature_arrays
 from merflow.training import loops
 from merflow.training.data import FeatureSource
 from merflow.training.folds import folds, macro_samples, protocol_samples
@@ -21,7 +22,7 @@ TINY = TrainConfig(macro_epochs=3, pretrain_epochs=4, meta_epochs=2, batches_per
 def parts(training_set):
     catalog = catalog_store.read_samples(training_set["catalog"])
     config = open_features(training_set["store"], "casme2").config
-    source = FeatureSource(training_set["store"], ["casme2", "ckplus"], config)
+    source = FeatureSource(**read_feature_arrays(training_set["store"], ["casme2", "ckplus"], config))
     macro = macro_samples(catalog)
     return catalog, source, macro
 
@@ -29,7 +30,7 @@ def parts(training_set):
 def _macro(parts, tmp_path, config=TINY):
     _, source, macro = parts
     return pretrain_macro(source, macro["sample_key"].tolist(), macro["label_ckplus7"].tolist(),
-                          tuple(sorted(macro["label_ckplus7"].unique())), config, tmp_path)
+                          tuple(sorted(macro["label_ckplus7"].unique())), config, Checkpoints(tmp_path))
 
 
 @pytest.mark.integration
@@ -67,7 +68,7 @@ def test_shuffling_the_test_subjects_labels_changes_no_chosen_setting(parts, tmp
         assert (twin.fit_keys, twin.validation_keys, twin.test_keys) == (fold.fit_keys, fold.validation_keys,
                                                                         fold.test_keys)
         results = [run_fold(f, source, protocol_samples(c, "loso", "casme2").set_index("sample_key", drop=False),
-                            macro, config, tmp_path / name)
+                            macro, config, Checkpoints(tmp_path / name))
                    for f, c, name in ((fold, catalog, "clean"), (twin, shuffled, "shuffled"))]
         assert results[0]["chosen"] == results[1]["chosen"]
         for model in ("micro", "macro"):
@@ -81,7 +82,7 @@ def _one_fold(parts, tmp_path, index):
     macro = _macro(parts, tmp_path / "macro")
     fold = folds(catalog, "loso", "casme2")[index]
     samples = protocol_samples(catalog, "loso", "casme2").set_index("sample_key", drop=False)
-    return (lambda config: run_fold(fold, source, samples, macro, config, tmp_path / "run")), fold
+    return (lambda config: run_fold(fold, source, samples, macro, config, Checkpoints(tmp_path / "run"))), fold
 
 
 @pytest.mark.integration
@@ -134,11 +135,11 @@ def test_a_fold_whose_fit_split_is_short_of_a_class_trains_and_records_the_class
     # Like SAMM's contempt in a small fold: one fit sample of the class is left.
     rare = [k for k in fold.fit_keys if labels[k] == "repression"]
     short = _fold_with_fit(fold, [k for k in fold.fit_keys if labels[k] != "repression"] + rare[:1])
-    result = run_fold(short, source, samples, macro, TINY, tmp_path / "run")
+    result = run_fold(short, source, samples, macro, TINY, Checkpoints(tmp_path / "run"))
     assert result["chosen"]["shortfalls"] == {"repression": {"samples": 1, "queries": 0, "distinct_shots": 1}}
     assert result["scores"]["micro"]["test"].shape == (len(fold.test_keys), 4)
     # The same fold in full has no shortfall, and its checkpoints are other files (other fit samples).
-    full = run_fold(fold, source, samples, macro, TINY, tmp_path / "run")
+    full = run_fold(fold, source, samples, macro, TINY, Checkpoints(tmp_path / "run"))
     assert full["chosen"]["shortfalls"] == {}
     assert len(list((tmp_path / "run" / fold.name).glob("micro_pretrain-*.pt"))) == 2
 
@@ -152,7 +153,7 @@ def test_a_fold_with_nothing_to_train_on_is_skipped_naming_the_fold_and_the_clas
     labels = samples[fold.label_column]
     only_disgust = _fold_with_fit(fold, [k for k in fold.fit_keys if labels[k] == "disgust"])
     with pytest.raises(FoldSkipped) as skipped:
-        run_fold(only_disgust, source, samples, {"state": {}}, TINY, tmp_path)
+        run_fold(only_disgust, source, samples, {"state": {}}, TINY, Checkpoints(tmp_path))
     message = str(skipped.value)
     assert message.startswith(f"fold {fold.name} skipped: its fit split: fewer than 2 classes")
     assert all(name in message for name in fold.classes) and "happiness 0" in message

@@ -206,8 +206,8 @@ FIVE = {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
 
 def _train(fused_set, protocol, out, **options):
     """A survey-cnn run without Prefect (training/run.py), its tables written (storage/results.py)."""
+    from merflow.flows.protocol import train_protocol
     from merflow.storage import results
-    from merflow.training.run import train_protocol
 
     trained = train_protocol(fused_set["catalog"], fused_set["store"], protocol, None, SHORT, out,
                              model="survey-cnn", **options)
@@ -278,16 +278,18 @@ def test_the_same_model_on_loso_over_the_fused_set(fused_set, tmp_path):
 @pytest.mark.slow
 def test_smic_takes_the_middle_frame_and_others_the_apex(fused_set):
     from merflow.storage import catalog as catalog_store
-    from merflow.storage.features import open_features
+    from merflow.storage.features import open_features, read_feature_arrays
+    from merflow.training.data import FeatureSource
 
     samples = catalog_store.read_samples(fused_set["catalog"])
     samples = samples[samples["dataset"].isin(["smic_hs", "casme2"])].reset_index(drop=True)
     config = open_features(fused_set["store"], "casme2").config
-    images, frames = sc.load_images(fused_set["store"], config, samples, SHORT)
+    source = FeatureSource(**read_feature_arrays(fused_set["store"], ["smic_hs", "casme2"], config, ("apex", "middle")))
+    images, frames = sc.load_images(source, samples, SHORT)
     assert images.shape == (len(samples), 3, 28, 28) and 0 <= images.min() and images.max() <= 255
     by_dataset = dict(zip(samples["dataset"], frames))
     assert by_dataset["smic_hs"] == "middle frame" and by_dataset["casme2"] == "annotated apex"
-    spotted = sc.load_images(fused_set["store"], config, samples, sc.SurveyConfig(unannotated_apex="spotted"))[1]
+    spotted = sc.load_images(source, samples, sc.SurveyConfig(unannotated_apex="spotted"))[1]
     assert {f for d, f in zip(samples["dataset"], spotted) if d == "smic_hs"} == {"spotted apex"}
     reader = open_features(fused_set["store"], "smic_hs")
     table = reader.table().set_index("sample_key")
@@ -303,17 +305,17 @@ def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
 
     import zarr
 
-    from merflow.storage import catalog as catalog_store
+    from merflow.flows.protocol import load_protocol
     from merflow.storage.features import open_features
 
     store = tmp_path / "old.zarr"
     shutil.copytree(fused_set["store"], store)
     group = open_features(str(store), "samm").name
     del zarr.open_group(str(store), mode="r+")[group]["middle"]
-    samples = catalog_store.read_samples(fused_set["catalog"])
-    samples = samples[samples["dataset"] == "samm"].reset_index(drop=True)
     with pytest.raises(LookupError, match=r"no 'middle' crops.*recompute the features with `merflow features"):
-        sc.load_images(str(store), open_features(str(store), "samm").config, samples, SHORT)
+        load_protocol(fused_set["catalog"], str(store), "loso", "samm", model="survey-cnn")
+    # Meta-MMFNet reads no crops: the same store still trains it.
+    assert load_protocol(fused_set["catalog"], str(store), "loso", "samm").folds
 
 
 @pytest.mark.integration

@@ -4,7 +4,8 @@ import cv2
 import openpyxl
 import pytest
 
-from merflow.tasks.synthetic import SynthConfig, synthesize
+from merflow.configs.synth import SynthConfig
+from merflow.tasks.synthetic import synthesize
 
 from conftest import SCALE
 from requires import requires_reference

@@ -18,15 +18,16 @@ import pytest
 import ray.cloudpickle
 from ray import tune
 
-import merflow.training.search.trainable as trainable
+import merflow.training.search.reports as reports
+from merflow.configs.search import SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
 from merflow.flows.cli import main
 from merflow.flows.search import check_resources, run_search
+from merflow.flows.trial import fold_trial
 from merflow.flows.tune import tune_flow
 from merflow.storage import queries, results
 from merflow.training.search.scheduler import foldwise_asha
-from merflow.training.search.space import SearchConfig, SearchSpace, config_id, parse_grid, trial_specs
-from merflow.training.search.trainable import fold_trial
+from merflow.training.search.space import config_id, parse_grid, trial_specs
 
 # The first test of a search fixture pays for it (and for training_set when it is the first user): a
 # limit above the suite's 300 s for every test here; the unit tests' limit does not matter.
@@ -174,7 +175,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(training_set, ray_local,
     script = textwrap.dedent(f"""
         from merflow.configs.train import TrainConfig
         from merflow.flows.search import run_search
-        from merflow.training.search.space import SearchConfig, SearchSpace
+        from merflow.configs.search import SearchConfig, SearchSpace
         if __name__ == "__main__":
             run_search(SearchConfig(catalog_dir={str(training_set['catalog'])!r}, store={training_set['store']!r},
                                     dataset="casme2", out={str(tmp_path)!r}, run="cut", base=TrainConfig(**{TINY.to_dict()!r}),
@@ -226,8 +227,8 @@ def scripted_trial(params):
     spec = params["trial"]
     score = CURVES[(spec["fold"], spec["id"])]
     for epoch in (1, 2):
-        tune.report({trainable.METRIC: score, trainable.TIME_ATTR: epoch})
-    tune.report({trainable.METRIC: score, trainable.TIME_ATTR: 3, trainable.COMPLETED: True})
+        tune.report({reports.METRIC: score, reports.TIME_ATTR: epoch})
+    tune.report({reports.METRIC: score, reports.TIME_ATTR: 3, reports.COMPLETED: True})
 
 
 def _early_stopping(scheduler, storage: Path) -> dict:
@@ -235,7 +236,7 @@ def _early_stopping(scheduler, storage: Path) -> dict:
     grid = tune.Tuner(tune.with_resources(scripted_trial, {"cpu": 2}), param_space={"trial": tune.grid_search(specs)},
                       tune_config=tune.TuneConfig(scheduler=scheduler),
                       run_config=tune.RunConfig(storage_path=str(storage), verbose=0)).fit()
-    return {(r.config["trial"]["fold"], r.config["trial"]["id"]): bool(r.metrics.get(trainable.COMPLETED)) for r in grid}
+    return {(r.config["trial"]["fold"], r.config["trial"]["id"]): bool(r.metrics.get(reports.COMPLETED)) for r in grid}
 
 
 @pytest.mark.integration
@@ -246,7 +247,7 @@ def test_early_stopping_compares_a_trial_only_within_its_fold(ray_local, tmp_pat
     # so which settings fold B keeps would depend on other folds' validation subjects.
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    plain = AsyncHyperBandScheduler(time_attr=trainable.TIME_ATTR, metric=trainable.METRIC, mode="max", max_t=3,
+    plain = AsyncHyperBandScheduler(time_attr=reports.TIME_ATTR, metric=reports.METRIC, mode="max", max_t=3,
                                     grace_period=1, reduction_factor=2)
     assert _early_stopping(plain, tmp_path / "plain")[("B", "good")] is False
 
@@ -267,13 +268,13 @@ def test_search_space_and_configuration_ids():
     assert len(configurations) == 4 and {c["shots"] for c in configurations} == {1, 3}
     ids = {config_id(c) for c in configurations}
     assert len(ids) == 4 and config_id({"shots": 1, "meta_lr": 0.05}) in ids
-    specs = trial_specs(SearchConfig("c", "s", space=space), ["f1", "f2"])
+    specs = trial_specs(SearchConfig(catalog_dir="c", store="s", space=space), ["f1", "f2"])
     assert [(s["id"], s["fold"]) for s in specs[:2]] == [(specs[0]["id"], "f1"), (specs[0]["id"], "f2")]
     assert set(itertools.product(ids, ["f1", "f2"])) == {(s["id"], s["fold"]) for s in specs}
     with pytest.raises(ValueError, match="shots"):
-        SearchConfig("c", "s", space=SearchSpace(shots=(0,)))
+        SearchConfig(catalog_dir="c", store="s", space=SearchSpace(shots=(0,)))
     with pytest.raises(ValueError, match="scheduler"):
-        SearchConfig("c", "s", scheduler="pbt")
+        SearchConfig(catalog_dir="c", store="s", scheduler="pbt")
 
 
 @pytest.mark.integration
@@ -335,8 +336,54 @@ def test_a_search_where_every_trial_fails_writes_its_tables_and_exits_1(training
         assert row.error.startswith(f"FoldSkipped: fold {row.fold} skipped") and "surprise" in row.error, row.error
         assert f"{row.fold} failed" in output
     assert "fewer than 2 classes" in output and "Traceback" not in output
+    assert "run allfail again (the same --run)" in output  # how to resume, in the error line
+    assert "trials: 2 (error 2)" in output  # the trials' counts, printed from the stored tables
     assert len(results.read_table(out, "runs", run="allfail")) == 1
     assert results.read_table(out, "metrics", run="allfail").empty
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_failed_search_prints_from_its_stored_tables_what_the_flow_returns(searched, capsys):
+    """With failed trials the flow raises (TrialsFailed carries no summary) and `merflow tune` prints from the
+    stored tables and plots: read back, a search's summary prints exactly as the flow's returned one."""
+    from merflow.flows.cli.commands import stored_search_summary
+    from merflow.flows.cli.render import print_tune_summary
+
+    summary, out = searched
+    capsys.readouterr()
+    print_tune_summary(summary, out)
+    returned = capsys.readouterr().out
+    print_tune_summary(stored_search_summary(str(out), summary["run"]), out)
+    assert capsys.readouterr().out == returned and "plot: " in returned and "fused" in returned
+
+
+@pytest.mark.integration
+def test_failed_trials_fail_the_flow_run_and_a_calling_flow(prefect_backend):
+    """TrialsFailed is raised, not returned as a Failed state (whose data a caller would get as a TypeError):
+    the flow run fails, so does a flow calling it as a subflow (the pipeline), and the caller (the CLI) gets
+    the run and the results location, also through a pickled copy."""
+    import pickle
+
+    from prefect import flow
+
+    from merflow.flows.tune import TrialsFailed
+
+    @flow
+    def failing_search():
+        raise TrialsFailed("1 trial(s) failed", "r1", "/results")
+
+    @flow
+    def calling_flow():
+        return failing_search()
+
+    state = calling_flow(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(TrialsFailed) as raised:
+        state.result()
+    copied = pickle.loads(pickle.dumps(raised.value))
+    assert (str(copied), copied.run, copied.results) == ("1 trial(s) failed", "r1", "/results")
+    assert (raised.value.run, raised.value.results) == ("r1", "/results")
 
 
 # ------------------------------------------------------------------------------------------ a node lost
@@ -350,8 +397,8 @@ from ray.cluster_utils import Cluster
 
 from merflow.configs.train import TrainConfig
 from merflow.flows.search import run_search
-from merflow.training.search.space import SearchConfig, SearchSpace
-from merflow.training.search.trainable import fold_trial
+from merflow.configs.search import SearchConfig, SearchSpace
+from merflow.flows.trial import fold_trial
 
 out = Path(sys.argv[1])
 settings = json.loads(sys.argv[2])

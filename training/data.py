@@ -1,5 +1,5 @@
-"""Training inputs from the feature store: arrays by sample key across datasets, normalised with
-statistics of the training samples only, composed into the model's input layout."""
+"""Training inputs: stored arrays by sample key across datasets (read by storage/features.py), normalised
+with statistics of the training samples only, composed into the model's input layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merflow.storage.features import FeatureConfig, FeatureReader, FeatureStore, group_name
+from merflow.configs.features import FeatureConfig
 from merflow.training.model import compose_input
 
 
@@ -29,47 +29,38 @@ class FlowScale:
         return flow / np.asarray(self.divisors, dtype=np.float32)[None, :, None, None]
 
 
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""  # a mark's missing field reads as NaN from the table
-
-
 class FeatureSource:
-    """Every sample's ``diff`` and ``flow`` of the given datasets, loaded once into memory.
+    """Every sample's stored arrays of a protocol's datasets, in memory, by sample key.
 
     A synthetic or real MER dataset is small (CASME II: 255 samples, ~40 MB at 80x80), so the whole
-    set lives in memory and a fold only indexes it. It also keeps, from the shards' completion marks
-    (storage/features.py), each valid sample's input fingerprint (what its features were computed
-    from: stage checkpoints are keyed by it) and each quarantined sample's reason.
+    set lives in memory and a fold only indexes it. storage/features.py ``read_feature_arrays`` reads it
+    (``FeatureSource(**read_feature_arrays(...))``); a test builds one from arrays. Besides the arrays
+    (``diff`` and ``flow`` for every model, the ``apex`` and ``middle`` crops where a model reads them)
+    it keeps each valid sample's input fingerprint (what its features were computed from: stage
+    checkpoints are keyed by it), each quarantined sample's reason and where each apex came from.
     """
 
-    def __init__(self, store: str, datasets: list[str], config: FeatureConfig):
-        feature_store = FeatureStore(store)
-        self.diff: dict[str, np.ndarray] = {}
-        self.flow: dict[str, np.ndarray] = {}
-        self.fingerprints: dict[str, str] = {}
-        self.quarantined: dict[str, dict] = {}   # sample key -> {"reason", "detail"} from the features flow
+    def __init__(self, config: FeatureConfig, arrays: dict[str, dict[str, np.ndarray]],
+                 fingerprints: dict[str, str] | None = None, quarantined: dict[str, dict] | None = None,
+                 apex_source: dict[str, str] | None = None):
         self.config = config
-        names = {g["name"] for g in feature_store.groups()}
-        for dataset in sorted(set(datasets)):
-            if group_name(dataset, config) not in names:
-                raise LookupError(f"no {dataset} features with configuration {config.hash} in {feature_store.url}: "
-                                  f"run `merflow features` first (groups there: {sorted(names)})")
-            reader = FeatureReader(feature_store, group_name(dataset, config))
-            table = reader.table()
-            for row in table.to_dict("records"):
-                if row.get("status") == "ok":
-                    self.fingerprints[row["sample_key"]] = str(row.get("fingerprint"))
-                else:
-                    self.quarantined[row["sample_key"]] = {"reason": _text(row.get("reason")) or "quarantined",
-                                                           "detail": _text(row.get("detail"))}
-            keys = reader.sample_keys
-            arrays = reader.load(keys, ("diff", "flow"))
-            for index, key in enumerate(keys):
-                self.diff[key] = arrays["diff"][index]
-                self.flow[key] = arrays["flow"][index]
+        self.arrays = arrays
+        self.fingerprints = fingerprints or {}
+        self.quarantined = quarantined or {}    # sample key -> {"reason", "detail"} from the features flow
+        self.apex_source = apex_source or {}    # sample key -> annotated | spotted (storage/features.py marks)
+
+    @property
+    def diff(self) -> dict[str, np.ndarray]:
+        """Each sample's apex - onset difference (3, H, W)."""
+        return self.arrays["diff"]
+
+    @property
+    def flow(self) -> dict[str, np.ndarray]:
+        """Each sample's flow (u, v, magnitude, strain; 4, H, W)."""
+        return self.arrays["flow"]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.diff
+        return key in next(iter(self.arrays.values()), {})
 
     def flows(self, keys) -> np.ndarray:
         """The stacked flow arrays (N, 4, H, W) of these keys; an empty (0, 4, 1, 1) array for none."""

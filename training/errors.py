@@ -2,7 +2,7 @@
 
 A ``DataError`` can never succeed on a retry (a class with too few samples in a fold, samples
 without features): a Ray Tune trial that raises one fails at once, without retries
-(training/search/trainable.py), and its message is what the user reads, so it names the fold and the samples.
+(flows/trial.py), and its message is what the user reads, so it names the fold and the samples.
 A killed worker or a full disk is any other exception, and is retried.
 """
 

@@ -25,14 +25,17 @@ MODELS = ("micro", "macro", "fused")
 SCORES = ("accuracy", "uf1", "uar")
 SPLITS = ("validation", "test")
 SINGLE_DATASET_PROTOCOLS = ("loso", "lovo")  # every other protocol is a composite of datasets
-PLAIN = ""  # the trial of a plain training run
-HONEST_TRIALS = (PLAIN, SELECTED)
 SCORE_LABELS = {"accuracy": "accuracy", "uf1": "UF1", "uar": "UAR"}
 
 
 def file_name(*parts: str, suffix: str = ".png") -> str:
     """A file name of letters, digits, '-', '_' and '.' only: parts joined by '_', anything else as '-'."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(p for p in parts if p)).strip("-") + suffix
+
+
+def honest_trials(trial: pd.Series) -> pd.Series:
+    """Rows of an honest trial: a plain training run's (trial null) or a search's "selected" one."""
+    return trial.isna() | (trial == SELECTED)
 
 
 def _for_run(frame: pd.DataFrame, run: str | None) -> pd.DataFrame:
@@ -52,13 +55,13 @@ def _in_canonical_order(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def headline(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The honest test rows of each (run, protocol): plain runs ("") and searches' "selected" trial, pooled
+    """The honest test rows of each (run, protocol): plain runs (trial null) and searches' "selected" trial, pooled
     and per dataset; micro, macro and the fused model at the α chosen on each fold's validation subjects.
 
     A model with ``chosen`` rows (the fused model; all three for "selected") is represented by them, any
     other by its α-free row, so the fused rows of the α grid, which were scored with hindsight, never appear.
     """
-    rows = metrics[metrics["trial"].isin(HONEST_TRIALS) & (metrics["split"] == "test")
+    rows = metrics[honest_trials(metrics["trial"]) & (metrics["split"] == "test")
                    & metrics["scope"].isin(["pooled", "dataset"])]
     group = ["run", "protocol", "trial", "scope", "key", "model"]
     has_chosen = rows.groupby(group, dropna=False)["chosen"].transform("any").astype(bool)
@@ -107,7 +110,7 @@ def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
     rows = headline(_for_run(metrics, run))
     floors = headline(_for_run(floor, run)) if floor is not None and len(floor) else None
     tables = []
-    for (run_id, protocol, trial), part in rows.groupby(["run", "protocol", "trial"], sort=False):
+    for (run_id, protocol, trial), part in rows.groupby(["run", "protocol", "trial"], sort=False, dropna=False):
         method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
         beside = (floors[(floors["run"] == run_id) & (floors["protocol"] == protocol)] if floors is not None
                   else pd.DataFrame())
@@ -168,7 +171,7 @@ def best_table(metrics: pd.DataFrame, by: str = "uf1", split: str = "validation"
         raise ValueError(f"top must be at least 1, got {top}")
     pooled = _for_run(metrics, run)
     pooled = pooled[pooled["scope"] == "pooled"]
-    searched = pooled[~pooled["trial"].isin(HONEST_TRIALS)]
+    searched = pooled[~honest_trials(pooled["trial"])]
     candidates = searched[((searched["model"] != "fused") & searched["alpha"].isna())
                           | ((searched["model"] == "fused") & ~searched["chosen"] & searched["alpha"].notna())]
     keys = ["run", "protocol", "trial", "shots", "model", "alpha"]
@@ -209,7 +212,7 @@ def alpha_shots_grids(metrics: pd.DataFrame, run: str | None = None, metric: str
     if metric not in SCORES:
         raise ValueError(f"metric must be one of {', '.join(SCORES)}, not {metric!r}")
     rows = _for_run(metrics, run)
-    rows = rows[~rows["trial"].isin(HONEST_TRIALS) & (rows["model"] == "fused") & ~rows["chosen"]
+    rows = rows[~honest_trials(rows["trial"]) & (rows["model"] == "fused") & ~rows["chosen"]
                 & (rows["scope"] == "pooled") & rows["alpha"].notna()]
     rows = rows.merge(searched_settings(trials), on=["run", "protocol", "trial"], how="left")
     rows = rows.assign(settings=rows["settings"].fillna(""), shots=rows["shots"].astype(int),
@@ -321,7 +324,7 @@ def confusion_plots(metrics: pd.DataFrame, runs: pd.DataFrame | None, out_dir: P
         axis.set_title(f"{row['run']} · {row['protocol']}: fused ({what}α chosen on validation), pooled test\n"
                        f"accuracy {row['accuracy']:.3f} · UF1 {row['uf1']:.3f} · UAR {row['uar']:.3f} · n {row['n']}",
                        fontsize=9)
-        path = out_dir / file_name("confusion", row["run"], row["protocol"], row["trial"])
+        path = out_dir / file_name("confusion", row["run"], row["protocol"], row["trial"] if pd.notna(row["trial"]) else "")
         figure.savefig(path, dpi=110)
         written.append(path)
     return written

@@ -1,18 +1,19 @@
 """A whole protocol: every fold trained and evaluated, predictions and metrics as the result tables' rows.
 
-The units of a run, for any registered model (training/models/): ``load_protocol`` (the reading helper),
-``train_folds`` (folds through the model's ``run_folds``), ``collect`` (skipped folds and shortfalls into
-the notes) and ``finish`` (metrics, floor, the runs row: a ``TrainedRun``). The train flow (flows/train.py)
-runs them as Prefect tasks and writes the tables through storage/results.py ``write_run``;
-``train_protocol`` runs them in a plain loop, for a notebook, and returns the tables unwritten. The Ray
-Tune trainable (training/search/trainable.py) uses ``load_protocol`` and ``fold_predictions``. Fused rows
+The units of a run, for any registered model (training/models/), all pure (no storage: the flows read and
+write): ``build_protocol`` (folds and rows from a catalog and its features in memory; flows/protocol.py
+``load_protocol`` reads them), ``train_folds`` (folds through the model's ``run_folds``), ``collect``
+(skipped folds and shortfalls into the notes) and ``finish`` (metrics, floor, the runs row: a
+``TrainedRun``). The train flow (flows/train.py) runs them as Prefect tasks and writes the tables through
+storage/results.py ``write_run``; flows/protocol.py ``train_protocol`` runs them in a plain loop, for a
+notebook, and returns the tables unwritten. The Ray Tune trainable (flows/trial.py) uses
+``fold_predictions``. Fused rows
 exist for every α of the grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's
 validation subjects (the honest number to report).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess
@@ -26,16 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from merflow.configs.features import FeatureConfig
 from merflow.configs.train import TrainConfig
-from merflow.storage import catalog as catalog_store
-from merflow.storage import locations
-from merflow.storage.features import FeatureConfig, FeatureStore, open_features
 from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
 from merflow.training.errors import DataError
 from merflow.training.folds import Fold, folds, macro_samples, protocol_samples
 from merflow.training.metrics import summarise
-from merflow.training.models import DEFAULT_MODEL, FoldResult, ModelInfo, RunPlan, nearest_centroid
+from merflow.training.models import FoldResult, ModelInfo, RunPlan
 from merflow.training.models import get as get_model
 from merflow.training.stages import pretrain_macro, recipe_feature_mismatch
 
@@ -97,7 +96,6 @@ class ProtocolData:
     excluded: dict[str, dict] = field(default_factory=dict)
     # --sample-list: what the list kept and which of its rows matched nothing (tasks/sample_lists.py).
     sample_list: dict | None = None
-    store: str | None = None       # the feature store's location (survey-cnn reads its crops from it)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -124,64 +122,49 @@ class ProtocolData:
                 return fold
         raise LookupError(f"no fold {name!r}; the protocol has {len(self.folds)} folds")
 
-    def macro_model(self, config: TrainConfig, checkpoints: Path) -> dict:
+    def macro_model(self, config: TrainConfig, checkpoints) -> dict:
         """The macro encoder pretrained on the CK+ samples (stages.pretrain_macro, checkpointed under ``checkpoints``)."""
         return pretrain_macro(self.source, self.macro_keys, self.macro_labels, self.macro_classes, config, checkpoints)
 
 
-def load_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, class_set: str | None = None,
-                  seed: int = 0, validation_fraction: float = 0.2, sample_list: str | None = None,
-                  sample_lists: str | None = None, feature_config: str | None = None) -> ProtocolData:
-    """The protocol's folds, rows and features. Samples the features flow quarantined are left out
-    before the folds are built (``ProtocolData.excluded`` says which and why), so every fold runs;
-    samples whose features were never computed are an error (run `merflow features`)."""
-    catalog = catalog_store.read_samples(catalog_dir)
-    # --sample-list survey: only the samples of the survey's own lists (tasks/sample_lists.py).
-    catalog, selection = published_lists.apply(catalog, sample_list, sample_lists)
+def protocol_datasets(catalog: pd.DataFrame, protocol: str, dataset: str | None,
+                      class_set: str | None = None) -> list[str]:
+    """The datasets whose features a protocol reads (CK+ not included); a protocol with no samples in the
+    catalog is an error saying what is missing (training.folds)."""
     wanted = protocol_samples(catalog, protocol, dataset, class_set)
     if wanted.empty:
-        folds(catalog, protocol, dataset, class_set=class_set, seed=seed)  # raises: says what is missing
-    datasets = sorted(wanted["dataset"].unique())
-    feature_config = _feature_config(store, datasets, feature_config)  # a hash (or its start): --feature-config
-    macro = macro_samples(catalog)
-    source = FeatureSource(store, datasets + (["ckplus"] if len(macro) else []), feature_config)
+        folds(catalog, protocol, dataset, class_set=class_set)  # raises: says what is missing
+    return sorted(wanted["dataset"].unique())
+
+
+def build_protocol(catalog: pd.DataFrame, source: FeatureSource, protocol: str, dataset: str | None,
+                   class_set: str | None = None, seed: int = 0, validation_fraction: float = 0.2,
+                   selection: dict | None = None, where: dict | None = None) -> ProtocolData:
+    """The protocol's folds, rows and features from a catalog and its features in memory (pure: the
+    reading is flows/protocol.py ``load_protocol``'s). Samples the features flow quarantined are left out
+    before the folds are built (``ProtocolData.excluded`` says which and why), so every fold runs; samples
+    whose features were never computed are a ``DataError`` (run `merflow features`). ``where`` names the
+    catalog and the store in the messages."""
+    where = where or {"catalog": "CATALOG", "store": "STORE"}
+    wanted = protocol_samples(catalog, protocol, dataset, class_set)
     without = [k for k in wanted["sample_key"] if k not in source]
     excluded = {k: source.quarantined[k] for k in without if k in source.quarantined}
     never = [k for k in without if k not in excluded]
     if never:
-        raise DataError(f"{len(never)} samples of protocol {protocol} have no features in {store} (never computed, "
-                        f"e.g. {', '.join(never[:3])}): run `merflow features --catalog {catalog_dir} --store {store}` "
-                        "with the features' settings first")
+        raise DataError(f"{len(never)} samples of protocol {protocol} have no features in {where['store']} (never "
+                        f"computed, e.g. {', '.join(never[:3])}): run `merflow features --catalog {where['catalog']} "
+                        f"--store {where['store']}` with the features' settings first")
     catalog = catalog[~catalog["sample_key"].isin(list(excluded))]
     chosen_folds = folds(catalog, protocol, dataset, class_set=class_set, validation_fraction=validation_fraction,
                          seed=seed)
     if not chosen_folds:
-        raise ValueError(f"protocol {protocol} has no folds in {catalog_dir}" + (f" for {dataset}" if dataset else ""))
+        raise ValueError(f"protocol {protocol} has no folds in {where['catalog']}" + (f" for {dataset}" if dataset else ""))
     samples = protocol_samples(catalog, protocol, dataset, class_set).set_index("sample_key", drop=False)
+    macro = macro_samples(catalog)
     macro = macro[macro["sample_key"].isin(list(source.diff))]
-    return ProtocolData(chosen_folds, samples, source, feature_config, macro["sample_key"].tolist(),
+    return ProtocolData(chosen_folds, samples, source, source.config, macro["sample_key"].tolist(),
                         macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())), excluded,
-                        selection, store)
-
-
-RUN_IDENTITY = "protocol.json"
-
-
-def check_run_identity(out, run: str, identity: dict) -> None:
-    """Refuse a run id reused for other data (protocol, class set, catalog rows, feature store): its
-    checkpoints and tables belong to the first. Records the identity on first use."""
-    recorded = locations.join(out, "checkpoints", run, RUN_IDENTITY)
-    if locations.exists(recorded):
-        before = json.loads(locations.read_text(recorded))
-        if before != identity:
-            changed = sorted(k for k in before.keys() | identity.keys() if before.get(k) != identity.get(k))
-            raise ValueError(f"run {run!r} was made with other data ({', '.join(changed)} differ: it was "
-                             f"{before.get('protocol')} on {before.get('label_column')}, {before.get('samples')} "
-                             f"samples; this is {identity.get('protocol')} on {identity.get('label_column')}, "
-                             f"{identity.get('samples')} samples): resume it with the same catalog, store and "
-                             "protocol, or start a new run (another --run)")
-        return
-    locations.write_text(recorded, json.dumps(identity, indent=2, sort_keys=True))
+                        selection)
 
 
 def new_run_id() -> str:
@@ -198,7 +181,7 @@ def with_balance(config, balance: str | None):
         raise ValueError(f"--balance {balance} is implemented for --model survey-cnn only; the others train on every "
                          "sample (Meta-MMFNet's episodes draw the same number of samples of every class; class means "
                          "do not depend on the class sizes)")
-    return dataclasses.replace(config, balance=balance)
+    return config.replace(balance=balance)
 
 
 def fold_batches(info: ModelInfo, fold_list: list[Fold]) -> list[list[Fold]]:
@@ -242,6 +225,17 @@ def fold_message(index: int, total: int, outcome: FoldResult) -> str | None:
         return None
     return (f"fold {index}/{total} {outcome.fold.name}: α {chosen['alpha']:.1f}, epochs micro "
             f"{chosen['micro_pretrain_epoch']:d}+{chosen['micro_meta_epoch']:d}, macro {chosen['macro_meta_epoch']:d}")
+
+
+def first_folds(plan: RunPlan, max_folds: int | None) -> list[Fold]:
+    """The plan's first ``max_folds`` folds (all where None): a quick look, not a result to report; a cut
+    is recorded in the plan's notes (the runs row) as ``max_folds``: the folds run and the protocol's."""
+    if max_folds is not None and max_folds < 1:
+        raise ValueError(f"max_folds must be at least 1, got {max_folds}")
+    if max_folds is None or max_folds >= len(plan.folds):
+        return list(plan.folds)
+    plan.notes["max_folds"] = {"first": max_folds, "of": len(plan.folds)}
+    return list(plan.folds[:max_folds])
 
 
 def collect(plan: RunPlan, outcomes: list[FoldResult], run: str, protocol: str) -> list[FoldResult]:
@@ -320,46 +314,6 @@ def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: 
                       plan.notes, timings, floor["metrics"], floor["predictions"], plan.leaky, macro)
 
 
-def train_protocol(catalog_dir: Path, store: str, protocol: str, dataset: str | None, config, out: Path,
-                   run: str | None = None, class_set: str | None = None, on_fold=None, on_note=None,
-                   max_folds: int | None = None, sample_list: str | None = None, sample_lists: str | None = None,
-                   feature_config: str | None = None, model: str = DEFAULT_MODEL) -> TrainedRun:
-    """Train and evaluate every fold of a protocol with ``model`` and its ``config``, without Prefect (the
-    train flow runs the same units as tasks). Checkpoints go under ``out``/checkpoints/<run>; the result
-    tables are returned, not written: ``results.write_run(out, **trained.tables())`` writes them.
-
-    A run id already used for other data (``check_run_identity``) is refused. ``on_note(message)``
-    hears the samples left out, a recipe's feature mismatch and each skipped fold (all recorded in the
-    run's row too); ``on_fold(done, total, fold)`` each finished fold. ``max_folds``: the first N folds
-    only, a quick look, not a result to report."""
-    started = time.perf_counter()
-    run = run or new_run_id()
-    module = get_model(model).load()
-    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
-                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config)
-    plan = module.plan(data, config, protocol, dataset, class_set)
-    check_run_identity(out, run, plan.identity)
-    note = on_note or (lambda message: None)
-    for message in plan.messages:
-        note(message)
-    checkpoints = locations.join(out, "checkpoints", run)  # out: a local path or an fsspec URL
-    timings = {}
-    stage = time.perf_counter()
-    prepared = module.prepare(data, config, checkpoints)
-    if get_model(model).macro_pretraining:
-        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    fold_list = plan.folds[: max_folds or None]
-    outcomes = train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
-                           timings=timings)
-    for index, outcome in enumerate(outcomes, start=1):
-        if outcome.skipped:
-            note(fold_message(index, len(outcomes), outcome))
-    trained = collect(plan, outcomes, run, protocol)
-    floor = nearest_centroid.floor(data, [o.fold for o in trained])
-    return finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
-                  timings=timings, started=started, prepared=prepared)
-
-
 def run_notes(data: ProtocolData, config: TrainConfig) -> dict:
     """What a run's row records besides its configuration: the samples left out (and why), the folds
     skipped (and why), the folds whose fit split was short of a class, and how the features differ
@@ -383,47 +337,6 @@ def notes_messages(notes: dict) -> list[str]:
                         + "; ".join(notes["feature_mismatch"]) + "): recorded with the run; for the published "
                         "inputs run `merflow features --size 80 --first-frame onset+1` into a store and train on it")
     return messages
-
-
-def describe_feature_groups(groups: list[dict]) -> str:
-    """Each configuration of these feature groups with the settings that tell them apart."""
-    by_hash: dict[str, list[dict]] = {}
-    for group in groups:
-        by_hash.setdefault(group["config_hash"], []).append(group)
-    described = []
-    for config_hash, members in sorted(by_hash.items()):
-        config = members[0]["config"]
-        settings = (f"size {config.get('size')}, flow {config.get('motion', {}).get('algorithm')}, detector "
-                    f"{config.get('face', {}).get('detector')}, no face {config.get('face', {}).get('no_face')}, "
-                    f"first frame {config.get('first_frame', 'onset')}")
-        datasets = ", ".join(sorted(g["dataset"] for g in members))
-        described.append(f"{config_hash} ({settings}; {datasets})")
-    return "; ".join(described)
-
-
-def _feature_config(store: str, datasets: list[str], chosen: str | None = None) -> FeatureConfig:
-    """The one feature configuration of these datasets in the store, or the one whose hash starts with
-    ``chosen``; where there are several and none is chosen, the error lists them with their settings."""
-    groups = [g for g in FeatureStore(store).groups() if g["dataset"] in set(datasets) | {"ckplus"}]
-    if chosen:
-        picked = [g for g in groups if g["config_hash"].startswith(chosen)]
-        hashes = {g["config_hash"] for g in picked}
-        if len(hashes) != 1:
-            raise LookupError(f"{'no' if not hashes else 'more than one'} feature configuration {chosen!r} in "
-                              f"{store}; it holds: {describe_feature_groups(groups) or 'no features'}")
-        lacking = sorted(set(datasets) - {g["dataset"] for g in picked})
-        if lacking:
-            raise LookupError(f"feature configuration {hashes.pop()} has no features of {', '.join(lacking)} in "
-                              f"{store}: run `merflow features` with its settings for them; the store holds: "
-                              f"{describe_feature_groups(groups)}")
-        return FeatureConfig.from_dict(picked[0]["config"])
-    if len({g["config_hash"] for g in groups if g["dataset"] in datasets}) > 1:
-        raise LookupError(f"{store} holds features of several configurations for {', '.join(datasets)}: pass "
-                          f"--feature-config HASH to choose one of {describe_feature_groups(groups)}")
-    configs = {open_features(store, d).config for d in datasets}
-    if len(configs) != 1:
-        raise LookupError(f"the datasets {datasets} have features of {len(configs)} configurations in {store}")
-    return configs.pop()
 
 
 def run_row(run: str, protocol: str, dataset: str | None, config: dict, feature_config: FeatureConfig,

@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from merflow.configs.results import SELECTED
+from merflow.configs.search import SELECTION_METRICS
 from merflow.training.metrics import scores
-
-SELECTION_METRICS = ("accuracy", "uf1", "uar")
 
 
 def _validation_score(rows: pd.DataFrame, classes: tuple[str, ...], by: str) -> float:

@@ -13,22 +13,20 @@ models fell below the nearest-centroid floor (issue 12; benchmarks/selection.py)
 schedule (the last epoch of each stage) and α = 1.0 as its headline, every α of its grid in the rows.
 The loops themselves are training/loops.py.
 
-Each stage is checkpointed under ``checkpoints`` (a ``storage.checkpoints.Checkpoints`` or a location),
-keyed by its settings (``TrainConfig.stage_hash``) and by the data it is trained on (``data_key``); a
+Each stage is checkpointed in ``checkpoints`` (a ``CheckpointCache``: storage/checkpoints.py's
+``Checkpoints``, which the flows hand in), keyed by its settings (``TrainConfig.stage_hash``) and by the data it is trained on (``data_key``); a
 rerun loads what is there instead of training it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import pandas as pd
 
 from merflow.configs import config_hash
 from merflow.configs.train import TrainConfig
-from merflow.storage.checkpoints import Checkpoints, checkpoints_at
 from merflow.training.data import FeatureSource, FlowScale
 from merflow.training.encoders import build_encoder
 from merflow.training.episodes import EpisodeSampler, episode_problem
@@ -46,6 +44,7 @@ from merflow.training.loops import (
     train_classifier,
 )
 from merflow.training.model import PrototypeClassifier, input_channels
+from merflow.training.models import CheckpointCache
 
 
 def data_key(source: FeatureSource, label_column: str, classes: tuple[str, ...], labels,
@@ -61,7 +60,7 @@ def data_key(source: FeatureSource, label_column: str, classes: tuple[str, ...],
                         "rows": rows})
 
 
-def _checkpoint(checkpoints: Checkpoints, stage: str, config: TrainConfig, make, data: str = ""):
+def _checkpoint(checkpoints: CheckpointCache, stage: str, config: TrainConfig, make, data: str = ""):
     """Load a stage's checkpoint if one exists for the settings it depends on, else run ``make`` and save it.
 
     The key is a hash of the stage's settings (``TrainConfig.stage_hash``) and of the data it is trained
@@ -74,7 +73,7 @@ def _checkpoint(checkpoints: Checkpoints, stage: str, config: TrainConfig, make,
 
 
 def pretrain_macro(source: FeatureSource, keys: list[str], labels: list[str], classes: tuple[str, ...],
-                   config: TrainConfig, checkpoints: Checkpoints | str | os.PathLike) -> dict:
+                   config: TrainConfig, checkpoints: CheckpointCache) -> dict:
     """The macro encoder, pretrained as a classifier on CK+ macro-expressions (once per run)."""
     if not keys:
         raise ValueError("macro pretraining needs CK+ samples with features: ingest CK+ and run `merflow features`")
@@ -94,11 +93,11 @@ def pretrain_macro(source: FeatureSource, keys: list[str], labels: list[str], cl
         return {"state": state, "classes": classes, "samples": len(keys), "weight_change": change,
                 "epochs": stage.best_epoch, "data_key": data}
 
-    return _checkpoint(checkpoints_at(checkpoints).folder("macro"), "macro_pretrain", config, make, data)
+    return _checkpoint(checkpoints.folder("macro"), "macro_pretrain", config, make, data)
 
 
 def run_fold(fold: Fold, source: FeatureSource, samples: pd.DataFrame, macro: dict, config: TrainConfig,
-             checkpoints: Checkpoints | str | os.PathLike, on_epoch=None) -> dict:
+             checkpoints: CheckpointCache, on_epoch=None) -> dict:
     """Train and evaluate one fold; returns its predictions and chosen settings (checkpointed).
 
     ``samples`` is the protocol's catalog rows (sample_key index) with the fold's label column.
@@ -108,7 +107,7 @@ def run_fold(fold: Fold, source: FeatureSource, samples: pd.DataFrame, macro: di
     class); the shortfalls are in the result's ``chosen["shortfalls"]``, by class name. Where nothing
     can be trained (``fold_problem``), ``FoldSkipped`` names the fold and the classes.
     """
-    folder = checkpoints_at(checkpoints).folder(fold.name.replace("/", "_"))
+    folder = checkpoints.folder(fold.name.replace("/", "_"))
     device = pick_device(config.device)
     n_classes = len(fold.classes)
     labels = samples[fold.label_column]

@@ -24,7 +24,8 @@ from merflow.storage import locations
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """`merflow synth`: synthetic archives in a real dataset's layout (or every dataset's, with --dataset all)."""
-    from merflow.tasks.synthetic import DATASETS, SynthConfig, synthesize
+    from merflow.configs.synth import SynthConfig
+    from merflow.tasks.synthetic import DATASETS, synthesize
 
     names = DATASETS if args.dataset == "all" else [args.dataset]
     with progress() as bar:
@@ -106,12 +107,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def draw_sample(store: str, sample_key: str, out: Path) -> None:
     """A sample's stored features drawn as one PNG strip at ``out``."""
+    from merflow.storage import locations
     from merflow.storage.features import find_sample
-    from merflow.tasks.visualise import STRIP_ARRAYS, sample_strip, write_png
+    from merflow.tasks.visualise import STRIP_ARRAYS, png_bytes, sample_strip
 
     info, arrays = find_sample(store, sample_key, STRIP_ARRAYS)
     title = f"{sample_key}  apex {info['apex_frame']} ({info['apex_source']}), face by {info['face']['detector']}"
-    write_png(out, sample_strip(arrays, title))
+    locations.write_bytes(out, png_bytes(sample_strip(arrays, title)))  # whole or absent
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -134,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         sample_list=args.sample_list, sample_lists=args.sample_lists,
                         feature_config=args.feature_config, model=args.model,
                         survey_config=survey_config(args) if survey else None, balance=args.balance,
-                        centroid_config=centroid_config(args) if centroid else None)
+                        centroid_config=centroid_config(args) if centroid else None, max_folds=args.max_folds)
     print_train_result(result, args.protocol, args.dataset)
     console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
                   f"took {time.perf_counter() - started:.0f} s", markup=False)
@@ -150,11 +152,31 @@ def search(out: str, **parameters) -> int:
     try:
         summary = tune_flow(out=out, **parameters)
     except TrialsFailed as failed:  # the flow run fails (a schedule must not lose them); its tables are written
-        summary, status = failed.summary, 1
         print_error(str(failed))
+        summary, status = stored_search_summary(failed.results, failed.run), 1
     print_tune_summary(summary, out)
     console.print(f"took {time.perf_counter() - started:.0f} s")
     return status
+
+
+def stored_search_summary(out: str, run: str) -> dict:
+    """What ``print_tune_summary`` prints of a search, read back from its stored tables (read-only, through
+    ``storage.results``) and plots: a failed search's flow raises instead of returning its summary."""
+    import json
+
+    from merflow.flows.tune import headline_table, plot_locations
+    from merflow.storage import results
+    from merflow.training.search.tables import trial_counts
+
+    trials, runs = results.read_table(out, "trials", run=run), results.read_table(out, "runs", run=run)
+    if runs.empty:
+        raise LookupError(f"search {run} has no runs row in {out}")
+    row = runs.iloc[0]
+    return {"run": run, "protocol": row["protocol"], "dataset": row["dataset"], **trial_counts(trials),
+            "notes": json.loads(row["config"]).get("data", {}),
+            "headline": headline_table(results.read_table(out, "metrics", run=run),
+                                       results.read_table(out, "floor_metrics", run=run)),
+            "pictures": plot_locations(out, run)}
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -31,12 +31,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: synthesize every dataset small, ingest them into one catalog, compute
     their features (28x28) on a local Dask cluster, draw one sample, and search shots and α with Ray
     Tune over LOSO on CASME II (26 subjects)."""
+    from merflow.configs.synth import ARCHIVE_FORMATS, SynthConfig
     from merflow.configs.train import TrainConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
     from merflow.flows.tune import SEARCH_ALPHAS
     from merflow.storage import catalog
-    from merflow.tasks.synthetic import ARCHIVE_FORMATS, SynthConfig, output_path, synthesize
+    from merflow.tasks.synthetic import output_path, synthesize
 
     out = Path(args.out)
     archives = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-# The options `train` and `tune` share that set a TrainConfig field of the same name (None: the recipe's).
+# The options `train` and `tune` share that set a TrainConfig field of the same name, made from those fields by
+# the parser (flows/cli/fields.py) with no default: None, the recipe's.
 TRAIN_FIELDS = ("encoder", "layout", "macro_epochs", "pretrain_epochs", "meta_epochs", "batches_per_epoch",
                 "batch_size", "epoch_choice")
 

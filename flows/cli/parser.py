@@ -1,15 +1,17 @@
-"""The ``merflow`` argument parser. No choice list or default is written here: each comes from the
-registry or module constant that defines it, or from the configuration class (or function) that owns
-it, through ``flows.defaults``. A subcommand's options are added when it is first used (parsed, or its
---help shown), so that `merflow --help` and the light commands import no training code."""
+"""The ``merflow`` argument parser. No choice list or default is written here: a configuration's options
+are made from its fields (``fields.add_config_options``: name, type, choices, default, help from the
+model's annotation, default and description); the other options take theirs from the registry or module
+constant that defines them, or from the function that owns them (``flows.defaults.parameter``). A
+subcommand's options are added when it is first used (parsed, or its --help shown), so that `merflow --help`
+and the light commands import no training code."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from merflow.configs.search import SCHEDULERS
 from merflow.flows.cli import commands, demo, results
+from merflow.flows.cli.fields import add_config_options, default_text
 from merflow.flows.defaults import default, parameter
 
 # training/loops.py pick_device's names (TrainConfig.device); loops.py keeps no tuple of them.
@@ -46,36 +48,17 @@ class Subcommand(argparse.ArgumentParser):
         return super().format_help()
 
 
-def _grid_text(values) -> str:
-    """A grid as `merflow tune` reads it back (training/search/space.py: parse_grid)."""
-    return ",".join(str(v) for v in values)
-
-
 # ------------------------------------------------------------------------------------------ per command
 def synth_options(synth: argparse.ArgumentParser) -> None:
-    """`merflow synth`'s options: SynthConfig's fields (tasks/synthetic)."""
-    from merflow.tasks.synthetic import ARCHIVE_FORMATS, DATASETS, SynthConfig
+    """`merflow synth`'s options: SynthConfig's fields (configs/synth.py)."""
+    from merflow.configs.synth import SYNTH_DATASETS, SynthConfig
 
-    synth.add_argument("--dataset", required=True, choices=[*DATASETS, CASME_SQ_ALIAS, "all"])
+    add_config_options(synth, SynthConfig, ["dataset"], required=["dataset"],
+                       overrides={"dataset": {"choices": [*SYNTH_DATASETS, CASME_SQ_ALIAS, "all"]}})
     synth.add_argument("--out", required=True, type=Path, help="folder to write the archive into")
-    synth.add_argument("--subjects", type=int, default=default(SynthConfig, "subjects"),
-                       help="number of subjects (default %(default)s)")
-    synth.add_argument("--samples-per-subject", type=int, default=default(SynthConfig, "samples_per_subject"),
-                       help="samples per subject (default %(default)s)")
-    synth.add_argument("--samples", type=int, help="total samples, spread over the subjects (overrides the above)")
-    synth.add_argument("--archive", choices=ARCHIVE_FORMATS, default=default(SynthConfig, "archive"),
-                       help="pack as zip or tar.gz, or leave a folder (default %(default)s)")
-    synth.add_argument("--seed", type=int, default=default(SynthConfig, "seed"),
-                       help="random seed: same seed, same archive content")
-    synth.add_argument("--scale", type=float, default=default(SynthConfig, "scale"),
-                       help="frame size relative to the real dataset's, e.g. 0.25 for fast tests (default %(default)s)")
-    synth.add_argument("--no-quirks", action="store_true",
-                       help="leave out the real datasets' quirks (apex '/', missing frames, stray files, ...)")
-    synth.add_argument("--face-image", metavar="PATH",
-                       help="a photo of one frontal face to make every subject from (own pose, warp, tone each); "
-                            "read at run time, never copied")
-    synth.add_argument("--emotions", metavar="A,B,...",
-                       help="only these emotions (the dataset's own names, e.g. Anger,Happiness,Surprise), equally many")
+    add_config_options(synth, SynthConfig, ["subjects", "samples_per_subject", "samples", "archive", "seed", "scale",
+                                            "quirks", "face_image", "emotions"],
+                       overrides={"face_image": {"metavar": "PATH"}, "emotions": {"metavar": "A,B,..."}})
     synth.set_defaults(handler=commands.cmd_synth)
 
 
@@ -110,34 +93,17 @@ def catalog_options(summary: argparse.ArgumentParser) -> None:
 
 def features_options(features: argparse.ArgumentParser) -> None:
     """`merflow features`'s options: the features flow's parameters (FeatureConfig's, FaceConfig's, MotionConfig's)."""
-    from merflow.flows.features import features_flow
-    from merflow.storage.features import FIRST_FRAMES, SIZES
-    from merflow.tasks.faces import DETECTORS, NO_FACE_POLICIES
-    from merflow.tasks.motion import FLOW_ALGORITHMS
-
-    def flow_default(name: str):
-        return parameter(features_flow, name)
+    from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
 
     features.add_argument("--catalog", required=True, metavar="CATALOG_DIR", help="a folder or an fsspec URL")
     features.add_argument("--store", required=True, help="Zarr store: a path or an fsspec URL (s3://...)")
     features.add_argument("--dataset", help="only this dataset (e.g. casme2, smic); default: every one")
     features.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
     features.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
-    features.add_argument("--flow", choices=FLOW_ALGORITHMS, default=flow_default("flow_algorithm"),
-                          help="optical flow algorithm (default %(default)s, with the published Meta-MMFNet "
-                               "parameters)")
-    features.add_argument("--size", type=int, default=flow_default("size"), choices=SIZES,
-                          help="crop size (default %(default)s)")
-    features.add_argument("--detector", choices=DETECTORS, default=flow_default("detector"),
-                          help="face detector (default %(default)s)")
-    features.add_argument("--no-face", choices=NO_FACE_POLICIES, default=flow_default("no_face"),
-                          help="when no face is found: centre crop and flag it, or quarantine the sample "
-                               "(default %(default)s)")
-    features.add_argument("--shard-size", type=int, default=flow_default("shard_size"),
-                          help="samples per Zarr shard (default %(default)s)")
-    features.add_argument("--first-frame", choices=FIRST_FRAMES, default=flow_default("first_frame"),
-                          help="the pair compared: onset and apex (default), or onset+1 and apex+1 as the "
-                               "published Meta-MMFNet code reads them (for `merflow train --recipe published`)")
+    add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
+    add_config_options(features, FeatureConfig, ["size"])
+    add_config_options(features, FaceConfig, ["detector", "no_face"])
+    add_config_options(features, FeatureConfig, ["shard_size", "first_frame"])
     features.set_defaults(handler=commands.cmd_features)
 
 
@@ -172,60 +138,33 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
 
 
 def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
-    """How `train` and `tune` train: encoder, input layout, schedule, seed, device, where results go."""
-    from merflow.configs.train import EPOCH_CHOICES, RECIPES, TrainConfig
+    """How `train` and `tune` train: model, encoder, input layout, schedule, seed, device, where results go."""
+    from merflow.configs.train import RECIPES, TrainConfig
+    from merflow.flows.cli.options import TRAIN_FIELDS
     from merflow.training import models
-    from merflow.training.encoders import ENCODERS
-    from merflow.training.model import INPUT_LAYOUTS
-    from merflow.training.models.nearest_centroid import FEATURES, CentroidConfig
-    from merflow.training.models.survey_cnn import GREY_CHANNELS, UNANNOTATED_APEX, SurveyConfig
-
-    def train(name: str):
-        return default(TrainConfig, name)
+    from merflow.training.models.nearest_centroid import CentroidConfig
+    from merflow.training.models.survey_cnn import SurveyConfig
 
     def recipes(name: str) -> str:
-        return ", ".join(f"{recipe} {settings.get(name, train(name))}" for recipe, settings in RECIPES.items())
+        """The default of an option left to the --recipe: its value, or each recipe's where they differ."""
+        values = {recipe: settings.get(name, default(TrainConfig, name)) for recipe, settings in RECIPES.items()}
+        if len({default_text(v) for v in values.values()}) == 1:
+            return f"default {default_text(next(iter(values.values())))}"
+        return "default: the recipe's (" + ", ".join(f"{r} {default_text(v)}" for r, v in values.items()) + ")"
 
     parser.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
                         help="meta-mmfnet (default), or survey-cnn: the survey baseline's CNN on the 28x28 apex "
                              "frame with its MATLAB schedule, or nearest-centroid: the floor every run records, "
                              "class means of the training samples (training/models/)")
-    parser.add_argument("--centroid-features", choices=FEATURES, default=default(CentroidConfig, "features"),
-                        help="nearest-centroid: flow u, v (default, as the floor), the apex - onset difference, or both")
+    add_config_options(parser, CentroidConfig, ["features"], rename={"features": "centroid_features"})
     parser.add_argument("--balance", choices=models.BALANCES,
                         help="subsample every class to the smallest before the split, seeded (default: "
                              + ", ".join(f"{info.name} {info.default_balance}" for info in models.MODELS.values())
                              + ")")
-    parser.add_argument("--unannotated-apex", choices=UNANNOTATED_APEX, default=default(SurveyConfig, "unannotated_apex"),
-                        help="survey-cnn, datasets without an apex (SMIC): the clip's middle frame as the survey "
-                             "(default), or merflow's spotted apex")
-    parser.add_argument("--grey-channels", choices=GREY_CHANNELS, default=default(SurveyConfig, "grey_channels"),
-                        help="survey-cnn, grey datasets (SAMM, CASME): three equal channels (default), or the "
-                             "grey image in channel 1 and zeros, as the survey's apex4.m filled them")
-    parser.add_argument("--epochs", type=int,
-                        help=f"survey-cnn training epochs (default {default(SurveyConfig, 'epochs')}, main4.m's)")
-    parser.add_argument("--recipe", choices=list(RECIPES), default=train("recipe"),
-                        help="merflow: leakage-free defaults, each stage's last epoch and α chosen on validation (default); published: "
-                             "Meta-MMFNet's code exactly (ResNet-18, batch 128, no weight decay, StepLR pretraining, "
-                             "fixed schedule, no inner validation); differences in docs/recipes.md")
-    parser.add_argument("--encoder", choices=list(ENCODERS), help=f"default: the recipe's ({recipes('encoder')})")
-    parser.add_argument("--layout", choices=INPUT_LAYOUTS,
-                        help="difference above flow in one 3x2HxW image (published, the default), or 6 channels")
-    parser.add_argument("--macro-epochs", type=int, help=f"CK+ pretraining epochs (default {train('macro_epochs')})")
-    parser.add_argument("--pretrain-epochs", type=int,
-                        help=f"micro pretraining epochs per fold (default {train('pretrain_epochs')})")
-    parser.add_argument("--meta-epochs", type=int, help=f"meta-training epochs (default {train('meta_epochs')})")
-    parser.add_argument("--batches-per-epoch", type=int,
-                        help=f"episode batches per meta epoch (default {train('batches_per_epoch')})")
-    parser.add_argument("--batch-size", type=int,
-                        help=f"classifier pretraining mini-batch (default: the recipe's ({recipes('batch_size')})); "
-                             "a small set trains few steps an epoch: see benchmarks/README.md, model selection")
-    parser.add_argument("--epoch-choice", choices=EPOCH_CHOICES,
-                        help="each stage keeps its last epoch (default: the recipe's, "
-                             f"{recipes('epoch_choice')}), its best validation accuracy, or its lowest validation loss")
-    parser.add_argument("--seed", type=int, default=train("seed"))
-    parser.add_argument("--device", choices=DEVICES, default=train("device"),
-                        help="auto: a GPU where the trial has one (default)")
+    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "epochs"],
+                       unset={"epochs": f"default {default(SurveyConfig, 'epochs')}, main4.m's MaxEpochs"})
+    add_config_options(parser, TrainConfig, ["recipe", *TRAIN_FIELDS, "seed", "device"],
+                       unset={name: recipes(name) for name in TRAIN_FIELDS}, overrides={"device": {"choices": DEVICES}})
     # Locations are strings: Path("s3://b/r") would be a local folder "s3:" (storage/locations.py).
     parser.add_argument("--out", default=parameter(flow, "out"), metavar="RESULTS",
                         help="results folder or fsspec URL, e.g. s3://bucket/results (default ./%(default)s)")
@@ -240,43 +179,29 @@ def train_options(train: argparse.ArgumentParser) -> None:
     add_training_options(train, train_flow)
     train.add_argument("--shots", type=int, default=default(TrainConfig, "shots"),
                        help="support shots per class (default %(default)s)")
+    train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
+                                                           "report (the runs row records it)")
     train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
     train.set_defaults(handler=commands.cmd_train)
 
 
 def tune_options(tune: argparse.ArgumentParser) -> None:
     """`merflow tune`'s options: the tune flow's parameters (SearchConfig's, SearchSpace's) and TrainConfig's."""
+    from merflow.configs.search import SearchConfig, SearchSpace
     from merflow.configs.train import TrainConfig
     from merflow.flows.tune import tune_flow
-    from merflow.training.selection import SELECTION_METRICS
 
-    def flow_default(name: str):
-        return parameter(tune_flow, name)
-
-    alphas = flow_default("alphas")
+    alphas = parameter(tune_flow, "alphas")
     add_protocol_options(tune, tune_flow)
-    tune.add_argument("--shots", help="support shots per class to search: a list or start:stop:step "
-                                      f"(default {_grid_text(flow_default('shots'))})")
-    tune.add_argument("--alpha", help="fusion weights α scored in every trial, d = d_micro + α·d_macro (default "
-                                      f"{min(alphas)} to {max(alphas)}, {len(alphas)} values)")
-    tune.add_argument("--meta-lr", help="meta-training learning rates to search, e.g. 0.05,0.01 "
-                                        f"(default: {default(TrainConfig, 'meta_lr')} only)")
-    tune.add_argument("--pretrain-lr", help="pretraining learning rates to search "
-                                            f"(default: {default(TrainConfig, 'pretrain_lr')} only)")
+    # The grids, one text each (training/search/space.py parse_grid); unset: the tune flow's grids.
+    add_config_options(tune, SearchSpace, ["shots", "alphas", "meta_lr", "pretrain_lr"], rename={"alphas": "alpha"},
+                       unset={"shots": f"default {default_text(parameter(tune_flow, 'shots'))}",
+                              "alphas": f"default {min(alphas)} to {max(alphas)}, {len(alphas)} values",
+                              "meta_lr": f"default: {default(TrainConfig, 'meta_lr')} only",
+                              "pretrain_lr": f"default: {default(TrainConfig, 'pretrain_lr')} only"})
     add_training_options(tune, tune_flow)
-    tune.add_argument("--scheduler", choices=SCHEDULERS, default=flow_default("scheduler"),
-                      help="asha: stop weak configurations early, per fold, on validation; fifo: run all "
-                           "(default %(default)s)")
-    tune.add_argument("--select-by", choices=SELECTION_METRICS, default=flow_default("select_by"),
-                      help="validation metric that picks each fold's configuration and α (default %(default)s)")
-    tune.add_argument("--ray-address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local Ray)")
-    tune.add_argument("--cpus-per-trial", type=float, default=flow_default("cpus_per_trial"),
-                      help="CPUs per trial (default %(default)g)")
-    tune.add_argument("--gpus-per-trial", type=float, default=flow_default("gpus_per_trial"),
-                      help="GPUs per trial, a fraction shares one GPU, e.g. 0.25 (default %(default)g)")
-    tune.add_argument("--max-failures", type=int, default=flow_default("max_failures"),
-                      help="retries of a failed trial (default %(default)s)")
-    tune.add_argument("--max-folds", type=int, help="only the first N folds: a quick look, not a result to report")
+    add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
+                                            "gpus_per_trial", "max_failures", "max_folds"])
     tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
     tune.set_defaults(handler=commands.cmd_tune)
 
@@ -308,7 +233,7 @@ def results_options(group: argparse.ArgumentParser) -> None:
         description="Run one read-only SQL statement (SELECT, or EXPLAIN of a SELECT) with DuckDB over the views "
                     "runs, trials, metrics and predictions (and the floor's floor_metrics, floor_predictions); run "
                     "and protocol are columns. Writes, settings and "
-                    "several statements are refused; files outside RESULTS cannot be read.",
+                    "several statements are refused; no file can be read directly. A plain run's trial is NULL.",
         epilog="Example: merflow results query \"SELECT trial, model, alpha, uf1 FROM metrics WHERE scope = 'pooled' "
                "AND split = 'test' ORDER BY uf1 DESC\"")
     query.add_argument("sql", metavar="SQL", help="one SELECT statement (quote it for the shell)")

@@ -88,6 +88,10 @@ def note_lines(notes: dict) -> list[str]:
               for fold, short in notes.get("fold_shortfalls", {}).items()]
     if notes.get("feature_mismatch"):
         lines.append("features differ from the published code's: " + "; ".join(notes["feature_mismatch"]))
+    if notes.get("max_folds"):
+        cut = notes["max_folds"]
+        lines.append(f"only the first {cut['first']} of {cut['of']} folds ran (--max-folds): a quick look, "
+                     "not a result to report")
     return lines
 
 

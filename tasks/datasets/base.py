@@ -19,12 +19,14 @@ import cv2
 import pandas as pd
 
 from merflow.configs.catalog import APEX_OUTSIDE_CLIP
-from merflow.tasks.archives import JUNK_NAMES
 from merflow.tasks.labels import normalise_emotion, protocol_labels
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 SHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls"})
 MAX_SEARCH_DEPTH = 6
+# Files that archivers and desktops add next to the real content; folder walks and
+# tasks/ingest.py's content_root pass over them.
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
 
 _MISSING_MARKS = {"", "/", "\\", "-", "nan", "none", "-1"}
 

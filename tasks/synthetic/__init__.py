@@ -12,60 +12,19 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from merflow.configs.synth import SYNTH_DATASETS, SYNTH_EMOTIONS, SynthConfig
 from merflow.tasks.synthetic.layouts import SPECS, WRITERS, plan_samples
 
 DATASETS = tuple(WRITERS)
-ARCHIVE_FORMATS = ("zip", "tar.gz", "none")
-# What users type -> the writer's name.
-_ALIASES = {"casme2sq": "casme_sq", "ck+": "ckplus", "smic_hs": "smic"}
 MANIFEST = "merflow-synthetic.json"
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Everything that decides a synthetic dataset; written into it as merflow-synthetic.json."""
-
-    dataset: str
-    subjects: int = 4
-    samples_per_subject: int = 3
-    samples: int | None = None      # total; overrides samples_per_subject (e.g. 255 over 26 subjects)
-    archive: str = "zip"
-    seed: int = 0
-    scale: float = 0.5              # frame size relative to the real dataset's
-    quirks: bool = True
-    # A photo of one frontal face that every subject is made from (each with its own pose, warp and
-    # tone, faces.subject_identity), read at run time: the path is recorded, the image never copied.
-    face_image: str | None = None
-    # Only these emotions (the dataset's own names), in equal numbers; empty: the real proportions.
-    emotions: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        name = _ALIASES.get(self.dataset.lower(), self.dataset.lower())
-        if name not in WRITERS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)} (or casme2sq)")
-        object.__setattr__(self, "dataset", name)
-        if self.archive not in ARCHIVE_FORMATS:
-            raise ValueError(f"archive must be one of {ARCHIVE_FORMATS}, not {self.archive!r}")
-        if self.subjects < 1 or self.total < 1:
-            raise ValueError("need at least one subject and one sample")
-        if not 0.05 <= self.scale <= 1.0:
-            raise ValueError(f"scale must be within 0.05..1, not {self.scale}")
-        object.__setattr__(self, "emotions", tuple(self.emotions))
-        unknown = sorted(set(self.emotions) - set(SPECS[name].emotions))
-        if unknown:
-            raise ValueError(f"unknown {name} emotions {unknown}; choose from {', '.join(SPECS[name].emotions)}")
-        if self.face_image is not None and not Path(self.face_image).is_file():
-            raise ValueError(f"face image {self.face_image!r} is not a file")
-
-    @property
-    def total(self) -> int:
-        """How many samples are written: ``samples`` if given, else subjects x samples_per_subject."""
-        return self.samples if self.samples is not None else self.subjects * self.samples_per_subject
+# SynthConfig (configs/synth.py, a leaf) names the datasets and their emotions; the writers must be those.
+if DATASETS != SYNTH_DATASETS or any(tuple(SPECS[n].emotions) != SYNTH_EMOTIONS[n] for n in DATASETS):
+    raise ImportError("configs/synth.py SYNTH_EMOTIONS does not match tasks/synthetic/layouts.py WRITERS and SPECS")
+__all__ = ["DATASETS", "MANIFEST", "output_path", "pack", "synthesize"]
 
 
 def output_path(config: SynthConfig, out: Path) -> Path:
@@ -98,7 +57,7 @@ def synthesize(config: SynthConfig, out: Path, progress=None) -> Path:
         root.mkdir()
         WRITERS[config.dataset](root, plans, config.scale, config.seed, rng, config.quirks, progress)
         # The options a set was made without are left out: older manifests read the same.
-        manifest = {k: v for k, v in dataclasses.asdict(config).items() if v or k not in ("face_image", "emotions")}
+        manifest = {k: v for k, v in config.to_dict().items() if v or k not in ("face_image", "emotions")}
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if config.archive == "none":
             shutil.move(str(root), target)

@@ -10,19 +10,19 @@ default; ``ModelInfo.load()`` imports its module, which defines:
   ``validation_fraction`` (the share of training subjects kept to choose on; 0.0 where nothing is chosen);
 - ``default_config(**overrides) -> Config``;
 - ``plan(data, config, protocol, dataset, class_set) -> RunPlan``: what the model makes of a protocol
-  loaded by ``training.run.load_protocol`` (``data``): the folds it trains, the notes of the run's row,
+  loaded by flows/protocol.py ``load_protocol`` (``data``: a training.run.ProtocolData): the folds it trains, the notes of the run's row,
   the run's identity, the lines to tell before training, the runs row's configuration;
-- ``prepare(data, config, checkpoints)``: the run-wide work before any fold (Meta-MMFNet: the CK+ macro
+- ``prepare(data, config, checkpoints)`` (``checkpoints``: a ``CheckpointCache``): the run-wide work before any fold (Meta-MMFNet: the CK+ macro
   pretraining, checkpointed), passed to ``run_folds`` as ``prepared``; None where there is none;
 - ``run_folds(data, folds, config, checkpoints, *, prepared=None, on_fold=None) -> list[FoldResult]``:
-  train and evaluate ``folds`` (training.folds.Fold), checkpointing under ``checkpoints``, in their
+  train and evaluate ``folds`` (training.folds.Fold), checkpointing in ``checkpoints``, in their
   order; ``on_fold(done, len(folds), fold)`` hears each finished fold. A fold nothing can be trained on
   comes back with ``skipped`` (its reason) and no predictions; the run goes on without it;
 - ``smoke_step(seed=0) -> dict``: a forward pass and one optimisation step on a tiny random batch, for
   the registry's test (tests/test_models.py): ``{"loss": float, "change": float, "logits": (n, classes)}``
   (a model with no optimisation step reports its one update instead: nearest-centroid, the class means moving).
 
-What a whole run does around them is the same for every model (training/run.py ``train_protocol`` without
+What a whole run does around them is the same for every model (flows/protocol.py ``train_protocol`` without
 Prefect, flows/train.py with a task per unit): load the protocol, plan, prepare, train the folds
 (``ModelInfo.folds_per_task`` at a time), the floor (``nearest_centroid.floor``) on the folds that trained,
 the metrics, and the tables written through storage/results.py ``write_run``.
@@ -31,9 +31,10 @@ the metrics, and the tables written through storage/results.py ``write_run``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the registry itself imports nothing heavy (the CLI's parser reads it)
     import pandas as pd
@@ -41,6 +42,17 @@ if TYPE_CHECKING:  # the registry itself imports nothing heavy (the CLI's parser
     from merflow.training.folds import Fold
 
 BALANCES = ("none", "undersample")
+
+
+class CheckpointCache(Protocol):
+    """Where a model's stages keep what they made (``checkpoints`` below): storage/checkpoints.py
+    ``Checkpoints``, which the flows hand in (training/ opens no location itself)."""
+
+    def folder(self, *parts: str) -> CheckpointCache:
+        """The checkpoints of a sub-folder (a fold's)."""
+
+    def load_or_make(self, stage: str, key: str, make: Callable[[], Any], codec: str = "torch") -> Any:
+        """The payload saved for ``stage`` and ``key``, or ``make()``'s, saved first."""
 
 
 @dataclass
@@ -59,7 +71,7 @@ class RunPlan:
 
     folds: list[Fold]                  # the folds it trains (survey-cnn: rebuilt on the balanced samples)
     notes: dict                        # what the runs row records besides the configuration (its "data")
-    identity: dict                     # what the run's weights are made from (training.run.check_run_identity)
+    identity: dict                     # what the run's weights are made from (storage.checkpoints.check_run_identity)
     messages: list[str]                # lines to tell before training
     settings: dict                     # the runs row's configuration (the notes are added as "data")
     leaky: bool = False                # a held-out sample's person has other clips in training (LOVO)

@@ -21,13 +21,14 @@ are the totals minus its non-training rows, so LOVO's hundreds of folds take sec
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from merflow.configs.base import Config as ConfigBase
+from merflow.configs.base import choice
 from merflow.training.data import FlowScale
 from merflow.training.folds import Fold
 from merflow.training.metrics import summarise
@@ -38,25 +39,16 @@ FLOOR = "floor"                 # the model column of the floor's rows
 FLOOR_FEATURES = "flow"         # the floor: flow u, v
 FEATURES = ("flow", "difference", "both")
 FLOW_CHANNELS = 2               # u, v of the stored flow (u, v, magnitude, strain: storage/features.py)
+CentroidFeatures = choice(FEATURES)
 
 
-@dataclass(frozen=True)
-class CentroidConfig:
+class CentroidConfig(ConfigBase):
     """Everything that decides a nearest-centroid run's numbers (it has no recipe and draws nothing at random)."""
 
-    features: str = "flow"      # flow (u, v), difference (apex - onset), or both
+    features: CentroidFeatures = Field(
+        "flow", description="nearest-centroid: flow u, v (as the floor), the apex - onset difference, or both")
     seed: int = 0               # the folds' seed (training.folds); the classifier itself draws nothing
-    recipe: str | None = None   # none: there is no published recipe to follow
-
-    def __post_init__(self):
-        if self.features not in FEATURES:
-            raise ValueError(f"nearest-centroid features must be one of {', '.join(FEATURES)}, not {self.features!r}")
-        if self.recipe is not None:
-            raise ValueError(f"nearest-centroid has no recipe, not {self.recipe!r}")
-
-    def to_dict(self) -> dict:
-        """The settings as a plain dict (the runs table's config)."""
-        return dataclasses.asdict(self)
+    recipe: None = None         # none: there is no published recipe to follow
 
     @property
     def validation_fraction(self) -> float:
@@ -220,7 +212,7 @@ def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataF
 # ------------------------------------------------------------------------------------------ the floor
 def floor_rows(data, folds: list[Fold]) -> pd.DataFrame:
     """The floor's predictions on exactly ``folds`` (the folds a model trained, skipped ones left out) of a
-    protocol loaded by training.run.load_protocol (``data``): nearest centroid on flow u, v, model 'floor'."""
+    protocol loaded by flows/protocol.py load_protocol (``data``): nearest centroid on flow u, v, model 'floor'."""
     frames = predictions(list(folds), data.source, data.samples, FLOOR_FEATURES, model=FLOOR)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -45,22 +45,22 @@ that stacked training equals training the folds one by one).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from merflow.configs import config_hash
-from merflow.storage import locations
-from merflow.storage.features import FeatureReader, FeatureStore, group_name
+from merflow.configs.base import Config as ConfigBase
+from merflow.configs.base import choice
 from merflow.training.folds import Fold, folds, undersample
 from merflow.training.loops import pick_device  # the one device rule (auto: CUDA where there is one)
 from merflow.training.models import FoldResult, RunPlan
@@ -87,44 +87,41 @@ def _pooled_size(size: int) -> int:
 FEATURES_PER_FILTER = _pooled_size(INPUT_SIZE) ** 2   # 25: fc_2 sees 5 x 5 x 5 = 125 values
 
 
-@dataclass(frozen=True)
-class SurveyConfig:
+Shuffle = choice(SHUFFLES)
+Balance = choice(BALANCES)
+UnannotatedApex = choice(UNANNOTATED_APEX)
+GreyChannels = choice(GREY_CHANNELS)
+DType = choice(("float32", "float64"))
+AtLeastOne = Annotated[int, Field(ge=1)]
+
+
+class SurveyConfig(ConfigBase):
     """Everything that decides a survey-cnn run's numbers; recorded with every result row."""
 
-    epochs: int = 150                 # main4.m MaxEpochs
-    batch_size: int = 256             # main4.m MiniBatchSize
+    epochs: AtLeastOne = Field(150, description="survey-cnn training epochs")  # main4.m MaxEpochs
+    batch_size: AtLeastOne = 256      # main4.m MiniBatchSize
     learning_rate: float = 5e-5       # main4.m InitialLearnRate
     l2: float = 1e-4                  # trainingOptions' default L2Regularization
     beta1: float = 0.9                # default GradientDecayFactor
     beta2: float = 0.999              # default SquaredGradientDecayFactor
     adam_epsilon: float = 1e-8        # default Epsilon
-    shuffle: str = "once"             # default Shuffle
-    dropout: float = 0.5              # net4.mat dropout_2_1 Probability
-    balance: str = "undersample"      # the survey: every class subsampled to the smallest (4 x 112, 9 x 16)
-    unannotated_apex: str = "middle"  # SMIC (no apex): apex4.m takes frame floor((N+1)/2) of the clip
-    grey_channels: str = "replicate"  # grey datasets as 3 equal channels; "first": apex4.m's channel 1 only
+    shuffle: Shuffle = "once"         # default Shuffle
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5  # net4.mat dropout_2_1 Probability
+    balance: Balance = "undersample"  # the survey: every class subsampled to the smallest (4 x 112, 9 x 16)
+    # SMIC (no apex): apex4.m takes frame floor((N+1)/2) of the clip
+    unannotated_apex: UnannotatedApex = Field(
+        "middle", description="survey-cnn, datasets without an apex (SMIC): the clip's middle frame as the survey, "
+                              "or merflow's spotted apex")
+    grey_channels: GreyChannels = Field(
+        "replicate", description="survey-cnn, grey datasets (SAMM, CASME): three equal channels, or the "
+                                 "grey image in channel 1 and zeros, as the survey's apex4.m filled them (first)")
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: DType = "float32"
     # Folds trained together (results do not depend on it). None: 4 on a CPU, where small stacks stay in
     # cache (benchmarks/README.md: 13.5 ms a fold-iteration at 4, 23 ms at 1, 27 ms at 128 on 2 cores),
     # 128 on a GPU, where a big stack fills the device (~3 GB).
-    folds_per_batch: int | None = None
-
-    def __post_init__(self):
-        for name, allowed in (("balance", BALANCES), ("unannotated_apex", UNANNOTATED_APEX),
-                              ("grey_channels", GREY_CHANNELS), ("shuffle", SHUFFLES),
-                              ("dtype", ("float32", "float64"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"survey-cnn {name} must be one of {allowed}, not {getattr(self, name)!r}")
-        if self.epochs < 1 or self.batch_size < 1 or (self.folds_per_batch is not None and self.folds_per_batch < 1):
-            raise ValueError("survey-cnn epochs, batch size and folds per batch must be at least 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        """The settings as a plain dict (the runs table's config)."""
-        return dataclasses.asdict(self)
+    folds_per_batch: AtLeastOne | None = None
 
     @property
     def validation_fraction(self) -> float:
@@ -451,37 +448,29 @@ def prepare(data, config: SurveyConfig, checkpoints) -> None:
     return None
 
 
-def load_images(store: str, feature_config, samples: pd.DataFrame, config: SurveyConfig
-                ) -> tuple[np.ndarray, list[str]]:
+def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np.ndarray, list[str]]:
     """(N, 3, 28, 28) float32 images in 0..255 for ``samples`` (in their order), and which frame each is:
     the annotated apex; where the dataset has none (SMIC), the clip's middle frame or the spotted apex
-    (``config.unannotated_apex``)."""
-    feature_store = FeatureStore(store)
+    (``config.unannotated_apex``). ``source``: a training.data.FeatureSource holding the ``apex`` and
+    ``middle`` crops (``ModelInfo.inputs``)."""
+    absent = [name for name in ("apex", "middle") if name not in source.arrays]
+    if absent:
+        raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops, which the loaded features lack: "
+                          "load the protocol with the model's inputs (training.models.MODELS['survey-cnn'].inputs)")
     images = np.zeros((len(samples), INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), np.float32)
     frames = [""] * len(samples)
-    position = {key: i for i, key in enumerate(samples["sample_key"])}
-    for dataset, rows in samples.groupby("dataset", sort=True):
-        reader = FeatureReader(feature_store, group_name(dataset, feature_config))
-        if "middle" not in reader.group:
-            raise LookupError(f"the feature group {reader.name} in {feature_store.url} has no 'middle' crops (it was "
-                              "written before feature schema 2): survey-cnn needs them; recompute the features with "
-                              f"`merflow features --catalog CATALOG --store {store} --size {feature_config.size}`")
-        keys = rows["sample_key"].tolist()
-        arrays = reader.load(keys, ("apex", "middle"))
-        source = reader.table().set_index("sample_key")["apex_source"]
-        for i, key in enumerate(keys):
-            annotated = source.get(key) == "annotated"
-            name = "apex" if annotated or config.unannotated_apex == "spotted" else "middle"
-            image = arrays[name][i]
-            if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
-                image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
-                                   interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-            image = image.astype(np.float32)
-            if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
-                image[1:] = 0.0
-            images[position[key]] = image
-            frames[position[key]] = ("annotated apex" if annotated
-                                     else "middle frame" if name == "middle" else "spotted apex")
+    for i, (key, dataset) in enumerate(zip(samples["sample_key"], samples["dataset"])):
+        annotated = source.apex_source.get(key) == "annotated"
+        name = "apex" if annotated or config.unannotated_apex == "spotted" else "middle"
+        image = source.arrays[name][key]
+        if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
+            image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
+                               interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+        image = image.astype(np.float32)
+        if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
+            image[1:] = 0.0
+        images[i] = image
+        frames[i] = "annotated apex" if annotated else "middle frame" if name == "middle" else "spotted apex"
     return images, frames
 
 
@@ -505,12 +494,12 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     column = fold_list[0].label_column
     keys = sorted({k for fold in fold_list for k in fold.fit_keys + fold.validation_keys + fold.test_keys})
     rows = data.samples.loc[keys]
-    images, frame_names = load_images(data.store, data.feature_config, rows.reset_index(drop=True), config)
+    images, frame_names = load_images(data.source, rows.reset_index(drop=True), config)
     index = {k: i for i, k in enumerate(keys)}
     labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
     label_of, frame_of = dict(zip(keys, rows[column])), dict(zip(keys, frame_names))
     fingerprints = data.source.fingerprints
-    folder = locations.join(checkpoints, NAME)
+    folder = checkpoints.folder(NAME)
     by_plan: dict[tuple[int, int], list[Fold]] = {}
     for fold in fold_list:
         by_plan.setdefault(batch_plan(len(fold.fit_keys), config), []).append(fold)
@@ -522,16 +511,17 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     for group in by_plan.values():
         for start in range(0, len(group), per_checkpoint):
             chunk = group[start:start + per_checkpoint]
-            path = locations.join(folder, f"folds-{_chunk_key(config, chunk, label_of, frame_of, fingerprints, data.feature_config.hash)}.json")
-            if locations.exists(path):
-                saved = json.loads(locations.read_text(path))
-                chunk_scores = {name: np.asarray(v, dtype=np.float64) for name, v in saved["scores"].items()}
-            else:
+            key = _chunk_key(config, chunk, label_of, frame_of, fingerprints, data.feature_config.hash)
+
+            def train_chunk(chunk=chunk):
                 tasks = [FoldTask(f.name, np.array([index[k] for k in f.fit_keys], dtype=np.int64),
                                   np.array([index[k] for k in f.test_keys], dtype=np.int64)) for f in chunk]
-                chunk_scores = train_folds(images, labels, tasks, len(classes), config)
-                locations.write_text(path, json.dumps({"model": NAME, "folds": [f.name for f in chunk],
-                                                       "scores": {k: v.tolist() for k, v in chunk_scores.items()}}))
+                trained = train_folds(images, labels, tasks, len(classes), config)
+                return {"model": NAME, "folds": [f.name for f in chunk],
+                        "scores": {k: v.tolist() for k, v in trained.items()}}
+
+            saved = folder.load_or_make("folds", key, train_chunk, codec="json")  # folds-<key>.json
+            chunk_scores = {name: np.asarray(v, dtype=np.float64) for name, v in saved["scores"].items()}
             scores.update(chunk_scores)
             for fold in chunk:
                 done += 1

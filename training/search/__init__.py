@@ -7,9 +7,10 @@ and comparing those would let a test subject choose its own settings. One (confi
 per trial also gives the cluster many small independent units to spread over CPUs and fractions
 of GPUs, and a failed trial costs one fold, not a whole protocol.
 
-- ``space``: the grid (``SearchSpace`` in configs/search.py), ``SearchConfig``, configuration ids, each
-  trial's TrainConfig; no Ray.
-- ``trainable``: the (configuration, fold) trainable ``fold_trial`` and what it reports.
+- ``space``: grids read from text, configuration ids, each trial's TrainConfig (the grid, ``SearchSpace``,
+  and the whole search, ``SearchConfig``, are configs/search.py's); no Ray.
+- ``reports``: what a trial reports to Tune (its metric, its time attribute, completion, a data error);
+  the trainable itself (``fold_trial``) is flows/trial.py's: it reads, trains and writes.
 - ``scheduler``: ASHA with one set of rungs per fold (``foldwise_asha``).
 - ``tables``: the search's result rows (trials, metrics, the per-fold selection, the runs row) as
   DataFrames, computed from what the trials returned and wrote; storage/results.py writes them.

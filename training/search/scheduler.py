@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from merflow.training.search.trainable import METRIC, TIME_ATTR
+from merflow.training.search.reports import METRIC, TIME_ATTR
 
 
 def foldwise_asha(max_t: int, grace_period: int = 1, reduction_factor: float = 2):

@@ -2,7 +2,8 @@
 
 ``trial_rows``: one row per trial from what Tune returned; ``skipped_trial_rows``: rows for folds left out
 before the search; ``search_tables``: every configuration's metrics, the per-fold ``selected`` result and
-the runs row, from the predictions the trials wrote; ``search_summary``: what the flow and the CLI report.
+the runs row, from the predictions the trials wrote; ``search_summary``: what the flow and the CLI report
+(its counts, ``trial_counts``, also from a stored trials table: ``merflow tune`` after failed trials).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from merflow.configs.results import SELECTED
-from merflow.storage.results import TRIALS_SCHEMA
+from merflow.configs.results import SELECTED, TRIAL_COLUMNS
+from merflow.configs.search import SearchConfig
 from merflow.training.run import metric_rows, run_row
-from merflow.training.search.space import SearchConfig, trial_train_config
-from merflow.training.search.trainable import COMPLETED, DATA_ERROR, METRIC
+from merflow.training.search.reports import COMPLETED, DATA_ERROR, METRIC
+from merflow.training.search.space import trial_train_config
 from merflow.training.selection import select_per_fold
 from merflow.training.stages import FoldSkipped
 
@@ -45,7 +46,7 @@ def trial_rows(outcomes: list[dict], search: SearchConfig, run: str, failures: d
             "alpha": metrics.get("alpha") if status == "completed" else None,
             "epochs": metrics.get("epochs") if status == "completed" else None,
             "seconds": metrics.get("seconds")})
-    return pd.DataFrame(rows, columns=TRIALS_SCHEMA.names)
+    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
 
 
 def skipped_trial_rows(specs: list[dict], search: SearchConfig, run: str, skipped: dict[str, str]) -> pd.DataFrame:
@@ -59,7 +60,7 @@ def skipped_trial_rows(specs: list[dict], search: SearchConfig, run: str, skippe
                      "shots": config.shots, "searched": json.dumps(spec["searched"], sort_keys=True),
                      "config": json.dumps(config.to_dict(), sort_keys=True), "validation_accuracy": None,
                      "alpha": None, "epochs": None, "seconds": None})
-    return pd.DataFrame(rows, columns=TRIALS_SCHEMA.names)
+    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
 
 
 def search_tables(search: SearchConfig, run: str, data, trials: pd.DataFrame, predictions: pd.DataFrame,
@@ -108,10 +109,14 @@ def search_tables(search: SearchConfig, run: str, data, trials: pd.DataFrame, pr
 def search_summary(search: SearchConfig, run: str, data, trials: pd.DataFrame, selected: pd.DataFrame,
                    timings: dict, skipped: dict | None = None) -> dict:
     """What a search reports: trials by status, failed attempts, the errors' rows, folds selected, notes."""
-    counts = trials["status"].value_counts().to_dict()
     return {"run": run, "protocol": search.protocol, "dataset": search.dataset, "classes": data.classes,
-            "folds": trials["fold"].nunique(), "configurations": trials["trial"].nunique(), "trials": len(trials),
-            "status": counts, "failures": int(trials["failures"].sum()), "errors": trials[trials["status"] == "error"],
-            "selected_folds": int(selected["fold"].nunique()) if len(selected) else 0,
+            **trial_counts(trials), "selected_folds": int(selected["fold"].nunique()) if len(selected) else 0,
             "timings": timings, "results": str(search.out),
             "notes": {"excluded_samples": dict(sorted(data.excluded.items())), "skipped_folds": skipped or {}}}
+
+
+def trial_counts(trials: pd.DataFrame) -> dict:
+    """A search's trials counted: folds, configurations, trials, each status, failed attempts, the error rows."""
+    return {"folds": trials["fold"].nunique(), "configurations": trials["trial"].nunique(), "trials": len(trials),
+            "status": trials["status"].value_counts().to_dict(), "failures": int(trials["failures"].sum()),
+            "errors": trials[trials["status"] == "error"]}

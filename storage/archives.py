@@ -1,15 +1,20 @@
-"""Turn raw dataset archives into plain directories without trusting anything inside them.
+"""Archive formats (zip, tar and its compressions, 7z; RAR recognised and refused): telling them
+apart by content, and unpacking one safely into a folder that must not exist yet.
 
-Dataset archives come from many hands (zip, tar, 7z; sometimes RAR), so every archive is treated as
-hostile: its whole listing is validated before a single byte is written, the bytes actually written
-are counted against the declared sizes, and extraction lands in a temporary sibling directory that
-is renamed into place only once everything succeeded.
+Dataset archives come from many hands, so every archive is treated as hostile: its whole listing is
+validated before a single byte is written, the bytes actually written are counted against the
+declared sizes, and extraction lands in a temporary sibling directory that is renamed into place
+only once everything succeeded (whole or absent).
+
+All of it is storage's, the read-only parts too: the listing checks and the writes are one pass (the
+validated entries are what gets written; py7zr's writers refuse any name the listing did not
+validate), and ``archive_kind`` is what picks the reader. storage/sources.py calls ``safe_extract``
+to unpack a source into its ``raw/<sha>/``; nothing in tasks/ opens an archive.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import lzma
 import os
@@ -39,8 +44,6 @@ _SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 _RAR_MAGIC = b"Rar!\x1a\x07"
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _PATH_SEPARATORS = re.compile(r"[\\/]")
-# Files that archivers and desktops add next to the real content; they must not stop content_root.
-JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
 _COPY_CHUNK_BYTES = 1 << 20
 _PROGRESS_STEP_BYTES = 4 << 20
 # Only ever caught around reads from an archive, never around writes, so a full disk stays an OSError.
@@ -97,15 +100,6 @@ def archive_kind(path: str | os.PathLike[str]) -> ArchiveKind | None:
     return "tar" if is_tar else None
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so multi-GB archives need no memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def safe_extract(
     archive: str | os.PathLike[str],
     target_dir: str | os.PathLike[str],
@@ -153,16 +147,6 @@ def safe_extract(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return target_dir
-
-
-def content_root(directory: str | os.PathLike[str]) -> Path:
-    """Descend through folders that are the only thing in their parent, as archives often nest one."""
-    current = Path(directory)
-    while True:
-        children = [child for child in current.iterdir() if child.name not in JUNK_NAMES]
-        if len(children) != 1 or not children[0].is_dir():
-            return current
-        current = children[0]
 
 
 @dataclass(frozen=True)

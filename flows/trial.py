@@ -1,4 +1,8 @@
-"""The Tune trainable: one configuration on one fold (``fold_trial``), and what it reports to Tune.
+"""The Tune trainable: one configuration on one fold (``fold_trial``), the unit a search's engine runs.
+
+It lives in flows/ because it orchestrates: it reads the protocol through flows/protocol.py, trains with
+training/stages.py (pure computation, checkpointed in storage/checkpoints.py's ``Checkpoints``), writes its
+predictions part through storage/results.py and reports to Ray (what it reports: training/search/reports.py).
 
 A trial trains and evaluates the fold with ``training.stages.run_fold`` (every stage checkpointed under
 ``RESULTS/checkpoints/<run>/<fold>/``, stages named by the settings they depend on, so configurations
@@ -18,21 +22,20 @@ import time
 import torch
 from ray import tune
 
+from merflow.configs.search import SearchConfig
+from merflow.flows.protocol import load_protocol
 from merflow.storage import catalog as catalog_store
 from merflow.storage import locations, results
+from merflow.storage.checkpoints import run_checkpoints
 from merflow.training.errors import DataError
-from merflow.training.run import fold_predictions, load_protocol
-from merflow.training.search.space import SearchConfig, safe_name, trial_train_config
+from merflow.training.run import fold_predictions
+from merflow.training.search.reports import COMPLETED, DATA_ERROR, METRIC, TIME_ATTR
+from merflow.training.search.space import safe_name, trial_train_config
 from merflow.training.stages import run_fold
-
-METRIC = "validation_accuracy"
-TIME_ATTR = "meta_epoch"
-COMPLETED = "fold_evaluated"  # in the last report only (Tune's own "done" is set on stopped trials too)
-DATA_ERROR = "data_error"      # the last report of a trial ended by a DataError (not retried)
 
 
 def protocol_data(search: SearchConfig):
-    """The search's protocol data (``run.load_protocol``), read once per process for the same catalog."""
+    """The search's protocol data (flows/protocol.py ``load_protocol``), read once per process for the same catalog."""
     # Trials of one search in one worker process (actors are reused) read the features once; a catalog
     # written since (a re-ingest between two searches of one process) is read again.
     stamp = locations.stamp(locations.join(search.catalog_dir, catalog_store.SAMPLES_FILE))
@@ -54,7 +57,7 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
     spec = params["trial"]
     config = trial_train_config(search, spec["searched"])
     out = search.out
-    checkpoints = locations.join(out, "checkpoints", run)
+    checkpoints = run_checkpoints(out, run)
     started = time.perf_counter()
     data = protocol_data(search)
     fold = data.fold(spec["fold"])

@@ -1,0 +1,86 @@
+"""A protocol's data read through storage, and a whole training run without Prefect (for a notebook).
+
+``load_protocol`` is the one read of a run's inputs: the catalog (storage/catalog.py), a published sample
+list (tasks/sample_lists.py), the feature configuration and the arrays the model reads
+(storage/features.py), handed to training/run.py ``build_protocol``, which builds the folds and rows
+(pure). ``train_protocol`` runs the train flow's units (training/run.py) in a plain loop: no Prefect,
+Dask or Ray; the train flow (flows/train.py) runs the same units as Prefect tasks. Neither imports Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from merflow.storage import catalog as catalog_store
+from merflow.storage import features as feature_store
+from merflow.storage.checkpoints import check_run_identity, run_checkpoints
+from merflow.tasks import sample_lists as published_lists
+from merflow.training import models
+from merflow.training import run as units
+from merflow.training.data import FeatureSource
+from merflow.training.folds import macro_samples
+from merflow.training.models import nearest_centroid
+
+# Every run reads the difference and the flow (Meta-MMFNet's inputs, and the floor's flow u, v).
+ALWAYS_READ = ("diff", "flow")
+
+
+def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None,
+                  class_set: str | None = None, seed: int = 0, validation_fraction: float = 0.2,
+                  sample_list: str | None = None, sample_lists: str | None = None,
+                  feature_config: str | None = None, model: str = models.DEFAULT_MODEL) -> units.ProtocolData:
+    """The protocol's folds, rows and features, with the arrays ``model`` reads (``ModelInfo.inputs``).
+    ``sample_list`` ('survey'): only the samples of that published list (folder ``sample_lists``);
+    ``feature_config``: the hash (or its start) of the store's feature configuration, where it holds several."""
+    catalog = catalog_store.read_samples(catalog_dir)
+    catalog, selection = published_lists.apply(catalog, sample_list, sample_lists)
+    datasets = units.protocol_datasets(catalog, protocol, dataset, class_set)
+    config = feature_store.resolve_feature_config(store, datasets, feature_config)
+    arrays = tuple(dict.fromkeys(ALWAYS_READ + models.get(model).inputs))
+    read = datasets + (["ckplus"] if len(macro_samples(catalog)) else [])
+    source = FeatureSource(**feature_store.read_feature_arrays(store, read, config, arrays))
+    return units.build_protocol(catalog, source, protocol, dataset, class_set, seed, validation_fraction, selection,
+                                where={"catalog": str(catalog_dir), "store": str(store)})
+
+
+def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None, config,
+                   out: str | os.PathLike, run: str | None = None, class_set: str | None = None, on_fold=None,
+                   on_note=None, max_folds: int | None = None, sample_list: str | None = None,
+                   sample_lists: str | None = None, feature_config: str | None = None,
+                   model: str = models.DEFAULT_MODEL) -> units.TrainedRun:
+    """Train and evaluate every fold of a protocol with ``model`` and its ``config``, without Prefect (the
+    train flow runs the same units as tasks). Checkpoints go under ``out``/checkpoints/<run>; the result
+    tables are returned, not written: ``storage.results.write_run(out, **trained.tables())`` writes them.
+
+    A run id already used for other data (``check_run_identity``) is refused. ``on_note(message)``
+    hears the samples left out, a recipe's feature mismatch and each skipped fold (all recorded in the
+    run's row too); ``on_fold(done, total, fold)`` each finished fold. ``max_folds``: the first N folds
+    only, a quick look, not a result to report."""
+    started = time.perf_counter()
+    run = run or units.new_run_id()
+    info = models.get(model)
+    module = info.load()
+    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
+                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
+    plan = module.plan(data, config, protocol, dataset, class_set)
+    check_run_identity(out, run, plan.identity)
+    note = on_note or (lambda message: None)
+    for message in plan.messages:
+        note(message)
+    checkpoints = run_checkpoints(out, run)  # out: a local path or an fsspec URL
+    timings = {}
+    stage = time.perf_counter()
+    prepared = module.prepare(data, config, checkpoints)
+    if info.macro_pretraining:
+        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+    fold_list = units.first_folds(plan, max_folds)
+    outcomes = units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
+                                 timings=timings)
+    for index, outcome in enumerate(outcomes, start=1):
+        if outcome.skipped:
+            note(units.fold_message(index, len(outcomes), outcome))
+    trained = units.collect(plan, outcomes, run, protocol)
+    floor = nearest_centroid.floor(data, [o.fold for o in trained])
+    return units.finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
+                        timings=timings, started=started, prepared=prepared)
