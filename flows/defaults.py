@@ -28,3 +28,12 @@ def parameter(function, name: str) -> Any:
     if value is inspect.Parameter.empty:
         raise LookupError(f"{function.__name__}({name}) has no default")
     return value
+
+
+def description(config: type, name: str) -> str | None:
+    """The ``description`` of field ``name`` of the pydantic model ``config``: an option model that mirrors a
+    configuration's field (flows/parameters.py) shows the configuration's own text in Prefect's form."""
+    fields = config.model_fields
+    if name not in fields:
+        raise LookupError(f"{config.__name__} has no field {name!r}")
+    return fields[name].description

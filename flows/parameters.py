@@ -23,7 +23,8 @@ from merflow.configs.features import (
 )
 from merflow.configs.ingest import ExtractionLimits, IngestConfig
 from merflow.configs.search import SCHEDULERS, SELECTION_METRICS, SearchConfig, SearchSpace
-from merflow.flows.defaults import default
+from merflow.configs.train import TrainConfig
+from merflow.flows.defaults import default, description
 from merflow.training.folds import PROTOCOLS
 
 Protocol = Literal[PROTOCOLS]
@@ -37,10 +38,10 @@ Mode = Literal["tune", "train"]
 
 # Where the train and tune flows (and `merflow train/tune --out`, `merflow results --results`) put results.
 RESULTS = "results"
-# TrainConfig's α grid, 0.0..1.0 (configs/train.py), which the tune flow searches; spelt out so that this
-# module need not import torch (tests/test_deployments.py checks that they agree). SearchSpace's own
-# default (0.1..1.0, configs/search.py) applies only to a SearchSpace built without alphas.
-DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(0, 11)]
+# The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone;
+# configs/train.py), as `merflow tune` always searched. SearchSpace's own default (0.1..1.0,
+# configs/search.py) applies only to a SearchSpace built without alphas, never to the tune flow or the CLI.
+SEARCH_ALPHAS = default(TrainConfig, "alphas")
 
 
 class _Options(BaseModel):
@@ -61,13 +62,15 @@ class IngestOptions(_Options):
 class FeatureOptions(_Options):
     """The features stage (flows/features.py): faces, optical flow and the crop size; where it runs."""
 
-    flow_algorithm: FlowAlgorithm = default(MotionConfig, "algorithm")
-    size: int = Field(default(FeatureConfig, "size"), ge=8, description="crop side in pixels")
-    detector: Detector = default(FaceConfig, "detector")
-    no_face: NoFace = Field(default(FaceConfig, "no_face"), description="no face found: a flagged centre crop, or quarantine")
+    flow_algorithm: FlowAlgorithm = Field(default(MotionConfig, "algorithm"),
+                                          description=description(MotionConfig, "algorithm"))
+    size: int = Field(default(FeatureConfig, "size"), ge=8, description=description(FeatureConfig, "size"))
+    detector: Detector = Field(default(FaceConfig, "detector"), description=description(FaceConfig, "detector"))
+    no_face: NoFace = Field(default(FaceConfig, "no_face"), description=description(FaceConfig, "no_face"))
     shard_size: int = Field(default(FeatureConfig, "shard_size"), ge=1,
-                            description="samples per Zarr shard (one Dask task each)")
-    first_frame: FirstFrame = default(FeatureConfig, "first_frame")
+                            description=description(FeatureConfig, "shard_size"))
+    first_frame: FirstFrame = Field(default(FeatureConfig, "first_frame"),
+                                    description=description(FeatureConfig, "first_frame"))
     dask_address: str | None = Field(None, description="tcp://SCHEDULER:8786; None: a LocalCluster on the worker")
     n_workers: int | None = Field(None, ge=1, description="LocalCluster workers; None: one per core")
 
@@ -88,16 +91,22 @@ class SearchOptions(_Options):
     The grid's shots are SearchSpace's, the other defaults SearchConfig's (configs/search.py, which imports
     no torch or Ray), as the tune flow and the CLI read them."""
 
-    shots: list[int] = Field(list(default(SearchSpace, "shots")), min_length=1)
-    alphas: list[float] = Field(DEFAULT_ALPHAS, min_length=1)
-    meta_lr: list[float] = Field([], description="empty: the training settings' value only")
-    pretrain_lr: list[float] = Field([], description="empty: the training settings' value only")
-    scheduler: Scheduler = default(SearchConfig, "scheduler")
-    select_by: SelectBy = default(SearchConfig, "select_by")
-    cpus_per_trial: float = Field(default(SearchConfig, "cpus_per_trial"), gt=0)
-    gpus_per_trial: float = Field(default(SearchConfig, "gpus_per_trial"), ge=0)
-    max_failures: int = Field(default(SearchConfig, "max_failures"), ge=0, description="retries of a failed trial")
+    shots: list[int] = Field(list(default(SearchSpace, "shots")), min_length=1,
+                             description=description(SearchSpace, "shots"))
+    alphas: list[float] = Field(list(SEARCH_ALPHAS), min_length=1, description=description(SearchSpace, "alphas"))
+    meta_lr: list[float] = Field([], description=description(SearchSpace, "meta_lr") + "; empty: the training "
+                                 "settings' value only")
+    pretrain_lr: list[float] = Field([], description=description(SearchSpace, "pretrain_lr") + "; empty: the "
+                                     "training settings' value only")
+    scheduler: Scheduler = Field(default(SearchConfig, "scheduler"), description=description(SearchConfig, "scheduler"))
+    select_by: SelectBy = Field(default(SearchConfig, "select_by"), description=description(SearchConfig, "select_by"))
+    cpus_per_trial: float = Field(default(SearchConfig, "cpus_per_trial"), gt=0,
+                                  description=description(SearchConfig, "cpus_per_trial"))
+    gpus_per_trial: float = Field(default(SearchConfig, "gpus_per_trial"), ge=0,
+                                  description=description(SearchConfig, "gpus_per_trial"))
+    max_failures: int = Field(default(SearchConfig, "max_failures"), ge=0,
+                              description=description(SearchConfig, "max_failures"))
     max_folds: int | None = Field(default(SearchConfig, "max_folds"), ge=1,
-                                  description="the first N folds only: a quick look, not a result")
+                                  description=description(SearchConfig, "max_folds"))
     ray_address: str | None = Field(default(SearchConfig, "ray_address"),
-                                    description="auto or ray://HEAD:10001; None: a local Ray")
+                                    description=description(SearchConfig, "ray_address"))

@@ -21,16 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from merflow.configs.search import SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
-from merflow.flows.parameters import RESULTS, Evaluation, Protocol, Scheduler, SelectBy
+from merflow.flows.parameters import RESULTS, SEARCH_ALPHAS, Evaluation, Protocol, Scheduler, SelectBy
 from merflow.flows.search import run_search
 from merflow.storage import locations
 from merflow.training import report
 from merflow.training.report import floor_table
-
-# The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone), as
-# `merflow tune` always searched. SearchSpace's own default (0.1..1.0, configs/search.py) differs, and applies
-# only to a SearchSpace built without alphas (training code and its tests), never to this flow or the CLI.
-SEARCH_ALPHAS = default(TrainConfig, "alphas")
 
 
 class TrialsFailed(RuntimeError):

@@ -76,11 +76,12 @@ def test_the_search_options_defaults_are_the_search_configs():
     """flows/parameters.py spells out SearchConfig's, SearchSpace's and TrainConfig's defaults (no Ray import there)."""
     from merflow.configs.search import SearchConfig, SearchSpace
     from merflow.configs.train import TrainConfig
-    from merflow.flows.defaults import default
-    from merflow.flows.parameters import DEFAULT_ALPHAS, SearchOptions
+    from merflow.flows.defaults import default, parameter
+    from merflow.flows.parameters import SearchOptions
+    from merflow.flows.tune import tune_flow
 
-    assert tuple(DEFAULT_ALPHAS) == default(TrainConfig, "alphas")
     options = SearchOptions()
+    assert tuple(options.alphas) == tuple(parameter(tune_flow, "alphas"))  # the form's grid is the flow's
     assert tuple(options.shots) == default(SearchSpace, "shots") and tuple(options.alphas) == TrainConfig().alphas
     for name in ("scheduler", "select_by", "cpus_per_trial", "gpus_per_trial", "max_failures", "max_folds",
                  "ray_address"):

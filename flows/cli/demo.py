@@ -35,7 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from merflow.configs.train import TrainConfig
     from merflow.flows.features import features_flow
     from merflow.flows.ingest import ingest_flow
-    from merflow.flows.tune import SEARCH_ALPHAS
+    from merflow.flows.parameters import SEARCH_ALPHAS
     from merflow.storage import catalog
     from merflow.tasks.synthetic import output_path, synthesize
 
