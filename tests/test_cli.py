@@ -214,3 +214,14 @@ def test_train_max_folds_runs_the_first_folds_and_the_runs_row_says_so(training_
     assert predictions["trial"].isna().all()
     notes = json.loads(results.read_table(out, "runs", run="cut")["config"].iat[0])["data"]
     assert notes["max_folds"] == {"first": 2, "of": 26}
+
+
+def test_a_configuration_error_is_one_line_naming_the_setting_and_the_value(tmp_path, capsys):
+    from merflow.flows.cli import main
+
+    assert main(["synth", "--dataset", "casme2", "--out", str(tmp_path), "--samples", "0"]) == 2
+    line = capsys.readouterr().out.strip()
+    assert line == "error: invalid SynthConfig: samples: Input should be greater than or equal to 1 (got 0)"
+    assert not list(tmp_path.iterdir())  # nothing written
+    assert main(["synth", "--dataset", "casme2", "--out", str(tmp_path), "--scale", "3"]) == 2
+    assert capsys.readouterr().out.strip() == "error: invalid SynthConfig: scale: scale must be within 0.05..1, not 3.0"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,8 +33,24 @@ def is_user_error(error: BaseException) -> bool:
     return isinstance(error, USER_ERRORS) or type(error).__name__ == "MissingExtra"
 
 
+def validation_text(error: ValidationError) -> str:
+    """A configuration's validation error as one line: each setting, what is wrong with it and what was given
+    (pydantic's own text spans lines and ends in a documentation link)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        setting = ".".join(str(part) for part in item["loc"]) or "the settings"
+        message = item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
+        said = isinstance(given, dict) or str(given) in message or repr(given) in message  # the message names it
+        shown = "" if said else f" (got {given!r})"
+        problems.append(f"{setting}: {message}{shown}")
+    return f"invalid {error.title}: " + "; ".join(problems)
+
+
 def error_line(error: BaseException) -> str:
     """One line for an error: its own message for the user's errors, its type and last line otherwise."""
+    if isinstance(error, ValidationError):
+        return validation_text(error)
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if is_user_error(error):
         return " ".join(lines) or type(error).__name__
