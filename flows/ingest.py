@@ -23,17 +23,29 @@ from merflow.storage import sources as source_copies
 from merflow.tasks import ingest
 
 
+def fetched(source: str, catalog_dir: str | os.PathLike) -> tuple[Path, str, str]:
+    """The source as a local file (a URL downloaded first into the catalog's downloads/), its kind and its sha256."""
+    local = source_copies.fetch(source, catalog_dir)
+    return local, *source_copies.fingerprint(source, local)
+
+
+def unpacked(source: str, local: Path, kind: str, sha: str, catalog_dir: str | os.PathLike,
+             limits: ExtractionLimits, progress=None) -> ingest.PreparedSource:
+    """The source unpacked once into the catalog's ``raw/<sha>`` (a folder is used in place), ready for the adapters."""
+    copy = source_copies.unpack(local, kind, sha, catalog_dir, limits, progress)
+    return ingest.prepared_source(source, sha, kind, copy.folder, copy.created)
+
+
 @task(name="fingerprint")
 def fingerprint_source(source: str, catalog_dir: str) -> tuple[Path, str, str]:
-    """The source as a local file (a URL downloaded first), its kind and its sha256."""
-    local = source_copies.fetch(source, catalog_dir)  # a URL is downloaded into the catalog's downloads/
-    return local, *source_copies.fingerprint(source, local)
+    """The source as a local file (a URL downloaded first), its kind and its sha256 (``fetched``)."""
+    return fetched(source, catalog_dir)
 
 
 @task(name="unpack")
 def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: str,
                   limits: ExtractionLimits) -> ingest.PreparedSource:
-    """The source unpacked once into the catalog's ``raw/<sha>`` (a folder is used in place), progress logged."""
+    """``unpacked``, its progress logged by quarters."""
     logger = get_run_logger()
     reported = set()
 
@@ -43,18 +55,14 @@ def unpack_source(source: str, local: Path, kind: str, sha: str, catalog_dir: st
             reported.add(quarter)
             logger.info("unpacking %s: %d%% of %.1f MB", Path(local).name, 25 * quarter, total / 2**20)
 
-    unpacked = source_copies.unpack(local, kind, sha, catalog_dir, limits, progress)
-    return ingest.prepared_source(source, sha, kind, unpacked.folder, unpacked.created)
+    return unpacked(source, local, kind, sha, catalog_dir, limits, progress)
 
 
 def prepare(source: str, catalog_dir: str | os.PathLike,
             limits: ExtractionLimits = ExtractionLimits()) -> ingest.PreparedSource:
     """One source fetched, fingerprinted and unpacked into ``catalog_dir``'s raw/<sha>/ as the flow does,
     without Prefect (for notebooks, tests and benchmarks); then ``ingest.read`` and ``catalog.merge_source``."""
-    local = source_copies.fetch(source, catalog_dir)
-    kind, sha = source_copies.fingerprint(source, local)
-    unpacked = source_copies.unpack(local, kind, sha, catalog_dir, limits)
-    return ingest.prepared_source(source, sha, kind, unpacked.folder, unpacked.created)
+    return unpacked(source, *fetched(source, catalog_dir), catalog_dir, limits)
 
 
 @task(name="read-adapters")
