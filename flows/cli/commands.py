@@ -107,7 +107,6 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def draw_sample(store: str, sample_key: str, out: Path) -> None:
     """A sample's stored features drawn as one PNG strip at ``out``."""
-    from merflow.storage import locations
     from merflow.storage.features import find_sample
     from merflow.tasks.visualise import STRIP_ARRAYS, png_bytes, sample_strip
 
