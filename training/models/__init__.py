@@ -5,7 +5,7 @@ reads, whether it pretrains on CK+ once a run, how many folds it trains at once 
 default; ``ModelInfo.load()`` imports its module, which defines:
 
 - ``NAME``: the name, as written in the result tables' ``method`` column (storage/results.py);
-- ``Config``: a frozen dataclass of everything that decides its numbers, with ``to_dict()``, ``seed``,
+- ``Config``: a configs.base.Config model (frozen, validated) of everything that decides its numbers, with ``to_dict()``, ``seed``,
   ``recipe`` (a name, or None where the model has none; the tables' ``recipe`` column) and
   ``validation_fraction`` (the share of training subjects kept to choose on; 0.0 where nothing is chosen);
 - ``default_config(**overrides) -> Config``;
