@@ -14,6 +14,8 @@ import torch
 
 from merflow.training.models import survey_cnn as sc
 
+from requires import requires_c_compiler
+
 # ------------------------------------------------------------------------------------------ net4.mat
 
 
@@ -104,13 +106,97 @@ def test_main4_schedule_is_the_default(reference):
     assert config.recipe == "published" and sc.SurveyConfig(epochs=3).recipe == "custom"
 
 
+@pytest.mark.parametrize("name", ["net4.mat", "net9.mat"])
+def test_the_networks_were_saved_before_matlab_had_initializers(reference, name):
+    # The evidence for init matlab-normal: R2019a added WeightsInitializer / BiasInitializer (default 'glorot')
+    # to these layers; the survey's files have every other property of conv_2_1 and fc_2 and not those.
+    layers = {s["Name"]: s for s in layer_structs(reference / "survey" / name)}
+    for layer in ("conv_2_1", "fc_2"):
+        assert {"Weights", "Bias", "Name"} <= set(layers[layer])
+        assert not {"WeightsInitializer", "BiasInitializer"} & set(layers[layer])
+    assert sc.SurveyConfig().init == "matlab-normal"
+
+
+def test_matlab_normal_and_glorot_initialisations():
+    model = sc.StackedSurveyCNN(folds=2, n_classes=4)
+    model.initialise([torch.Generator().manual_seed(i) for i in range(2)])  # the default: the survey's
+    weights = torch.cat([model.conv_weight.detach().ravel(), model.fc_weight.detach().ravel()])
+    assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert not model.conv_bias.any() and not model.fc_bias.any() and (model.bn_scale == 1).all()
+    model.initialise([torch.Generator().manual_seed(i) for i in range(2)], "glorot")
+    assert model.conv_weight.abs().max() > 0.1  # Glorot's bound is 0.29 for conv_2_1
+    with pytest.raises(ValueError, match="unknown init"):
+        model.initialise([torch.Generator()], "he")
+
+
+PUBLISHED_OTHER = {"init": "glorot", "grey_channels": "replicate", "balance": "undersample-training",
+                   "unannotated_apex": "spotted", "epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "l2": 0.0,
+                   "beta1": 0.8, "beta2": 0.99, "adam_epsilon": 1e-6, "shuffle": "every-epoch", "dropout": 0.25,
+                   "dtype": "float64"}
+
+
+@pytest.mark.parametrize("setting", sorted(sc.SurveyConfig.PUBLISHED))
+def test_the_recipe_is_published_only_with_every_setting_the_survey_fixed(setting):
+    assert set(PUBLISHED_OTHER) == set(sc.SurveyConfig.PUBLISHED)
+    changed = sc.SurveyConfig(**{setting: PUBLISHED_OTHER[setting]})
+    assert changed.recipe == "custom"
+    assert changed.recipe_differences == [f"{setting} {PUBLISHED_OTHER[setting]} "
+                                          f"(published: {sc.SurveyConfig.PUBLISHED[setting]})"]
+    assert sc.SurveyConfig(seed=4, device="cpu", folds_per_batch=2, engine="torch", threads=1).recipe == "published"
+
+
+def test_balancing_before_the_split_reads_the_held_out_labels_and_inside_the_folds_does_not():
+    import pandas as pd
+
+    from merflow.training.folds import folds, leak_reasons, undersample, undersample_training
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame([{"sample_key": f"casme2/s{s}/c{i}", "dataset": "casme2", "subject": f"s{s}",
+                          "subject_key": f"casme2/s{s}", "is_macro": False,
+                          "label_casme2_4": ["disgust", "happiness", "repression", "surprise"][rng.integers(0, 4)]}
+                         for s in range(6) for i in range(8)])
+    held_out = rows["subject_key"] == "casme2/s0"
+    relabelled = rows.copy()
+    relabelled.loc[held_out, "label_casme2_4"] = "surprise"  # only the held-out subject's labels differ
+
+    def fit_keys(table, balance):
+        if balance == "undersample":
+            table = undersample(table, "label_casme2_4", 0)[0]
+        fold = folds(table, "loso", "casme2", validation_fraction=0.0)[0]  # loso-casme2-s0
+        assert fold.test_subjects == ("casme2/s0",)
+        return undersample_training(fold, table, 0)[0].fit_keys if balance == "undersample-training" else fold.fit_keys
+
+    assert fit_keys(rows, "undersample") != fit_keys(relabelled, "undersample")  # test labels chose the training set
+    assert fit_keys(rows, "undersample-training") == fit_keys(relabelled, "undersample-training")
+    balanced = undersample_training(folds(rows, "loso", "casme2", validation_fraction=0.0)[0], rows, 0)[0]
+    counts = rows.set_index("sample_key").loc[list(balanced.fit_keys), "label_casme2_4"].value_counts()
+    assert counts.nunique() == 1
+    assert leak_reasons("loso", "undersample")[0].startswith("balanced before the split")
+    assert leak_reasons("fused4", "undersample-training") == [] and leak_reasons("lovo", "none")[0].startswith("LOVO")
+
+
+@requires_c_compiler
+def test_the_kernel_engine_trains_folds_alone_or_together_alike():
+    images, labels = _toy()
+    tasks = _lovo_tasks(len(labels), 4)
+    config = sc.SurveyConfig(epochs=3, batch_size=16, device="cpu", engine="kernel", threads=2)
+    together = sc.train_folds(images, labels, tasks, 3, config)
+    for task in tasks:  # the kernel trains each fold alone; the mean images and the final population statistics
+        alone = sc.train_folds(images, labels, [task], 3, config.replace(threads=1))  # are float32 matrix products
+        np.testing.assert_allclose(alone[task.name], together[task.name], rtol=0, atol=1e-6)  # of the stack
+    assert not np.allclose(together[tasks[0].name], together[tasks[1].name])
+    assert sc.engine_of(sc.SurveyConfig(dtype="float64", device="cpu")) == "torch"
+    with pytest.raises(ValueError, match="every-epoch"):
+        sc.engine_of(sc.SurveyConfig(shuffle="every-epoch", engine="kernel", device="cpu"))
+
+
 # ------------------------------------------------------------------------------------------ the network
 
 
 def test_shapes_follow_the_layer_graph():
     model = sc.StackedSurveyCNN(folds=3, n_classes=4)
     assert model.features == 5 * 5 * 5  # 28 -> 'same' max pool /3 -> 10 -> 2x2 avg pool -> 5
-    model.initialise([torch.Generator().manual_seed(i) for i in range(3)])
+    model.initialise([torch.Generator().manual_seed(i) for i in range(3)], "glorot")  # the default is the survey's N(0, 0.01^2)
     bound = (6 / (27 + 45)) ** 0.5  # glorot: fan_in 3*3*3, fan_out 3*3*5
     assert model.conv_weight.abs().max() <= bound and model.conv_weight.abs().max() > 0.8 * bound
     images = torch.rand(10, 3, 28, 28) * 255

@@ -143,6 +143,7 @@ def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
     from merflow.flows.cli.options import TRAIN_FIELDS
     from merflow.training import models
     from merflow.training.models.nearest_centroid import CentroidConfig
+    from merflow.training.models.ststnet import StstnetConfig
     from merflow.training.models.survey_cnn import SurveyConfig
 
     def recipes(name: str) -> str:
@@ -154,15 +155,21 @@ def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
 
     parser.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
                         help="meta-mmfnet (default), or survey-cnn: the survey baseline's CNN on the 28x28 apex "
-                             "frame with its MATLAB schedule, or nearest-centroid: the floor every run records, "
-                             "class means of the training samples (training/models/)")
+                             "frame with its MATLAB schedule, or ststnet: STSTNet's three streams on the 28x28 flow "
+                             "image with its official code's schedule, or nearest-centroid: the floor every run "
+                             "records, class means of the training samples (training/models/)")
     add_config_options(parser, CentroidConfig, ["features"], rename={"features": "centroid_features"})
     parser.add_argument("--balance", choices=models.BALANCES,
-                        help="subsample every class to the smallest before the split, seeded (default: "
+                        help="survey-cnn: undersample = every class subsampled to the smallest before the split, "
+                             "seeded (the survey's; leaky: it reads the held-out samples' labels), "
+                             "undersample-training = each fold's training samples only (honest), none (default: "
                              + ", ".join(f"{info.name} {info.default_balance}" for info in models.MODELS.values())
                              + ")")
-    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "epochs"],
-                       unset={"epochs": f"default {default(SurveyConfig, 'epochs')}, main4.m's MaxEpochs"})
+    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "init", "epochs", "engine"],
+                       unset={"epochs": f"default: the model's (survey-cnn {default(SurveyConfig, 'epochs')}, main4.m's "
+                                        f"MaxEpochs; ststnet {default(StstnetConfig, 'epochs')}, main.py's)",
+                              "engine": "default auto"})
+    add_config_options(parser, StstnetConfig, ["input_order", "input_range"])
     add_config_options(parser, TrainConfig, ["recipe", *TRAIN_FIELDS, "seed", "device"],
                        unset={name: recipes(name) for name in TRAIN_FIELDS}, overrides={"device": {"choices": DEVICES}})
     # Locations are strings: Path("s3://b/r") would be a local folder "s3:" (storage/locations.py).

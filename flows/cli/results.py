@@ -61,15 +61,20 @@ def cmd_results_query(args: argparse.Namespace) -> int:
 
 
 def print_results_summary(results, run: str | None = None) -> None:
-    """The paper-style tables of the honest test results in ``results`` (one run's, if given)."""
-    from merflow.training.report import summary_tables
+    """The paper-style tables of the test results in ``results`` (one run's, if given): each says what chose
+    the run's epochs, α and settings and each row's honesty (nothing chosen, chosen on validation subjects, or
+    uses test labels), from the run's own record, then what `train` warned about the run."""
+    from merflow.training.report import summary_blocks
 
     metrics, runs, floor = _load(results, run, "metrics", "runs", "floor_metrics")
-    tables = summary_tables(metrics, runs, floor=floor)
-    if not tables:
+    blocks = summary_blocks(metrics, runs, floor=floor)
+    if not blocks:
         raise LookupError(f"no test metrics of a plain run or a search's selected result in {results}")
-    for title, table in tables:
-        render.print_frame(table, title=title, float_format="{:.3f}")
+    for title, table, warnings, honesty in blocks:
+        render.print_frame(table.assign(honesty=honesty), title=title, float_format="{:.3f}")
+        for line in warnings:
+            render.console.print(f"[yellow]warning:[/] {escape(line)}" if "--max-folds" in line or "differ" in line
+                                 else escape(line))
 
 
 def cmd_results_summary(args: argparse.Namespace) -> int:
