@@ -163,9 +163,9 @@ def pooled_rows(result: units.TrainedRun, config) -> list[dict]:
     leaky = (" (leaky: " + "; ".join(reason.split(":")[0] for reason in leaks) + ")") if leaks else ""
     if result.chosen:
         # Without validation subjects (--recipe published) nothing chooses α: the plain sum, α = 1.0.
-        return [row | {"model": row["model"] + (leaky if row["model"].startswith(("micro", "macro", "fused (")) else "")}
-                for row in pooled_table(result.metrics, " (α chosen on validation)" if config.validation_fraction > 0
-                                        else " (α 1.0, fixed: no validation split to choose on)")]
+        rows = pooled_table(result.metrics, " (α chosen on validation)" if config.validation_fraction > 0
+                            else " (α 1.0, fixed: no validation split to choose on)")
+        return [row | {"model": row["model"] + leaky} for row in rows]
     return [{"model": r.model + leaky, "alpha": None, "n": int(r.n), "accuracy": round(r.accuracy, 4),
              "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
             for r in result.metrics.itertuples() if r.scope == "pooled" and r.split == "test"]

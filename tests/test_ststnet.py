@@ -117,3 +117,29 @@ def test_the_real_composite_is_what_the_official_code_reads(reference):
     assert first.shape == (28, 28, 3) and first.dtype == np.uint8
     image = ststnet.ststnet_input(first.transpose(2, 0, 1), ["strain", "v", "u"], "0..255")
     assert image.shape == (3, 28, 28) and image.max() <= 255 and shallow_cnn.INPUT == 28
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_train_ststnet_through_the_cli_on_computed_flow(fused_set, tmp_path, capsys):
+    import json
+
+    from merflow.flows.cli import main
+    from merflow.storage import results
+
+    out = tmp_path / "results"
+    common = ["--catalog", str(fused_set["catalog"]), "--store", fused_set["store"], "--out", str(out)]
+    assert main(["train", "--model", "ststnet", "--protocol", "megc2019", "--epochs", "2", "--device", "cpu",
+                 "--run", "st", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "ststnet" in printed and "recipe custom: epochs 2 (published: 800)" in printed
+    runs = results.read_table(out, "runs", run="st")
+    config = json.loads(runs["config"].iat[0])
+    assert runs["recipe"].iat[0] == "custom" and config["input_order"] == "strain-v-u"
+    assert "computed flow" in config["data"]["input"] and "min-max scaled to 0..255" in config["data"]["input"]
+    assert config["data"]["leaks"] == [] and config["data"]["engine"] in ("kernel", "torch")
+    predictions = results.read_table(out, "predictions", run="st")
+    assert set(predictions["method"]) == {"ststnet"} and set(predictions["dataset"]) <= {"casme2", "samm", "smic_hs"}
+    assert main(["results", "summary", "--results", str(out), "--run", "st"]) == 0
+    summary = capsys.readouterr().out
+    assert "ststnet, a fixed schedule (2 epochs" in summary and "nothing chosen" in summary

@@ -420,3 +420,25 @@ def test_train_survey_cnn_through_the_cli(fused_set, tmp_path, capsys):
     assert "survey-cnn" in summary and "leaky" in summary
     assert main(["tune", "--model", "survey-cnn", "--dataset", "casme2", *common]) == 2
     assert "tune supports --model meta-mmfnet only" in capsys.readouterr().out
+
+
+def test_imported_arrays_are_read_as_stored_and_grey_ones_replicated_on_request():
+    # The survey's own arrays, imported (no frames: no apex source, no middle crop): channel 1 holds a grey
+    # image and channels 2, 3 zeros, as apex4.m stored SAMM and CASME.
+    import pandas as pd
+
+    from merflow.configs.features import FeatureConfig
+    from merflow.training.data import FeatureSource
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(1, 256, (3, 28, 28), dtype=np.uint8)
+    grey = np.zeros((3, 28, 28), np.uint8)
+    grey[0] = rng.integers(1, 256, (28, 28))
+    source = FeatureSource(FeatureConfig(size=28), {"apex": {"c4/0": colour, "c4/1": grey}})
+    samples = pd.DataFrame({"sample_key": ["c4/0", "c4/1"], "dataset": ["survey_c4", "survey_c4"]})
+    images, frames = sc.load_images(source, samples, sc.SurveyConfig())
+    assert frames == ["imported image"] * 2
+    np.testing.assert_array_equal(images, np.stack([colour, grey]).astype(np.float32))
+    replicated, _ = sc.load_images(source, samples, sc.SurveyConfig(grey_channels="replicate"))
+    np.testing.assert_array_equal(replicated[1], np.repeat(grey[:1], 3, axis=0).astype(np.float32))
+    np.testing.assert_array_equal(replicated[0], colour.astype(np.float32))

@@ -592,17 +592,24 @@ def prepare(data, config: SurveyConfig, checkpoints) -> None:
 def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np.ndarray, list[str]]:
     """(N, 3, 28, 28) float32 images in 0..255 for ``samples`` (in their order), and which frame each is:
     the annotated apex; where the dataset has none (SMIC), the clip's middle frame or the spotted apex
-    (``config.unannotated_apex``). ``source``: a training.data.FeatureSource holding the ``apex`` and
-    ``middle`` crops (``ModelInfo.inputs``)."""
-    absent = [name for name in ("apex", "middle") if name not in source.arrays]
+    (``config.unannotated_apex``); an imported image (no apex source recorded: the survey's own arrays) as
+    it is. ``source``: a training.data.FeatureSource holding the ``apex`` (and, where a sample needs it, the
+    ``middle``) crops (``ModelInfo.inputs``).
+
+    Grey images: ``first`` leaves channels 2 and 3 at zero for the survey's grey datasets (apex4.m), as the
+    survey's arrays already store them; ``replicate`` copies channel 1 into them (for a grey dataset's crop
+    and for an imported image whose channels 2 and 3 are exact zeros)."""
+    sources = [source.apex_source.get(key) for key in samples["sample_key"]]
+    needed = {"apex"} | ({"middle"} if config.unannotated_apex == "middle" and any(
+        kind not in (None, "annotated") for kind in sources) else set())
+    absent = sorted(name for name in needed if name not in source.arrays)
     if absent:
         raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops, which the loaded features lack: "
                           "load the protocol with the model's inputs (training.models.MODELS['survey-cnn'].inputs)")
     images = np.zeros((len(samples), INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), np.float32)
     frames = [""] * len(samples)
-    for i, (key, dataset) in enumerate(zip(samples["sample_key"], samples["dataset"])):
-        annotated = source.apex_source.get(key) == "annotated"
-        name = "apex" if annotated or config.unannotated_apex == "spotted" else "middle"
+    for i, (key, dataset, kind) in enumerate(zip(samples["sample_key"], samples["dataset"], sources)):
+        name = "apex" if kind in (None, "annotated") or config.unannotated_apex == "spotted" else "middle"
         image = source.arrays[name][key]
         if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
             image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
@@ -610,8 +617,11 @@ def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np
         image = image.astype(np.float32)
         if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
             image[1:] = 0.0
+        elif config.grey_channels == "replicate" and kind is None and not image[1:].any():
+            image[1:] = image[0]
         images[i] = image
-        frames[i] = "annotated apex" if annotated else "middle frame" if name == "middle" else "spotted apex"
+        frames[i] = ("imported image" if kind is None else "annotated apex" if kind == "annotated"
+                     else "middle frame" if name == "middle" else "spotted apex")
     return images, frames
 
 
