@@ -28,11 +28,12 @@ from merflow.training.metrics import summarise  # noqa: F401  (the project's met
 from merflow.training.models import ststnet
 
 
-def megc2019_flows(reference: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(442, 3, 28, 28) float32 images as cv2.imread gives them (strain, v, u), labels 0/1/2, subjects."""
+def megc2019_flows(reference: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(442, 3, 28, 28) float32 images as cv2.imread gives them (strain, v, u), labels 0/1/2, subjects and
+    the images' names (``<subject>_<clip>``, which order a class's images in STSTNet's batches)."""
     listing = reference / "megc2019" / "combined_3_class2_for_optical_flow.csv"
     folder = reference / "megc2019_features" / "STSNet_whole_norm_u_v_os"
-    images, labels, subjects = [], [], []
+    images, labels, subjects, names = [], [], [], []
     with open(listing, newline="") as handle:
         for row in csv.DictReader(handle):
             image = cv2.imread(str(folder / f"{row['sub']}_{row['filename_o']} .png"))
@@ -41,7 +42,8 @@ def megc2019_flows(reference: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             images.append(image.transpose(2, 0, 1).astype(np.float32))
             labels.append(int(row["label"]))
             subjects.append(row["sub"])
-    return np.stack(images), np.array(labels), np.array(subjects)
+            names.append(ststnet.image_name(row["sub"], row["filename_o"]))
+    return np.stack(images), np.array(labels), np.array(subjects), names
 
 
 def uf1_uar(truth: np.ndarray, predicted: np.ndarray, classes: int = 3) -> tuple[float, float]:
@@ -67,7 +69,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the per-seed lines here")
     args = parser.parse_args()
 
-    images, labels, subjects = megc2019_flows(args.reference)
+    images, labels, subjects, names = megc2019_flows(args.reference)
     names = sorted(set(subjects))[:args.folds]
     folds = [(f"megc2019-{s}", np.flatnonzero(subjects != s), np.flatnonzero(subjects == s)) for s in names]
     print(f"{len(images)} images, {len(set(subjects))} subjects, classes {np.bincount(labels).tolist()}; "
@@ -78,7 +80,7 @@ def main() -> None:
         config = ststnet.StstnetConfig(seed=seed, epochs=args.epochs, threads=args.threads, engine=args.engine,
                                        device="cpu")
         started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-        scores = ststnet.train_folds(images, labels, folds, 3, config, args.engine)
+        scores = ststnet.train_folds(images, labels, folds, 3, config, args.engine, names)
         wall = time.perf_counter() - started
         used = resource.getrusage(resource.RUSAGE_SELF)
         cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime

@@ -89,10 +89,14 @@ def test_folds_trained_together_equal_folds_trained_one_by_one():
 
 
 def test_the_training_order_is_main_py_class_folder_order():
-    labels = np.array([2, 0, 1, 0, 2, 1])
-    keys = ["f", "e", "d", "c", "b", "a"]
-    order = ststnet.training_order(labels, keys)
-    assert [(int(labels[i]), keys[i]) for i in order] == [(0, "c"), (0, "e"), (1, "a"), (1, "d"), (2, "b"), (2, "f")]
+    labels = np.array([2, 0, 1, 0, 2, 1, 0])
+    names = ["sub01_EP02_01f", "s01_s01_ne_01", "006_006_1_2", "sub01_EP19_05f", "006_006_1_3", "s01_s01_po_01",
+             "006_006_5_10"]
+    order = ststnet.training_order(labels, names)
+    # Class folder 0, 1, 2; inside one, the sorted listing the official log shows: SAMM (006), SMIC (s01), CASME II.
+    assert [names[i] for i in order] == ["006_006_5_10", "s01_s01_ne_01", "sub01_EP19_05f", "006_006_1_2",
+                                         "s01_s01_po_01", "006_006_1_3", "sub01_EP02_01f"]
+    assert ststnet.image_name("sub01", "EP02_01f") == "sub01_EP02_01f"
     assert [len(b) for b in ststnet.batches_of(np.arange(431), 256)] == [256, 175]  # DataLoader, no drop_last
 
 

@@ -26,8 +26,9 @@ run (``runs.config``: ``input_order``, ``input_range`` and ``data.input``, what 
 how they became the network's input).
 
 What merflow does where the official code is silent or unreproducible (docs/recipes.md, "STSTNet"):
-- the images of a class folder come in ``os.listdir`` order, which depends on the file system; merflow
-  lists them by sample key (class by class, in the class order of the label indices, 0 1 2);
+- the images of a class folder come in ``os.listdir`` order, which depends on the file system; its log
+  shows sorted listings (a Windows file system), so merflow lists them by the file name STSTNet's tree gives
+  them, ``<subject>_<clip>``, case-insensitively (class by class, label indices 0 1 2);
 - no seed is set; merflow draws each fold's initial weights (PyTorch's own layers' initialisation, under a
   seed of ``--seed`` and the fold's name) and dropout masks from the fold's own seed, so a fold's result
   does not depend on the folds beside it;
@@ -271,9 +272,17 @@ def engine_of(config, reasons: list | None = None) -> str:
     return shallow_cnn.choose_engine(config.engine, config.device, None, reasons)
 
 
-def training_order(labels: np.ndarray, keys: list[str]) -> np.ndarray:
-    """main.py's order: class folder by class folder (label 0, 1, 2, ...), each folder's images by sample key."""
-    return np.array(sorted(range(len(keys)), key=lambda i: (int(labels[i]), keys[i])), dtype=np.int64)
+def training_order(labels: np.ndarray, names: list[str]) -> np.ndarray:
+    """main.py's order: class folder by class folder (label 0, 1, 2, ...), each folder's images by file name,
+    as its listing gave them: its log (STSTNet_python_logfile.txt) shows sorted listings (subjects 006 .. sub26,
+    each test subject's labels ascending), a Windows (NTFS) listing, which compares names case-insensitively."""
+    return np.array(sorted(range(len(names)), key=lambda i: (int(labels[i]), names[i].upper(), names[i])),
+                    dtype=np.int64)
+
+
+def image_name(subject: str, sample_id: str) -> str:
+    """The name of a sample's image in STSTNet's tree, ``<subject>_<clip>`` (the reference PNGs' names)."""
+    return f"{subject}_{sample_id}"
 
 
 def batches_of(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -308,17 +317,21 @@ def _train_torch(images: np.ndarray, labels: np.ndarray, order: np.ndarray, seed
 
 
 def train_folds(images: np.ndarray, labels: np.ndarray, folds: list[tuple[str, np.ndarray, np.ndarray]],
-                classes: int, config: StstnetConfig, engine: str | None = None) -> dict[str, np.ndarray]:
+                classes: int, config: StstnetConfig, engine: str | None = None,
+                names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Train one network per fold (name, training indices, test indices into ``images`` (N, 3, 28, 28) and
     ``labels``) and return fold name -> softmax scores of its test images (n_test, classes), from the last
-    epoch's model in eval mode. ``engine``: kernel or torch (default: ``engine_of(config)``)."""
+    epoch's model in eval mode. ``names``: each image's file name in STSTNet's tree, which orders a class's
+    images in a batch (``training_order``; default: the images' order). ``engine``: kernel or torch (default:
+    ``engine_of(config)``)."""
     engine = engine or engine_of(config)
+    names = names or [f"{i:08d}" for i in range(len(images))]
     scores = {}
     if engine == "kernel":
         jobs, models = [], {}
         for name, train, _ in folds:
             seed = fold_seed(config.seed, name)
-            order = train[training_order(labels[train], [f"{i:08d}" for i in train])]
+            order = train[training_order(labels[train], [names[i] for i in train])]
             batches = batches_of(order, config.batch_size)
             jobs.append(shallow_cnn.Job(name, batches, [labels[b] for b in batches],
                                         initial_network(seed, classes, config.dropout).flat(), seed))
@@ -342,7 +355,7 @@ def train_folds(images: np.ndarray, labels: np.ndarray, folds: list[tuple[str, n
         models = {}
         for name, train, _ in folds:
             seed = fold_seed(config.seed, name)
-            order = train[training_order(labels[train], [f"{i:08d}" for i in train])]
+            order = train[training_order(labels[train], [names[i] for i in train])]
             models[name] = _train_torch(images, labels, order, seed, classes, config)
     with torch.no_grad():
         for name, _, test in folds:
@@ -407,6 +420,8 @@ def run_folds(data, fold_list: list[Fold], config: StstnetConfig, checkpoints, *
     index = {k: i for i, k in enumerate(keys)}
     labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
     label_of = dict(zip(keys, rows[column]))
+    names = ([image_name(str(rows.at[k, "subject"]), str(rows.at[k, "sample_id"])) for k in keys]
+             if {"subject", "sample_id"} <= set(rows.columns) else list(keys))
     engine = engine_of(config)
     folder = checkpoints.folder(NAME)
     per_checkpoint = max(FOLDS_PER_CHECKPOINT, 2 * shallow_cnn.thread_count(config.threads))
@@ -414,13 +429,14 @@ def run_folds(data, fold_list: list[Fold], config: StstnetConfig, checkpoints, *
     done = 0
     for start in range(0, len(fold_list), per_checkpoint):
         chunk = fold_list[start:start + per_checkpoint]
-        key = _chunk_key(config, engine, chunk, label_of, data.source.fingerprints, data.feature_config.hash, record)
+        key = _chunk_key(config, engine, chunk, label_of, data.source.fingerprints, data.feature_config.hash,
+                         f"{record}; training order: {', '.join(names[:3])} ...")
 
         def train_chunk(chunk=chunk):
             # Indices ordered by sample key, so training_order's tie-break is the sample key.
             folds = [(f.name, np.array(sorted(index[k] for k in f.fit_keys), dtype=np.int64),
                       np.array([index[k] for k in f.test_keys], dtype=np.int64)) for f in chunk]
-            trained = train_folds(images, labels, folds, len(classes), config, engine)
+            trained = train_folds(images, labels, folds, len(classes), config, engine, names)
             return {"model": NAME, "folds": [f.name for f in chunk], "scores": {k: v.tolist() for k, v in trained.items()}}
 
         saved = folder.load_or_make("folds", key, train_chunk, codec="json")  # folds-<key>.json
