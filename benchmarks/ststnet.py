@@ -70,8 +70,8 @@ def main() -> None:
     args = parser.parse_args()
 
     images, labels, subjects, names = megc2019_flows(args.reference)
-    names = sorted(set(subjects))[:args.folds]
-    folds = [(f"megc2019-{s}", np.flatnonzero(subjects != s), np.flatnonzero(subjects == s)) for s in names]
+    held_out = sorted(set(subjects))[:args.folds]
+    folds = [(f"megc2019-{s}", np.flatnonzero(subjects != s), np.flatnonzero(subjects == s)) for s in held_out]
     print(f"{len(images)} images, {len(set(subjects))} subjects, classes {np.bincount(labels).tolist()}; "
           f"{len(folds)} folds x {args.epochs} epochs, engine {args.engine}"
           + (f" ({shallow_cnn.available() or 'built'})" if args.engine == "kernel" else ""), flush=True)

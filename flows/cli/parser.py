@@ -252,11 +252,17 @@ def results_options(group: argparse.ArgumentParser) -> None:
     query.set_defaults(handler=results.cmd_results_query)
 
     summary = subcommands.add_parser(
-        "summary", parents=[location, one_run], help="paper-style tables of the honest test results",
-        description="Per run and protocol: micro, macro and fused (α chosen per fold on validation) on the test "
-                    "subjects pooled over folds: per-class accuracy, accuracy, UF1, UAR and n; composite protocols "
-                    "(megc2019, cde, fused4, fused9) add one block per dataset. For a search, the 'selected' result. "
-                    "Each block ends with the run's floor: a nearest centroid on flow u, v on the same folds.")
+        "summary", parents=[location, one_run],
+        help="paper-style tables of each run's headline test results, each saying what chose what",
+        description="Per run and protocol: the model's headline rows (Meta-MMFNet: micro, macro and fused at the α "
+                    "its run chose on validation, or α 1.0 where it had no validation subjects; survey-cnn, ststnet: "
+                    "their one model) on the test samples pooled over folds: per-class accuracy, accuracy, UF1, UAR, "
+                    "n and each row's honesty (nothing chosen, chosen on validation subjects, or uses test labels: "
+                    "LOVO, balancing before the split); composite protocols (megc2019, cde, fused4, fused9) add one "
+                    "block per dataset. For a search, the 'selected' result. The title says what chose the epochs, α "
+                    "and settings (the recipe and what differs from it), from the run's own record; the lines below "
+                    "repeat what `train` warned (--max-folds, features that differ from the recipe's). Each block "
+                    "ends with the run's floor: a nearest centroid on flow u, v on the same folds.")
     summary.set_defaults(handler=results.cmd_results_summary)
 
     best = subcommands.add_parser(

@@ -565,11 +565,12 @@ def plan(data, config: SurveyConfig, protocol: str, dataset: str | None, class_s
         "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record and "kept" in
                                                 balance_record else None, "balance": config.balance})}
     leaks = leak_reasons(protocol, config.balance)
-    for leak in leaks:
-        messages.append(f"leaky: {leak}; the honest number: "
-                        + ("--protocol fused4 / fused9 or loso" if protocol in LEAKY_PROTOCOLS else "")
-                        + (" with " if protocol in LEAKY_PROTOCOLS and config.balance in LEAKY_BALANCES else "")
-                        + ("--balance undersample-training" if config.balance in LEAKY_BALANCES else ""))
+    if leaks:
+        honest = " ".join(part for part in (
+            "a subject-disjoint protocol (--protocol fused4, fused9 or loso)" if protocol in LEAKY_PROTOCOLS else "",
+            "with" if protocol in LEAKY_PROTOCOLS and config.balance in LEAKY_BALANCES else "",
+            "--balance undersample-training" if config.balance in LEAKY_BALANCES else "") if part)
+        messages.append("leaky, the number uses test labels: " + "; ".join(leaks) + f". The honest number: {honest}")
     if config.recipe != "published":
         messages.append("survey-cnn recipe custom: " + "; ".join(config.recipe_differences))
     reasons: list[str] = []
