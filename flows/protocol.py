@@ -14,6 +14,7 @@ import time
 
 from merflow.storage import catalog as catalog_store
 from merflow.storage import features as feature_store
+from merflow.storage import results
 from merflow.storage.checkpoints import check_run_identity, run_checkpoints
 from merflow.tasks import sample_lists as published_lists
 from merflow.training import models
@@ -61,26 +62,27 @@ def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, da
     run = run or units.new_run_id()
     info = models.get(model)
     module = info.load()
-    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
-                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
-    plan = module.plan(data, config, protocol, dataset, class_set)
-    check_run_identity(out, run, plan.identity)
-    note = on_note or (lambda message: None)
-    for message in plan.messages:
-        note(message)
-    checkpoints = run_checkpoints(out, run)  # out: a local path or an fsspec URL
-    timings = {}
-    stage = time.perf_counter()
-    prepared = module.prepare(data, config, checkpoints)
-    if info.macro_pretraining:
-        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    fold_list = units.first_folds(plan, max_folds)
-    outcomes = units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
-                                 timings=timings)
-    for index, outcome in enumerate(outcomes, start=1):
-        if outcome.skipped:
-            note(units.fold_message(index, len(outcomes), outcome))
-    trained = units.collect(plan, outcomes, run, protocol)
-    floor = nearest_centroid.floor(data, [o.fold for o in trained])
-    return units.finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
-                        timings=timings, started=started, prepared=prepared)
+    with results.writing_run(out, run):  # its checkpoints: another command on this run id is refused
+        data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
+                             sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
+        plan = module.plan(data, config, protocol, dataset, class_set)
+        check_run_identity(out, run, plan.identity)
+        note = on_note or (lambda message: None)
+        for message in plan.messages:
+            note(message)
+        checkpoints = run_checkpoints(out, run)  # out: a local path or an fsspec URL
+        timings = {}
+        stage = time.perf_counter()
+        prepared = module.prepare(data, config, checkpoints)
+        if info.macro_pretraining:
+            timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+        fold_list = units.first_folds(plan, max_folds)
+        outcomes = units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
+                                     timings=timings)
+        for index, outcome in enumerate(outcomes, start=1):
+            if outcome.skipped:
+                note(units.fold_message(index, len(outcomes), outcome))
+        trained = units.collect(plan, outcomes, run, protocol)
+        floor = nearest_centroid.floor(data, [o.fold for o in trained])
+        return units.finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
+                            timings=timings, started=started, prepared=prepared)

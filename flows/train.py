@@ -117,39 +117,40 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
     info = models.get(model)
     settings = model_config(model, config, survey_config, centroid_config, balance)
     run = run or units.new_run_id()
-    data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
-                              sample_lists=sample_lists, feature_config=feature_config, model=model)
-    plan = info.load().plan(data, settings, protocol, dataset, class_set)
-    check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
-    for message in plan.messages:
-        logger.warning(message)
-    checkpoints = run_checkpoints(out, run)
-    timings = {}
-    stage = time.perf_counter()
-    prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
-    if info.macro_pretraining:
-        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    outcomes, fold_list = [], units.first_folds(plan, max_folds)
-    for batch in units.fold_batches(info, fold_list):
+    with results.writing_run(out, run):  # another command writing this run id: refused, one line
+        data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
+                                  sample_lists=sample_lists, feature_config=feature_config, model=model)
+        plan = info.load().plan(data, settings, protocol, dataset, class_set)
+        check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
+        for message in plan.messages:
+            logger.warning(message)
+        checkpoints = run_checkpoints(out, run)
+        timings = {}
         stage = time.perf_counter()
-        label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
-        for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
-            outcomes.append(outcome)
-            message = units.fold_message(len(outcomes), len(fold_list), outcome)
-            if message:
-                (logger.warning if outcome.skipped else logger.info)(message)
-        key = units.timing_key(info, batch)
-        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
-    trained = units.collect(plan, outcomes, run, protocol)
-    floor = floor_task(data, [o.fold for o in trained])
-    result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
-                          model=model, timings=timings, started=started, prepared=prepared)
-    write_task(out, result)
-    table = pooled_rows(result, settings) + floor_table(result.floor_metrics)
-    create_table_artifact(table, key="train-pooled-test", description=(
-        f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
-        else f"{model} {protocol}: pooled test metrics"))
-    return result.summary() | {"pooled": table, "results": str(out)}
+        prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
+        if info.macro_pretraining:
+            timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+        outcomes, fold_list = [], units.first_folds(plan, max_folds)
+        for batch in units.fold_batches(info, fold_list):
+            stage = time.perf_counter()
+            label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
+            for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
+                outcomes.append(outcome)
+                message = units.fold_message(len(outcomes), len(fold_list), outcome)
+                if message:
+                    (logger.warning if outcome.skipped else logger.info)(message)
+            key = units.timing_key(info, batch)
+            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
+        trained = units.collect(plan, outcomes, run, protocol)
+        floor = floor_task(data, [o.fold for o in trained])
+        result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
+                              model=model, timings=timings, started=started, prepared=prepared)
+        write_task(out, result)
+        table = pooled_rows(result, settings) + floor_table(result.floor_metrics)
+        create_table_artifact(table, key="train-pooled-test", description=(
+            f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
+            else f"{model} {protocol}: pooled test metrics"))
+        return result.summary() | {"pooled": table, "results": str(out)}
 
 
 def pooled_rows(result: units.TrainedRun, config) -> list[dict]:

@@ -4,6 +4,12 @@ per unusable one, with its reason) and ``sources.parquet`` (one row per ingested
 Schemas are explicit and versioned (``SCHEMA_VERSION`` in each file's metadata); files are written
 whole (a temporary name renamed locally, one PUT on an object store: storage/locations.py), so a
 reader never sees half a file. ``directory`` is a location: a local path or an fsspec URL.
+
+Writers coordinate through the catalog's lock (``writing``: storage/locks.py, ``.locks/catalog``):
+``merge_source`` reads, merges and writes the three files holding it, and a second writer waits for it
+(a merge takes seconds), so two ingests at once both land. A source is keyed by its location as
+``locations.normalise`` gives it (an absolute path or a URL), never by the text typed: the same
+``data.zip`` typed in two folders is two sources.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pyarrow.parquet as pq
 
 from merflow import __version__
 from merflow.configs.catalog import APEX_OUTSIDE_CLIP, LABEL_COLUMNS
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 SCHEMA_VERSION = 2  # 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined
 SAMPLES_FILE = "samples.parquet"
@@ -27,7 +33,7 @@ SOURCES_FILE = "sources.parquet"
 # apex_source takes the values of APEX_SOURCES (configs/catalog.py, where the adapters find them too).
 
 _SOURCE_FIELDS = [
-    pa.field("source", pa.string(), nullable=False),        # the path or URL the user gave
+    pa.field("source", pa.string(), nullable=False),        # its location: an absolute path or a URL
     pa.field("source_sha256", pa.string(), nullable=False),  # of the archive, or of a folder's listing
 ]
 
@@ -136,12 +142,26 @@ def read_sources(directory: Location) -> pd.DataFrame:
     return read_table(directory, SOURCES_FILE)
 
 
-def merge_source(directory: Location, source: dict, samples: list[dict], problems: list[dict]) -> dict:
-    """Replace everything a source contributed before by what it gives now, and write the catalog.
+def writing(directory: Location, on_wait=None):
+    """The catalog's writer lock (a context manager): held while a writer reads, merges and writes, so no
+    other writer's rows are lost; another writer waits (``on_wait(line)`` says for whom). Re-entrant: an
+    ingest holds it across its merge and its prune (storage/sources.py)."""
+    where = locations.normalise(directory)
+    return locks.hold(locks.lock_location(where, "catalog"), f"the catalog at {where}", wait=True, on_wait=on_wait)
+
+
+def merge_source(directory: Location, source: dict, samples: list[dict], problems: list[dict], on_wait=None) -> dict:
+    """Replace everything a source contributed before by what it gives now, and write the catalog, under
+    the catalog's lock (``writing``: a concurrent writer's rows are read after it wrote them).
 
     A sample key already given by another source is quarantined as ``duplicate_id`` rather than
     overwriting it. Returns the source's row as written.
     """
+    with writing(directory, on_wait) as lock:
+        return _merge(directory, source, samples, problems, lock)
+
+
+def _merge(directory: Location, source: dict, samples: list[dict], problems: list[dict], lock: locks.Lock) -> dict:
     old_samples, old_quarantine, old_sources = (read_samples(directory), read_quarantine(directory),
                                                 read_sources(directory))
     old_samples, old_quarantine, old_sources = (frame[frame["source"] != source["source"]]
@@ -164,6 +184,7 @@ def merge_source(directory: Location, source: dict, samples: list[dict], problem
     }
     # Sources last: a source row is the mark that its samples are in.
     for name in (SAMPLES_FILE, QUARANTINE_FILE, SOURCES_FILE):
+        lock.check()  # an object store's lock lost to another writer (this one stalled): write nothing more
         frame = frames[name].sort_values(["source", "sample_key"] if name != SOURCES_FILE else ["source"])
         write_table(directory, name, frame.reset_index(drop=True))
     return source_row

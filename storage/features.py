@@ -10,14 +10,34 @@ Layout of ``STORE/<dataset>-<config hash>/``:
   the sample index (sample key -> row), which only the flow's driver writes;
 - ``_done/<shard>.json``: the completion mark of a shard, written by the shard's only writer after
   its data, holding each sample's input fingerprint and outcome (features or quarantine reason,
-  apex used, face box). A shard without a mark, or whose mark's fingerprints differ from the
-  catalog's, is computed again; its half-written data is never read.
+  apex used, face box), and a CRC-32 of every row of every array as written (``checksums``). A
+  shard without a mark, or whose mark's fingerprints differ from the catalog's, is computed again;
+  its half-written data is never read.
+
+Stored data is verified. A checksum per chunk (one sample's array), of the values as stored: it names
+the samples a damage touches, it checks what training reads whatever the codec or store does to the
+bytes, and it costs one CRC pass over arrays already in memory (benchmarks/README.md); a checksum of a
+shard file would need the codec's file layout and a second read of the bytes. A rerun of the features
+flow verifies every finished shard (``plan_shards``) and recomputes a damaged one, naming its files
+and samples; every read for training (``FeatureReader.load``) checks the rows it returns and refuses
+damaged ones (``StoreDamaged``, one line: which files, which samples, the command that repairs them);
+``verify_store`` checks a whole store (``merflow features --verify``). A deleted or emptied shard file
+reads as zeros to Zarr, a truncated one fails Zarr's own index check: each is named as such.
+
+Writers coordinate (storage/locks.py): the driver's planning (the sample index and array shapes in the
+group attributes) holds the group's plan lock (``<group>/_claims/plan``), and a second driver waits for it; a shard's writer
+holds the shard's claim (``<group>/_claims/<shard>``) from before it computes until its mark is
+written, so two feature runs on one store split the shards: a shard claimed by a live writer is left
+to it (``claim_shard`` gives None), a claim of a dead one is taken over.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -37,10 +57,38 @@ from merflow.configs.features import (  # noqa: F401
     SIZES,
     FeatureConfig,
 )
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 DONE_DIR = "_done"
+CLAIMS_DIR = "_claims"
 DIMENSIONS = ("sample", "channel", "y", "x")
+CHECKSUM = "crc32"  # of each row's values as stored (the array's dtype, C order)
+
+
+class StoreDamaged(ValueError):
+    """Stored features that do not match what their shard's mark recorded: one line naming the files,
+    the samples and the command that recomputes them."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A shard whose stored data differs from what its mark recorded."""
+
+    group: str
+    shard: int
+    files: tuple[str, ...]     # the damaged shard files (locations)
+    samples: tuple[str, ...]   # the sample keys whose features are wrong or unreadable
+    problem: str               # what is wrong, per file
+
+    def line(self) -> str:
+        shown = ", ".join(self.samples[:5]) + (f" and {len(self.samples) - 5} more" if len(self.samples) > 5 else "")
+        return (f"{self.group} shard {self.shard}: {self.problem}; samples {shown or 'none of the catalog'}")
+
+
+def row_checksums(values: np.ndarray) -> list[str]:
+    """The CRC-32 of each row (one sample) of an array, as 8 hex digits."""
+    values = np.ascontiguousarray(values)
+    return [f"{zlib.crc32(row):08x}" for row in values]
 
 
 @dataclass(frozen=True)
@@ -52,6 +100,7 @@ class ShardPlan:
     start: int                     # first row of the shard
     length: int                    # rows in the shard (the last one may be short)
     samples: tuple[tuple[int, dict], ...]   # (row, catalog record with its "fingerprint") to compute
+    damage: Damage | None = field(default=None, compare=False)  # why a finished shard is computed again
 
 
 def library_versions() -> dict[str, str]:
@@ -100,8 +149,16 @@ class FeatureStore:
     def prepare_group(self, dataset: str, config: FeatureConfig, sample_keys: list[str]) -> dict[str, int]:
         """Create or grow the group so that every key has a row; returns the sample index.
 
-        Rows are never reassigned, so shards already done stay done when samples are added.
+        Rows are never reassigned, so shards already done stay done when samples are added. Holds the
+        store's plan lock (two drivers planning at once take turns: the second sees the first's rows).
         """
+        name = group_name(dataset, config)
+        # Inside the group's folder: Zarr warns of any folder at the store's root that is not a group.
+        with locks.hold(locations.join(self.url, name, CLAIMS_DIR, "plan"),
+                        f"the sample index of {name} in {self.url}", wait=True):
+            return self._prepare_group(dataset, config, sample_keys)
+
+    def _prepare_group(self, dataset: str, config: FeatureConfig, sample_keys: list[str]) -> dict[str, int]:
         root = self.open_root("a")
         name = group_name(dataset, config)
         group = root.require_group(name)
@@ -142,21 +199,120 @@ class FeatureStore:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    def write_shard(self, group: str, shard: int, start: int, arrays: dict[str, np.ndarray], samples: dict) -> None:
-        """Write one whole shard's rows, then its mark: the caller must be the shard's only writer."""
-        opened = zarr.open_group(self.url, mode="r+")[group]
-        for name, values in arrays.items():
-            opened[name][start:start + len(values)] = values
-        path = self.mark_path(group, shard)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, json.dumps({"shard": shard, "start": start, "samples": samples}).encode())
+    def claim_location(self, group: str, shard: int) -> str:
+        """Where a shard's claim lives: ``<group>/_claims/<shard, 6 digits>`` (storage/locks.py adds the extension)."""
+        return locations.join(self.url, group, CLAIMS_DIR, f"{shard:06d}")
 
-    def plan_shards(self, records: list[dict], config: FeatureConfig) -> tuple[list[ShardPlan], int]:
-        """The shards that need computing (no mark, or inputs changed since), and how many are done already.
+    def claim_shard(self, group: str, shard: int) -> locks.Lock | None:
+        """This process's claim on a shard (held until ``locks.release``), or None when another live writer
+        holds it: leave the shard to it. A claim whose writer died is taken over."""
+        try:
+            return locks.acquire(self.claim_location(group, shard), f"shard {shard} of {group} in {self.url}")
+        except locks.LockHeld:
+            return None
+
+    def claim_holder(self, group: str, shard: int) -> locks.Holder | None:
+        """Who holds (or last held) a shard's claim, for a progress line."""
+        return locks.holder(self.claim_location(group, shard))
+
+    def shard_file(self, group: str, array: str, shard: int) -> str:
+        """The location of one array's file of a shard (Zarr's default chunk key: ``c/<shard>/0/0/0``)."""
+        return locations.join(self.url, group, array, "c", str(shard), "0", "0", "0")
+
+    def write_shard(self, group: str, shard: int, start: int, arrays: dict[str, np.ndarray], samples: dict) -> None:
+        """Write one whole shard's rows, then its mark with each row's checksum, holding the shard's claim
+        (taken here unless this process holds it: ``LockHeld`` if another writer does)."""
+        with locks.hold(self.claim_location(group, shard), f"shard {shard} of {group} in {self.url}",
+                        advice="another features run computes it") as claim:
+            self.clear_mark(group, shard)  # no old mark over half-written new data, if this writer dies midway
+            opened = zarr.open_group(self.url, mode="r+")[group]
+            checksums = {}
+            for name, values in arrays.items():
+                # The shard is written whole: its old file goes first, so that a damaged one (which Zarr would
+                # read to update part of it, and fail on) is replaced, not merged into.
+                locations.delete(self.shard_file(group, name, shard))
+                stored = np.asarray(values, dtype=opened[name].dtype)  # the values as they read back
+                opened[name][start:start + len(stored)] = stored
+                checksums[name] = row_checksums(stored)
+            claim.check()  # a claim lost while this writer stalled: the new holder writes the mark
+            path = self.mark_path(group, shard)
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            mark = {"shard": shard, "start": start, "samples": samples,
+                    "checksums": {"algorithm": CHECKSUM, "arrays": checksums}}
+            self.fs.pipe_file(path, json.dumps(mark).encode())
+
+    @contextmanager
+    def claimed(self, group: str, shard: int) -> Iterator[locks.Lock | None]:
+        """``claim_shard`` as a context manager: the claim (released at the end), or None (another writer's)."""
+        claim = self.claim_shard(group, shard)
+        try:
+            yield claim
+        finally:
+            if claim is not None:
+                locks.release(claim)
+
+    def shard_done(self, plan: ShardPlan) -> bool:
+        """Whether a shard is finished for this plan's inputs and intact (a writer holding its claim asks,
+        so that a shard another run finished meanwhile is not computed twice)."""
+        if not self.shard_current(plan):
+            return False
+        mark = self.read_mark(plan.group, plan.shard)
+        return mark is not None and self.verify_shard(self.open_root("r")[plan.group], plan.group, plan.shard, mark) is None
+
+    def shard_current(self, plan: ShardPlan) -> bool:
+        """Whether a shard's mark already holds the inputs a plan wants (another run computed it meanwhile)."""
+        mark = self.read_mark(plan.group, plan.shard)
+        wanted = {record["sample_key"]: record["fingerprint"] for _, record in plan.samples}
+        return bool(mark) and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted
+
+    def verify_shard(self, group: zarr.Group, name: str, shard: int, mark: dict,
+                     arrays: tuple[str, ...] | None = None) -> Damage | None:
+        """Read a finished shard back and compare each row with its mark's checksums (of ``arrays``, or
+        every array the mark covers); the damage found, or None. A mark written before checksums were
+        recorded cannot be checked: None."""
+        recorded = (mark.get("checksums") or {}).get("arrays")
+        if not recorded:
+            return None
+        start = int(mark["start"])
+        problems, files, bad_rows = [], [], set()
+        for array in arrays or tuple(recorded):
+            expected = recorded.get(array)
+            if expected is None:
+                continue
+            file = self.shard_file(name, array, shard)
+            try:
+                actual = row_checksums(group[array][start:start + len(expected)])
+            except Exception as error:  # noqa: BLE001 - any failure to read a shard is its damage, named
+                problems.append(f"{file} cannot be read ({type(error).__name__}: {error})")
+                files.append(file)
+                bad_rows.update(range(len(expected)))
+                continue
+            wrong = [i for i, (a, e) in enumerate(zip(actual, expected)) if a != e]
+            if wrong:
+                try:
+                    size = self.fs.size(self.fs._strip_protocol(file) if locations.is_remote(file) else file)
+                except FileNotFoundError:
+                    size = None
+                what = ("is missing (reads as zeros)" if size is None else "is empty (reads as zeros)" if size == 0
+                        else f"holds other values than were written in {len(wrong)} of {len(expected)} rows")
+                problems.append(f"{file} {what}")
+                files.append(file)
+                bad_rows.update(wrong)
+        if not problems:
+            return None
+        index = group.attrs["merflow"]["sample_index"]
+        keys = tuple(sorted(k for k in mark["samples"] if index.get(k, -1) - start in bad_rows))
+        return Damage(name, shard, tuple(files), keys, "; ".join(problems))
+
+    def plan_shards(self, records: list[dict], config: FeatureConfig,
+                    verify: bool = True) -> tuple[list[ShardPlan], int]:
+        """The shards that need computing (no mark, inputs changed since, or, with ``verify``, stored
+        data that differs from the mark's checksums: the plan's ``damage`` says what), and how many are done.
 
         ``records`` are catalog rows with their input ``fingerprint`` (tasks.features.with_fingerprints).
-        Runs on the driver, the only writer of group attributes: it assigns rows to new samples and
-        drops the marks of shards about to be recomputed.
+        Runs on the driver, the only writer of group attributes: it assigns rows to new samples (under
+        the store's plan lock). Marks are dropped by the shard's writer, holding its claim, not here: a
+        shard another run computes right now keeps its mark.
         """
         plans, done = [], 0
         by_dataset: dict[str, list[dict]] = {}
@@ -165,6 +321,7 @@ class FeatureStore:
         for dataset, members_of_dataset in sorted(by_dataset.items()):
             index = self.prepare_group(dataset, config, [r["sample_key"] for r in members_of_dataset])
             group = group_name(dataset, config)
+            opened = self.open_root("r")[group] if verify else None
             by_row = {index[r["sample_key"]]: r for r in members_of_dataset}
             n_rows, shard_size = len(index), config.shard_size
             for shard, start in enumerate(range(0, n_rows, shard_size)):
@@ -173,15 +330,18 @@ class FeatureStore:
                 members = tuple((row, by_row[row]) for row in range(start, start + length) if row in by_row)
                 wanted = {record["sample_key"]: record["fingerprint"] for _, record in members}
                 mark = self.read_mark(group, shard)
+                damage = None
                 if mark and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted:
-                    done += 1
-                    continue
-                self.clear_mark(group, shard)
-                plans.append(ShardPlan(group, shard, start, length, members))
+                    damage = self.verify_shard(opened, group, shard, mark) if verify else None
+                    if damage is None:
+                        done += 1
+                        continue
+                plans.append(ShardPlan(group, shard, start, length, members, damage))
         return plans, done
 
     def clear_mark(self, group: str, shard: int) -> None:
-        """Forget a shard before recomputing it, so a crash midway cannot leave an old mark over new data."""
+        """Forget a shard before recomputing it, so a crash midway cannot leave an old mark over new data
+        (its writer calls it, holding the shard's claim)."""
         path = self.mark_path(group, shard)
         if self.fs.exists(path):
             self.fs.rm_file(path)
@@ -199,6 +359,7 @@ class FeatureReader:
         self.attributes = meta
         self._index: dict[str, int] = meta["sample_index"]
         self._table: pd.DataFrame | None = None
+        self._marks: dict[int, dict] = {}  # shard -> its mark, as read by table()
 
     def table(self) -> pd.DataFrame:
         """One row per sample with a completed shard: status, reason, apex used, face box, fingerprint."""
@@ -207,6 +368,8 @@ class FeatureReader:
             shard_size = self.attributes["shard_size"]
             for shard in range((len(self._index) + shard_size - 1) // shard_size):
                 mark = self.store.read_mark(self.name, shard)
+                if mark:
+                    self._marks[shard] = mark
                 for key, info in (mark or {}).get("samples", {}).items():
                     rows.append({"sample_key": key, "row": self._index[key], **info})
             self._table = pd.DataFrame(rows)
@@ -221,14 +384,49 @@ class FeatureReader:
         return table.loc[table["status"] == "ok"].sort_values("row")["sample_key"].tolist()
 
     def load(self, keys: list[str], arrays: tuple[str, ...] = ("diff", "flow")) -> dict[str, np.ndarray]:
-        """Stacked arrays for these keys, in their order. Keys without valid features raise KeyError."""
+        """Stacked arrays for these keys, in their order, each row checked against its shard's mark.
+        Keys without valid features raise KeyError; rows that differ from what was written (or shards
+        that cannot be read) raise ``StoreDamaged`` naming the files and samples."""
         valid = set(self.sample_keys)
         missing = [k for k in keys if k not in valid]
         if missing:
             raise KeyError(f"no valid features in {self.name} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         rows = np.array([self._index[k] for k in keys], dtype=np.int64)
         unique, inverse = np.unique(rows, return_inverse=True)
-        return {name: self.group[name].oindex[unique][inverse] for name in arrays}
+        try:
+            loaded = {name: self.group[name].oindex[unique] for name in arrays}
+        except Exception:  # noqa: BLE001 - a shard that cannot be read: find which, and name it
+            loaded = None
+        if loaded is None or not self._rows_match(unique, loaded):
+            self._raise_damage(sorted({int(r) // self.attributes["shard_size"] for r in unique}), arrays)
+        return {name: values[inverse] for name, values in loaded.items()}
+
+    def _rows_match(self, rows: np.ndarray, loaded: dict[str, np.ndarray]) -> bool:
+        shard_size = self.attributes["shard_size"]
+        for name, values in loaded.items():
+            for row, actual in zip(rows.tolist(), row_checksums(values)):
+                mark = self._marks.get(row // shard_size)
+                expected = ((mark or {}).get("checksums") or {}).get("arrays", {}).get(name)
+                if expected is not None and expected[row - mark["start"]] != actual:
+                    return False
+        return True
+
+    def _raise_damage(self, shards: list[int], arrays: tuple[str, ...]) -> None:
+        found = [damage for shard in shards if shard in self._marks and
+                 (damage := self.store.verify_shard(self.group, self.name, shard, self._marks[shard], arrays))]
+        if not found:  # not reproducible shard by shard: a read error of the store itself
+            raise StoreDamaged(f"the feature store {self.store.url} could not be read ({self.name}, shards "
+                               f"{shards[:10]}); check the storage and run `merflow features --verify`")
+        raise StoreDamaged(damaged_line(self.store.url, found))
+
+
+def damaged_line(store: str, found: list[Damage]) -> str:
+    """One line for damaged shards: each one's files and samples, and the command that recomputes them."""
+    shown = "; ".join(d.line() for d in found[:3]) + (f"; and {len(found) - 3} more shards" if len(found) > 3 else "")
+    samples = sum(len(d.samples) for d in found)
+    return (f"the feature store {store} is damaged ({samples} samples): {shown}; run `merflow features --catalog "
+            f"CATALOG --store {store}` with the same settings to recompute them (`merflow features --verify` "
+            "checks the whole store)")
 
 
 def open_features(store: str | Path, dataset: str, config: FeatureConfig | None = None) -> FeatureReader:
@@ -326,6 +524,41 @@ def read_feature_arrays(store: str, datasets: list[str], config: FeatureConfig,
                 loaded[name][key] = stacked[name][index]
     return {"config": config, "arrays": loaded, "fingerprints": fingerprints, "quarantined": quarantined,
             "apex_source": apex_source}
+
+
+def verify_store(store: str, fingerprints: dict[str, str] | None = None, datasets: set[str] | None = None) -> dict:
+    """Check every group of a store (of ``datasets``, if given) shard by shard against the marks'
+    checksums: ``merflow features --verify``. With ``fingerprints`` (sample key -> the catalog's input
+    fingerprint, tasks.features.with_fingerprints), also count the catalog's samples a group lacks or holds
+    from other inputs. Returns ``{"store", "groups": {name: counts and "damaged": [Damage]}}``."""
+    feature_store = FeatureStore(store)
+    report = {"store": feature_store.url, "groups": {}}
+    for info in feature_store.groups():
+        if datasets and info["dataset"] not in datasets:
+            continue
+        reader = FeatureReader(feature_store, info["name"])
+        table = reader.table()
+        shard_size = reader.attributes["shard_size"]
+        n_shards = (len(reader._index) + shard_size - 1) // shard_size
+        counts = {"dataset": info["dataset"], "config_hash": info["config_hash"], "shards": n_shards, "verified": 0,
+                  "unverifiable": 0, "not_computed": 0, "damaged": []}
+        for shard in range(n_shards):
+            mark = reader._marks.get(shard)
+            if mark is None:
+                counts["not_computed"] += 1
+            elif not (mark.get("checksums") or {}).get("arrays"):
+                counts["unverifiable"] += 1  # written before checksums were recorded
+            elif (damage := feature_store.verify_shard(reader.group, info["name"], shard, mark)) is not None:
+                counts["damaged"].append(damage)
+            else:
+                counts["verified"] += 1
+        if fingerprints is not None:
+            stored = dict(zip(table["sample_key"], table["fingerprint"])) if not table.empty else {}
+            wanted = {k: v for k, v in fingerprints.items() if k.split("/", 1)[0] == info["dataset"]}
+            counts["samples_missing"] = sum(k not in stored for k in wanted)
+            counts["samples_changed"] = sum(k in stored and stored[k] != v for k, v in wanted.items())
+        report["groups"][info["name"]] = counts
+    return report
 
 
 def describe_feature_groups(groups: list[dict]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 import traceback
 
@@ -22,7 +24,7 @@ def flow_api(args: argparse.Namespace):
     """The Prefect API a flow command reports to: a local one for this process where none is configured."""
     from contextlib import nullcontext
 
-    if args.command not in FLOW_COMMANDS:
+    if args.command not in FLOW_COMMANDS or getattr(args, "verify", False):  # features --verify runs no flow
         return nullcontext()
     from merflow.flows.ephemeral import local_api
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from merflow.flows.cli.render import error_line, is_user_error, print_error
 
     args = build_parser().parse_args(argv)
+    # Who holds a lock, as another user reads it (storage/locks.py); Dask workers started later inherit it.
+    os.environ["MERFLOW_COMMAND"] = shlex.join(["merflow", *map(str, sys.argv[1:] if argv is None else argv)])
     verbose = bool(getattr(args, "verbose", False))
     if args.command in FLOW_COMMANDS and not verbose:
         quiet_run_errors()

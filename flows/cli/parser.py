@@ -100,6 +100,10 @@ def features_options(features: argparse.ArgumentParser) -> None:
     features.add_argument("--dataset", help="only this dataset (e.g. casme2, smic); default: every one")
     features.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
     features.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    features.add_argument("--verify", action="store_true",
+                          help="compute nothing: read every group of the store back, check each shard against the "
+                               "checksums its mark recorded and against the catalog's samples, report per group "
+                               "(exit 1 if anything is damaged or missing; a run without --verify repairs it)")
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])

@@ -90,7 +90,40 @@ def print_features_summary(result: dict) -> None:
         table.add_row(name, str(info["samples"]), ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-",
                       str(info["apex_spotted"]), str(info["no_face_centre_crop"]))
     console.print(table)
-    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
+    others = result.get("shards_by_others")
+    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done"
+                  + (f", {others} computed by another run at the same time" if others else ""))
+    for damage in result.get("repaired", []):
+        shown = ", ".join(damage["samples"][:10]) + (" ..." if len(damage["samples"]) > 10 else "")
+        console.print(Text.assemble(("repaired ", "yellow"), f"{damage['group']} shard {damage['shard']}: "
+                                    f"{damage['problem']}; recomputed samples: {shown or 'none of the catalog'}"),
+                      soft_wrap=True)
+
+
+def print_verify_report(report: dict, catalog: str) -> int:
+    """`merflow features --verify`'s report, a line per group and one per damaged shard; returns the exit
+    status (1: something damaged, not computed, or computed from other inputs than the catalog's)."""
+    trouble = False
+    console.print(f"verified {report['store']}", markup=False)
+    for name, info in report["groups"].items():
+        missing, changed = info.get("samples_missing", 0), info.get("samples_changed", 0)
+        trouble |= bool(info["damaged"] or missing or changed)
+        line = (f"{name} ({info['dataset']}): {info['shards']} shards, {info['verified']} intact, "
+                f"{len(info['damaged'])} damaged, {info['not_computed']} not computed, {info['unverifiable']} without "
+                f"checksums (written before merflow recorded them)")
+        if "samples_missing" in info:
+            line += f"; catalog samples: {missing} missing, {changed} from changed inputs"
+        console.print(Text(line, style="red" if info["damaged"] else ""), soft_wrap=True)
+        for damage in info["damaged"]:
+            console.print(Text.assemble(("  damaged ", "red"), damage.line()), soft_wrap=True)
+    if not report["groups"]:
+        console.print(f"no feature groups in {report['store']}", markup=False)
+    elif trouble:
+        console.print(f"run `merflow features --catalog {catalog} --store {report['store']}` with each group's settings "
+                      "to recompute what is damaged or missing", markup=False, soft_wrap=True)
+    else:
+        console.print("every shard matches its checksums", markup=False)
+    return 1 if trouble else 0
 
 
 def note_lines(notes: dict) -> list[str]:
