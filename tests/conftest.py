@@ -58,6 +58,34 @@ def synth_folders(tmp_path_factory) -> dict[str, Path]:
             for name in DATASETS}
 
 
+def tiny_archive(dataset: str, samples: int, out: Path, seed: int = 0) -> Path:
+    """A zip in ``dataset``'s real layout (tasks/synthetic's writer and sheet) whose samples are 3 frames of
+    16x16 noise each, without quirks: 1,000 samples in about a second, for tests of many samples that never
+    look at the pixels (concurrent ingests)."""
+    import tempfile
+    from unittest import mock
+
+    import numpy as np
+
+    from merflow.tasks.synthetic import layouts, pack
+
+    spec = layouts.SPECS[dataset]
+    rng = np.random.default_rng(seed)
+    plans = [layouts.Plan(subject=index % 26 + 1, emotion=emotion, n_frames=3, first=index + 1, onset=0, apex=1,
+                          offset=2) for index, emotion in enumerate(layouts.emotion_list(spec, samples, rng))]
+
+    def noise(spec, plan, scale, seed, rng, macro=False):
+        return rng.integers(0, 255, (plan.n_frames, 16, 16, 3) if spec.colour else (plan.n_frames, 16, 16), np.uint8)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work, mock.patch.object(layouts, "render", noise):
+        root = Path(work) / spec.folder
+        root.mkdir()
+        layouts.WRITERS[dataset](root, plans, 0.05, seed, rng, False, None)
+        pack(root, out, "zip")
+    return out
+
+
 @pytest.fixture(scope="session")
 def prefect_backend():
     """A private Prefect database for the flow tests (a real ephemeral API, not a mock)."""
