@@ -16,17 +16,18 @@ Layout of ``STORE/<dataset>-<config hash>/``:
 
 Stored data is verified. A checksum per chunk (one sample's array), of the values as stored: it names
 the samples a damage touches, it checks what training reads whatever the codec or store does to the
-bytes, and it costs one CRC pass over arrays already in memory (benchmarks/README.md); a checksum of a
-shard file would need the codec's file layout and a second read of the bytes. A rerun of the features
-flow verifies every finished shard (``plan_shards``) and recomputes a damaged one, naming its files
-and samples; every read for training (``FeatureReader.load``) checks the rows it returns and refuses
-damaged ones (``StoreDamaged``, one line: which files, which samples, the command that repairs them);
-``verify_store`` checks a whole store (``merflow features --verify``). A deleted or emptied shard file
-reads as zeros to Zarr, a truncated one fails Zarr's own index check: each is named as such.
+bytes, and it costs one CRC pass over arrays already in memory (benchmarks/README.md). Beside them the
+mark keeps each shard file's size and CRC as written: a rerun checks a finished shard by its bytes
+without decoding them, and decodes only a shard that differs, to name its samples. A rerun of the
+features flow verifies every finished shard (``plan_shards``) and recomputes a damaged one, naming its
+files and samples; every read for training (``FeatureReader.load``) checks the rows it returns and
+refuses damaged ones (``StoreDamaged``, one line: which files, which samples, the command that repairs
+them); ``verify_store`` decodes and checks a whole store (``merflow features --verify``). A deleted or
+emptied shard file reads as zeros to Zarr, a truncated one fails Zarr's own index check: each is named.
 
 Writers coordinate (storage/locks.py): the driver's planning (the sample index and array shapes in the
-group attributes) holds the group's plan lock (``<group>/_claims/plan``), and a second driver waits for it; a shard's writer
-holds the shard's claim (``<group>/_claims/<shard>``) from before it computes until its mark is
+group attributes) holds the group's plan lock (``<group>/_claims/plan``), and a second driver waits for
+it; a shard's writer holds the shard's claim (``<group>/_claims/<shard>``) from before it computes until its mark is
 written, so two feature runs on one store split the shards: a shard claimed by a live writer is left
 to it (``claim_shard`` gives None), a claim of a dead one is taken over.
 """
@@ -234,11 +235,13 @@ class FeatureStore:
                 stored = np.asarray(values, dtype=opened[name].dtype)  # the values as they read back
                 opened[name][start:start + len(stored)] = stored
                 checksums[name] = row_checksums(stored)
+            # Each file's size and CRC as written, read back once: a rerun checks a shard by its bytes alone.
+            files = {name: self._file_record(self.shard_file(group, name, shard)) for name in arrays}
             claim.check()  # a claim lost while this writer stalled: the new holder writes the mark
             path = self.mark_path(group, shard)
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             mark = {"shard": shard, "start": start, "samples": samples,
-                    "checksums": {"algorithm": CHECKSUM, "arrays": checksums}}
+                    "checksums": {"algorithm": CHECKSUM, "arrays": checksums, "files": files}}
             self.fs.pipe_file(path, json.dumps(mark).encode())
 
     @contextmanager
@@ -257,7 +260,8 @@ class FeatureStore:
         if not self.shard_current(plan):
             return False
         mark = self.read_mark(plan.group, plan.shard)
-        return mark is not None and self.verify_shard(self.open_root("r")[plan.group], plan.group, plan.shard, mark) is None
+        return mark is not None and self.verify_shard(self.open_root("r")[plan.group], plan.group, plan.shard, mark,
+                                                      quick=True) is None
 
     def shard_current(self, plan: ShardPlan) -> bool:
         """Whether a shard's mark already holds the inputs a plan wants (another run computed it meanwhile)."""
@@ -265,13 +269,31 @@ class FeatureStore:
         wanted = {record["sample_key"]: record["fingerprint"] for _, record in plan.samples}
         return bool(mark) and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted
 
+    def _file_record(self, location: str) -> dict | None:
+        """{"size", "crc32"} of a shard file's bytes; None where it is absent (all fill values: Zarr wrote none)."""
+        try:
+            data = self.fs.cat_file(self.fs._strip_protocol(location))
+        except FileNotFoundError:
+            return None
+        return {"size": len(data), "crc32": f"{zlib.crc32(data):08x}"}
+
+    def files_intact(self, name: str, shard: int, mark: dict, arrays: tuple[str, ...] | None = None) -> bool:
+        """Whether a shard's files hold exactly the bytes its writer recorded (a read of the bytes, no
+        decoding: a rerun's check); False where the mark has no such record."""
+        files = (mark.get("checksums") or {}).get("files")
+        if not files:
+            return False
+        return all(self._file_record(self.shard_file(name, array, shard)) == files[array]
+                   for array in arrays or tuple(files) if array in files)
+
     def verify_shard(self, group: zarr.Group, name: str, shard: int, mark: dict,
-                     arrays: tuple[str, ...] | None = None) -> Damage | None:
+                     arrays: tuple[str, ...] | None = None, quick: bool = False) -> Damage | None:
         """Read a finished shard back and compare each row with its mark's checksums (of ``arrays``, or
-        every array the mark covers); the damage found, or None. A mark written before checksums were
-        recorded cannot be checked: None."""
+        every array the mark covers); the damage found, or None. ``quick``: first compare the files' bytes
+        with what the writer recorded, and decode only a shard whose bytes differ (a rerun's check). A
+        mark written before checksums were recorded cannot be checked: None."""
         recorded = (mark.get("checksums") or {}).get("arrays")
-        if not recorded:
+        if not recorded or (quick and self.files_intact(name, shard, mark, arrays)):
             return None
         start = int(mark["start"])
         problems, files, bad_rows = [], [], set()
@@ -332,7 +354,7 @@ class FeatureStore:
                 mark = self.read_mark(group, shard)
                 damage = None
                 if mark and {k: v["fingerprint"] for k, v in mark["samples"].items()} == wanted:
-                    damage = self.verify_shard(opened, group, shard, mark) if verify else None
+                    damage = self.verify_shard(opened, group, shard, mark, quick=True) if verify else None
                     if damage is None:
                         done += 1
                         continue
