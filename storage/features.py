@@ -207,8 +207,9 @@ class FeatureStore:
     def claim_shard(self, group: str, shard: int) -> locks.Lock | None:
         """This process's claim on a shard (held until ``locks.release``), or None when another live writer
         holds it: leave the shard to it. A claim whose writer died is taken over."""
-        try:
-            return locks.acquire(self.claim_location(group, shard), f"shard {shard} of {group} in {self.url}")
+        try:  # per thread: two runs' tasks may run in one Dask worker process, in two threads
+            return locks.acquire(self.claim_location(group, shard), f"shard {shard} of {group} in {self.url}",
+                                 per_thread=True)
         except locks.LockHeld:
             return None
 
@@ -224,7 +225,7 @@ class FeatureStore:
         """Write one whole shard's rows, then its mark with each row's checksum, holding the shard's claim
         (taken here unless this process holds it: ``LockHeld`` if another writer does)."""
         with locks.hold(self.claim_location(group, shard), f"shard {shard} of {group} in {self.url}",
-                        advice="another features run computes it") as claim:
+                        advice="another features run computes it", per_thread=True) as claim:
             self.clear_mark(group, shard)  # no old mark over half-written new data, if this writer dies midway
             opened = zarr.open_group(self.url, mode="r+")[group]
             checksums = {}

@@ -136,6 +136,7 @@ class Lock:
         self.holder = Holder.me()
         self.took_over: Holder | None = None
         self.count = 0  # re-entrant holds within this process
+        self.key: tuple | None = None  # its key among this process's held locks
 
     @property
     def record(self) -> str:
@@ -350,7 +351,7 @@ class _ObjectLock(Lock):
 
 
 # ------------------------------------------------------------------------------------------- the API
-_held: dict[tuple[str, bool], Lock] = {}
+_held: dict[tuple[str, bool, int | None], Lock] = {}
 _registry = threading.Lock()
 
 
@@ -360,7 +361,7 @@ def lock_location(place: str | os.PathLike, name: str) -> str:
 
 
 def acquire(location: str | os.PathLike, what: str, *, wait: bool | float = False, advice: str = "",
-            shared: bool = False, reentrant: bool = True, stale_after: float | None = None,
+            shared: bool = False, reentrant: bool = True, per_thread: bool = False, stale_after: float | None = None,
             on_wait: Callable[[str], None] | None = None) -> Lock:
     """The lock at ``location`` (a local path or a URL, without extension), held by this process.
 
@@ -368,11 +369,13 @@ def acquire(location: str | os.PathLike, what: str, *, wait: bool | float = Fals
     as long as the holder lives; a number waits that many seconds, then refuses. ``on_wait(line)`` is
     told once that this process waits, and for whom. ``shared`` (local folders only): a shared lock,
     which excludes exclusive ones only. ``reentrant=False``: a lock this process already holds counts as
-    held by another (a prune must not remove what this process itself still reads).
+    held by another (a prune must not remove what this process itself still reads). ``per_thread``:
+    re-entrant in this thread only, another thread of this process counts as another holder (a shard's
+    claim: two runs' tasks may share a Dask worker process).
     """
     text = locations.normalise(location)
     stale_after = STALE_AFTER if stale_after is None else stale_after
-    key = (text, shared)
+    key = (text, shared, threading.get_ident() if per_thread else None)
     if reentrant:
         with _registry:
             held = _held.get(key)
@@ -382,6 +385,7 @@ def acquire(location: str | os.PathLike, what: str, *, wait: bool | float = Fals
     if shared and locations.is_remote(text):
         raise ValueError("shared locks are for local folders only")
     lock = (_ObjectLock if locations.is_remote(text) else _FileLock)(text, what, shared)
+    lock.key = key
     deadline = None if wait is True else time.monotonic() + (float(wait) if wait else 0.0)
     told = False
     while True:
@@ -413,9 +417,8 @@ def release(lock: Lock) -> None:
         lock.count -= 1
         if lock.count > 0:
             return
-        key = (lock.location, lock.shared)
-        if _held.get(key) is lock:
-            del _held[key]
+        if _held.get(lock.key) is lock:
+            del _held[lock.key]
     lock.release()
 
 
@@ -451,7 +454,7 @@ def holder(location: str | os.PathLike) -> Holder | None:
         return None
 
 
-def held_here(location: str | os.PathLike, shared: bool = False) -> Lock | None:
-    """The lock at ``location`` if this process holds it, else None."""
+def held_here(location: str | os.PathLike, shared: bool = False, per_thread: bool = False) -> Lock | None:
+    """The lock at ``location`` if this process (this thread, ``per_thread``) holds it, else None."""
     with _registry:
-        return _held.get((locations.normalise(location), shared))
+        return _held.get((locations.normalise(location), shared, threading.get_ident() if per_thread else None))

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -78,6 +79,16 @@ def test_locks_are_reentrant_in_a_process_and_shared_locks_keep_a_remover_out(tm
     with pytest.raises(locks.LockHeld):
         locks.acquire(location, "x", reentrant=False)
     locks.release(remover)
+    # A shard's claim is re-entrant in its thread only: another thread of the process is another writer.
+    with locks.hold(location, "shard", per_thread=True) as claim:
+        assert locks.acquire(location, "shard", per_thread=True) is claim
+        locks.release(claim)
+        outcome = []
+        worker = threading.Thread(target=lambda: outcome.append(
+            pytest.raises(locks.LockHeld, locks.acquire, location, "shard", per_thread=True)))
+        worker.start()
+        worker.join()
+        assert len(outcome) == 1
 
 
 def test_object_store_locks_use_conditional_writes(s3_server, monkeypatch):
