@@ -27,9 +27,9 @@ emptied shard file reads as zeros to Zarr, a truncated one fails Zarr's own inde
 
 Writers coordinate (storage/locks.py): the driver's planning (the sample index and array shapes in the
 group attributes) holds the group's plan lock (``<group>/_claims/plan``), and a second driver waits for
-it; a shard's writer holds the shard's claim (``<group>/_claims/<shard>``) from before it computes until its mark is
-written, so two feature runs on one store split the shards: a shard claimed by a live writer is left
-to it (``claim_shard`` gives None), a claim of a dead one is taken over.
+it; a shard's writer holds the shard's claim (``<group>/_claims/<shard>``) from before it computes
+until its mark is written, so two feature runs on one store split the shards: a shard claimed by a
+live writer is left to it (``claim_shard`` gives None), a claim of a dead one is taken over.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class FeatureStore:
         """Create or grow the group so that every key has a row; returns the sample index.
 
         Rows are never reassigned, so shards already done stay done when samples are added. Holds the
-        store's plan lock (two drivers planning at once take turns: the second sees the first's rows).
+        group's plan lock (two drivers planning at once take turns: the second sees the first's rows).
         """
         name = group_name(dataset, config)
         # Inside the group's folder: Zarr warns of any folder at the store's root that is not a group.
@@ -313,7 +313,7 @@ class FeatureStore:
             wrong = [i for i, (a, e) in enumerate(zip(actual, expected)) if a != e]
             if wrong:
                 try:
-                    size = self.fs.size(self.fs._strip_protocol(file) if locations.is_remote(file) else file)
+                    size = self.fs.size(self.fs._strip_protocol(file))
                 except FileNotFoundError:
                     size = None
                 what = ("is missing (reads as zeros)" if size is None else "is empty (reads as zeros)" if size == 0
@@ -334,7 +334,7 @@ class FeatureStore:
 
         ``records`` are catalog rows with their input ``fingerprint`` (tasks.features.with_fingerprints).
         Runs on the driver, the only writer of group attributes: it assigns rows to new samples (under
-        the store's plan lock). Marks are dropped by the shard's writer, holding its claim, not here: a
+        the group's plan lock). Marks are dropped by the shard's writer, holding its claim, not here: a
         shard another run computes right now keeps its mark.
         """
         plans, done = [], 0
