@@ -91,7 +91,15 @@ RUN_IDENTITY = "protocol.json"
 
 def check_run_identity(out: str | os.PathLike, run: str, identity: dict) -> None:
     """Refuse a run id reused for other data (protocol, class set, catalog rows, feature store): its
-    checkpoints (``out``/checkpoints/<run>) and tables belong to the first. Records the identity on first use."""
+    checkpoints (``out``/checkpoints/<run>) and tables belong to the first. Records the identity on first use,
+    holding the run's lock (storage/results.py ``writing_run``: another command on this run id is refused)."""
+    from merflow.storage.results import writing_run  # results imports pyarrow: only when a run starts
+
+    with writing_run(out, run):
+        _check_identity(out, run, identity)
+
+
+def _check_identity(out: str | os.PathLike, run: str, identity: dict) -> None:
     recorded = locations.join(out, "checkpoints", run, RUN_IDENTITY)
     if locations.exists(recorded):
         before = json.loads(locations.read_text(recorded))
