@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from merflow.configs.names import NAME_FORM
 from merflow.flows.cli import commands, demo, results
 from merflow.flows.cli.fields import add_config_options, default_text
 from merflow.flows.defaults import default, parameter
@@ -181,7 +182,7 @@ def train_options(train: argparse.ArgumentParser) -> None:
                        help="support shots per class (default %(default)s)")
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
-    train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
+    train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
     train.set_defaults(handler=commands.cmd_train)
 
 
@@ -202,7 +203,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
     add_training_options(tune, tune_flow)
     add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
                                             "gpus_per_trial", "max_failures", "max_folds"])
-    tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
+    tune.add_argument("--run", help="run id (the search's name): reuse one to resume an interrupted search; " + NAME_FORM)
     tune.set_defaults(handler=commands.cmd_tune)
 
 
