@@ -216,8 +216,8 @@ def _positive(text: str) -> int:
 
 def results_options(group: argparse.ArgumentParser) -> None:
     """`merflow results` and its subcommands: query, summary, best, plot, runs (handlers in ``results``)."""
+    from merflow.configs.results import RESULTS
     from merflow.flows.cli.render import CELL_WIDTH
-    from merflow.flows.parameters import RESULTS
     from merflow.training.report import SCORES, SPLITS, alpha_shots_heatmaps, best_table
 
     location = argparse.ArgumentParser(add_help=False)
