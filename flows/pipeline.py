@@ -18,7 +18,7 @@ import json
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from merflow.configs.names import RunId
+from merflow.configs.names import RunId, check_name
 from merflow.configs.train import TrainConfig
 from merflow.flows.features import features_flow
 from merflow.flows.ingest import ingest_flow
@@ -80,7 +80,7 @@ def pipeline_flow(sources: list[str], catalog_dir: str, store: str, out: str, mo
     settings = {"mode": mode, "evaluation": evaluation.model_dump(), "training": training.to_dict()}
     if mode == "tune":
         settings["search"] = search.model_dump()
-    run = run or derived_run_id(mode, catalog_dir, computed["config_hash"], settings)
+    run = check_name(run, "run id") if run is not None else derived_run_id(mode, catalog_dir, computed["config_hash"], settings)
     logger.info("%s run %s", mode, run)
     if mode == "train":
         trained = train_flow(catalog_dir=catalog_dir, store=store, out=out, config=training, run=run,

@@ -27,7 +27,7 @@ from merflow.flows.trial import ending_on_data_errors, fold_trial, protocol_data
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import check_run_identity
 from merflow.training.models import nearest_centroid
-from merflow.training.run import new_run_id
+from merflow.training.run import run_id
 from merflow.training.search.reports import COMPLETED, DATA_ERROR
 from merflow.training.search.scheduler import foldwise_asha
 from merflow.training.search.space import safe_name, trial_specs
@@ -123,7 +123,7 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
     locations.require(search.catalog_dir, search.store, search.out)
     locations.require_ray_client(search.ray_address)
     search = absolute(search)
-    run = search.run or new_run_id()
+    run = run_id(search.run)
     data = protocol_data(search)
     # A fold with nothing to train on (stages.fold_problem: fewer than two classes) is left out of the
     # grid with its reason in the run's row, instead of failing every configuration's trial on it.

@@ -117,7 +117,7 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
     started = time.perf_counter()
     info = models.get(model)
     settings = model_config(model, config, survey_config, centroid_config, balance)
-    run = run or units.new_run_id()
+    run = units.run_id(run)
     data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
                               sample_lists=sample_lists, feature_config=feature_config, model=model)
     plan = info.load().plan(data, settings, protocol, dataset, class_set)

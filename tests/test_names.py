@@ -92,3 +92,11 @@ def test_the_search_and_its_experiment_folder_take_names_only():
     assert experiment_path(search, "a_b") == "/r/tune/a_b"
     with pytest.raises(InvalidName):
         experiment_path(search, "a b")
+
+
+def test_an_empty_run_id_is_refused_not_replaced_and_a_new_one_is_a_name():
+    from merflow.training.run import run_id
+
+    assert is_name(run_id(None)) and run_id("mine") == "mine"
+    with pytest.raises(InvalidName, match="an empty run id"):
+        run_id("")
