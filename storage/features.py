@@ -28,7 +28,6 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
-# FIRST_FRAMES and SIZES: flows/cli/parser.py imports them from here.
 from merflow.configs.features import (  # noqa: F401
     ARRAYS,
     FEATURE_SCHEMA_VERSION,
@@ -37,6 +36,9 @@ from merflow.configs.features import (  # noqa: F401
     SIZES,
     FeatureConfig,
 )
+
+# FIRST_FRAMES and SIZES: flows/cli/parser.py imports them from here.
+from merflow.configs.names import check_name
 from merflow.storage import locations
 
 DONE_DIR = "_done"
@@ -66,8 +68,9 @@ def normalise_url(store: str | Path) -> str:
 
 
 def group_name(dataset: str, config: FeatureConfig) -> str:
-    """The Zarr group of a dataset's features under one configuration: ``<dataset>-<config hash>``."""
-    return f"{dataset}-{config.hash}"
+    """The Zarr group of a dataset's features under one configuration: ``<dataset>-<config hash>``; the dataset
+    a name (configs/names.py), so that the group is one folder of the store."""
+    return f"{check_name(dataset, 'dataset name')}-{config.hash}"
 
 
 class FeatureStore:

@@ -100,3 +100,12 @@ def test_an_empty_run_id_is_refused_not_replaced_and_a_new_one_is_a_name():
     assert is_name(run_id(None)) and run_id("mine") == "mine"
     with pytest.raises(InvalidName, match="an empty run id"):
         run_id("")
+
+
+def test_a_feature_group_is_named_after_a_dataset_name_only():
+    from merflow.configs.features import FeatureConfig
+    from merflow.storage.features import group_name
+
+    assert group_name("casme2", FeatureConfig()).startswith("casme2-")
+    with pytest.raises(InvalidName, match="dataset name"):
+        group_name("../casme2", FeatureConfig())
