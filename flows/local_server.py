@@ -50,6 +50,7 @@ IDLE_ENV = "MERFLOW_PREFECT_SERVER_IDLE"
 DEFAULT_IDLE = 600.0                 # seconds without a command or a request before the server stops
 PORT_IN_USE = 3                      # uvicorn's exit status when it cannot bind (Prefect retries on it too)
 HEALTH_TIMEOUT = 2.0                 # seconds for the found server's health check
+LOG_LIMIT = 5 * 2**20                # server.log is set aside as server.log.1 past this size, when a server starts
 
 
 def configured_api_url() -> str | None:
@@ -162,9 +163,9 @@ def held_leases(folder: Path, remove_stale: bool = False) -> int:
     return held
 
 
-def start_server(folder: Path, timeout: float | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, timeout: float | None = None, on_spawn=None) -> tuple[subprocess.Popen, str]:
     """Start the server process, detached (it outlives this command), and wait for its health check;
-    (process, API URL). Call it under ``start.lock``."""
+    (process, API URL). ``on_spawn(pid, url)`` hears of each process started. Call it under ``start.lock``."""
     from prefect.settings import get_current_settings
 
     timeout = timeout or _startup_timeout()
@@ -175,6 +176,8 @@ def start_server(folder: Path, timeout: float | None = None) -> tuple[subprocess
     env.pop("PREFECT_API_URL", None)
     deadline = time.monotonic() + timeout
     log = folder / "server.log"
+    if log.exists() and log.stat().st_size > LOG_LIMIT:
+        os.replace(log, log.with_suffix(".log.1"))  # one older log kept
     while True:
         port = _free_port()
         with open(log, "ab") as output:
@@ -184,6 +187,8 @@ def start_server(folder: Path, timeout: float | None = None) -> tuple[subprocess
                                        stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                        cwd=folder, start_new_session=True)
         url = f"http://127.0.0.1:{port}/api"
+        if on_spawn:
+            on_spawn(process.pid, url)
         while time.monotonic() < deadline and process.poll() is None:
             if _healthy(url):
                 return process, url
@@ -212,15 +217,32 @@ def find_or_start(folder: Path) -> tuple[str, bool]:
     from prefect import __version__
 
     state = read_state(folder)
-    if state and _alive(state["pid"]) and _healthy(state["url"]):
-        return state["url"], False
-    if state and _alive(state["pid"]) and _is_server(state["pid"]):
+    running = bool(state) and _alive(state["pid"]) and _is_server(state["pid"])
+    if running and state.get("prefect") != __version__:
+        raise RuntimeError(f"the local Prefect server of this PREFECT_HOME ({folder}) runs Prefect {state.get('prefect')} "
+                           f"({state.get('python')}), this merflow Prefect {__version__}: stop it (python -m {MARK} "
+                           "stop) or give this installation a PREFECT_HOME of its own")
+    if running and (_healthy(state["url"]) or (state.get("starting") and _wait_healthy(state["url"], state["pid"]))):
+        return state["url"], False  # (a command killed while it started one left it starting: it is waited for)
+    if running:
         _terminate(state["pid"])  # recorded, running, and not answering: hung
     (folder / "server.json").unlink(missing_ok=True)
-    process, url = start_server(folder)
-    _write_state(folder, {"pid": process.pid, "url": url, "prefect": __version__, "python": sys.executable,
-                          "idle_seconds": idle_seconds(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    recorded = {"prefect": __version__, "python": sys.executable, "idle_seconds": idle_seconds(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    # Recorded as starting as soon as it is spawned: a command killed meanwhile leaves no unrecorded server.
+    process, url = start_server(folder, on_spawn=lambda pid, url: _write_state(
+        folder, recorded | {"pid": pid, "url": url, "starting": True}))
+    _write_state(folder, recorded | {"pid": process.pid, "url": url})
     return url, True
+
+
+def _wait_healthy(url: str, pid: int) -> bool:
+    deadline = time.monotonic() + _startup_timeout()
+    while time.monotonic() < deadline and _alive(pid):
+        if _healthy(url):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _is_server(pid: int) -> bool:
