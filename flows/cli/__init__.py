@@ -82,3 +82,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print_error(error_line(error))
         return 2 if is_user_error(error) else 1
+    finally:
+        if argv is None:  # the console script: the process ends next
+            ending_process()
+
+
+def ending_process() -> None:
+    """Let the interpreter's exit skip collecting the objects the command leaves alive (``gc.freeze``): with
+    Prefect, pandas and pyarrow loaded that collection cost ~0.45 s of CPU of the ~0.55 s exit
+    (benchmarks/startup.py). Files are still closed and flushed as their objects go; only unreachable cycles
+    stay uncollected, which Python never promises to finalise at exit anyway. Not for a caller that goes on
+    (a test, a notebook: ``main(argv)``)."""
+    import gc
+
+    gc.freeze()
