@@ -65,16 +65,21 @@ def test_storage_refuses_a_run_id_that_is_a_path_before_writing(tmp_path):
 
 
 def test_the_cli_refuses_a_run_id_in_one_line_before_any_work(tmp_path, capsys):
+    import argparse
+
     from merflow.flows.cli import main
+    from merflow.flows.cli.options import check_names
 
     out = tmp_path / "a" / "b" / "results"
-    for command in ("train", "tune"):
-        for bad in ("../../../x", "a/b", "", "a b"):
-            assert main([command, "--catalog", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--out", str(out),
-                         "--run", bad]) == 2
-            printed = capsys.readouterr().out
-            assert printed.count("\n") == 1 and "is not allowed" in printed and NAME_FORM in printed, printed
+    for bad in ("../../../x", "a/b", "", "a b"):
+        assert main(["train", "--catalog", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--out", str(out),
+                     "--run", bad]) == 2
+        printed = capsys.readouterr().out
+        assert printed.count("\n") == 1 and "is not allowed" in printed and NAME_FORM in printed, printed
+        with pytest.raises(InvalidName):  # tune's --run, the search's name, the same way (no Ray imported here)
+            check_names(argparse.Namespace(command="tune", run=bad))
     assert list(tmp_path.iterdir()) == []  # nothing written, no server started for it
+    check_names(argparse.Namespace(command="tune", run="a_b"))
 
 
 def test_the_search_and_its_experiment_folder_take_names_only():
