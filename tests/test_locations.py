@@ -293,7 +293,7 @@ def test_a_stalled_s3_endpoint_fails_in_one_line_naming_it_and_a_dead_one_too(tm
     endpoint = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
         "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", locations.S3_TIMEOUT_ENV: "1"}
+        "AWS_DEFAULT_REGION": "us-east-1", locations.S3_TIMEOUT_ENV: "0.5"}
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -311,7 +311,7 @@ def test_a_stalled_s3_endpoint_fails_in_one_line_naming_it_and_a_dead_one_too(tm
         lines = [line for line in stalled.stdout.splitlines() if line.strip()]
         assert stalled.returncode == 1 and len(lines) == 1, stalled.stdout + stalled.stderr
         assert lines[0].startswith("error: Read timeout on endpoint URL") and endpoint in lines[0], lines
-        assert "no answer within 1 s, 5 attempts (MERFLOW_S3_TIMEOUT sets the wait)" in lines[0], lines
+        assert "no answer within 0.5 s, 5 attempts (MERFLOW_S3_TIMEOUT sets the wait)" in lines[0], lines
     finally:
         os.kill(server.pid, signal.SIGCONT)
         server.kill()
