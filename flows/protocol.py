@@ -59,7 +59,7 @@ def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, da
     run's row too); ``on_fold(done, total, fold)`` each finished fold. ``max_folds``: the first N folds
     only, a quick look, not a result to report."""
     started = time.perf_counter()
-    run = run or units.new_run_id()
+    run = units.run_id(run)
     info = models.get(model)
     module = info.load()
     with results.writing_run(out, run):  # its checkpoints: another command on this run id is refused

@@ -21,12 +21,13 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 import merflow.training.search  # noqa: F401  (Ray's offline defaults, set before ray.init)
+from merflow.configs.names import check_name
 from merflow.configs.search import SearchConfig
 from merflow.flows.trial import ending_on_data_errors, fold_trial, protocol_data
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import check_run_identity
 from merflow.training.models import nearest_centroid
-from merflow.training.run import new_run_id
+from merflow.training.run import run_id
 from merflow.training.search.reports import COMPLETED, DATA_ERROR
 from merflow.training.search.scheduler import foldwise_asha
 from merflow.training.search.space import safe_name, trial_specs
@@ -43,8 +44,9 @@ def absolute(search: SearchConfig) -> SearchConfig:
 
 
 def experiment_path(search: SearchConfig, run: str) -> str:
-    """The Tune experiment's location: RESULTS/tune/<run>, a local folder or a URL like --out."""
-    return locations.join(locations.normalise(search.out), "tune", safe_name(run))
+    """The Tune experiment's location: RESULTS/tune/<run>, a local folder or a URL like --out; the run id a
+    name (configs/names.py), never rewritten: two searches never share one experiment."""
+    return locations.join(locations.normalise(search.out), "tune", check_name(run, "run id"))
 
 
 def _experiment_storage(location: str) -> tuple[str, object]:
@@ -58,7 +60,7 @@ def _experiment_storage(location: str) -> tuple[str, object]:
 
 
 def _check_same_search(search: SearchConfig, run: str) -> None:
-    recorded = locations.join(search.out, "checkpoints", run, "search.json")
+    recorded = locations.join(search.out, "checkpoints", check_name(run, "run id"), "search.json")
     if locations.exists(recorded):
         before = json.loads(locations.read_text(recorded))
         if before != search.recorded():
@@ -121,7 +123,7 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
     locations.require(search.catalog_dir, search.store, search.out)
     locations.require_ray_client(search.ray_address)
     search = absolute(search)
-    run = search.run or new_run_id()
+    run = run_id(search.run)
     with results.writing_run(search.out, run):  # another command writing this run id: refused, one line
         data = protocol_data(search)
         # A fold with nothing to train on (stages.fold_problem: fewer than two classes) is left out of the

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from merflow.configs.names import RunId
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol
@@ -100,7 +101,7 @@ def model_config(model: str, config: TrainConfig | None, survey_config: SurveyCo
 @flow(name="train", log_prints=True)
 def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluation, "protocol"),
                dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS, class_set: str | None = None, config: TrainConfig | None = None,
-               run: str | None = None, sample_list: str | None = None, sample_lists: str | None = None,
+               run: RunId | None = None, sample_list: str | None = None, sample_lists: str | None = None,
                feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
                survey_config: SurveyConfig | None = None, balance: str | None = None,
                centroid_config: CentroidConfig | None = None, max_folds: int | None = None) -> dict:
@@ -116,7 +117,7 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
     started = time.perf_counter()
     info = models.get(model)
     settings = model_config(model, config, survey_config, centroid_config, balance)
-    run = run or units.new_run_id()
+    run = units.run_id(run)
     with results.writing_run(out, run):  # another command writing this run id: refused, one line
         data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
                                   sample_lists=sample_lists, feature_config=feature_config, model=model)

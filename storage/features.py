@@ -58,6 +58,7 @@ from merflow.configs.features import (  # noqa: F401
     SIZES,
     FeatureConfig,
 )
+from merflow.configs.names import check_name
 from merflow.storage import locations, locks
 
 DONE_DIR = "_done"
@@ -116,8 +117,9 @@ def normalise_url(store: str | Path) -> str:
 
 
 def group_name(dataset: str, config: FeatureConfig) -> str:
-    """The Zarr group of a dataset's features under one configuration: ``<dataset>-<config hash>``."""
-    return f"{dataset}-{config.hash}"
+    """The Zarr group of a dataset's features under one configuration: ``<dataset>-<config hash>``; the dataset
+    a name (configs/names.py), so that the group is one folder of the store."""
+    return f"{check_name(dataset, 'dataset name')}-{config.hash}"
 
 
 class FeatureStore:

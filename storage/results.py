@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from merflow.configs.names import check_name
 from merflow.configs.results import SELECTED
 from merflow.storage import locations, locks
 
@@ -157,8 +158,12 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
-    """The Parquet file of one part: ``<results>/<table>/run=<run>/protocol=<protocol>/part-<part>.parquet``."""
-    return locations.join(results, table, f"run={run}", f"protocol={protocol}", f"part-{part}.parquet")
+    """The Parquet file of one part: ``<results>/<table>/run=<run>/protocol=<protocol>/part-<part>.parquet``.
+    Each of run, protocol and part must be a name (configs/names.py): one folder of its own, never a path."""
+    if table not in SCHEMAS:
+        raise ValueError(f"no result table {table!r}: the tables are {', '.join(TABLES)}")
+    return locations.join(results, table, f"run={check_name(run, 'run id')}",
+                          f"protocol={check_name(protocol, 'protocol')}", f"part-{check_name(part, 'part name')}.parquet")
 
 
 def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, part: str, rows) -> str:

@@ -13,6 +13,9 @@ from requires import REFERENCE, requires_ray, requires_reference, requires_s3
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# A `merflow` flow command that a test runs without a Prefect API (a CLI subprocess) starts the shared local
+# server of PREFECT_HOME (flows/local_server.py): it stops 30 s after the suite's last such command, not 10 min.
+os.environ.setdefault("MERFLOW_PREFECT_SERVER_IDLE", "30")
 
 __all__ = ["REFERENCE", "SCALE", "requires_reference"]  # `from conftest import ...` of these keeps working
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from merflow.configs.features import FeatureConfig
+from merflow.configs.names import check_name
 from merflow.configs.train import TrainConfig
 from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
@@ -170,6 +171,11 @@ def build_protocol(catalog: pd.DataFrame, source: FeatureSource, protocol: str, 
 def new_run_id() -> str:
     """A new run id: the UTC time and six random hex digits."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def run_id(given: str | None) -> str:
+    """``given`` checked as a name (configs/names.py: an empty id is refused, not replaced), or a new id for None."""
+    return new_run_id() if given is None else check_name(given, "run id")
 
 
 def with_balance(config, balance: str | None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from merflow.configs.names import NAME_FORM
 from merflow.flows.cli import commands, demo, results
 from merflow.flows.cli.fields import add_config_options, default_text
 from merflow.flows.defaults import default, parameter
@@ -185,7 +186,7 @@ def train_options(train: argparse.ArgumentParser) -> None:
                        help="support shots per class (default %(default)s)")
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
-    train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
+    train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
     train.set_defaults(handler=commands.cmd_train)
 
 
@@ -206,7 +207,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
     add_training_options(tune, tune_flow)
     add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
                                             "gpus_per_trial", "max_failures", "max_folds"])
-    tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
+    tune.add_argument("--run", help="run id (the search's name): reuse one to resume an interrupted search; " + NAME_FORM)
     tune.set_defaults(handler=commands.cmd_tune)
 
 
@@ -219,8 +220,8 @@ def _positive(text: str) -> int:
 
 def results_options(group: argparse.ArgumentParser) -> None:
     """`merflow results` and its subcommands: query, summary, best, plot, runs (handlers in ``results``)."""
+    from merflow.configs.results import RESULTS
     from merflow.flows.cli.render import CELL_WIDTH
-    from merflow.flows.parameters import RESULTS
     from merflow.training.report import SCORES, SPLITS, alpha_shots_heatmaps, best_table
 
     location = argparse.ArgumentParser(add_help=False)

@@ -47,10 +47,18 @@ def validation_text(error: ValidationError) -> str:
     return f"invalid {error.title}: " + "; ".join(problems)
 
 
+# botocore's errors when an object store did not answer (they name the endpoint URL); by name, so that
+# this module imports no botocore.
+STORE_TIMEOUTS = ("ReadTimeoutError", "ConnectTimeoutError")
+
+
 def error_line(error: BaseException) -> str:
     """One line for an error: its own message for the user's errors, its type and last line otherwise."""
     if isinstance(error, ValidationError):
         return validation_text(error)
+    if type(error).__name__ in STORE_TIMEOUTS and type(error).__module__.startswith("botocore"):
+        return (f"{error}: no answer within {locations.s3_timeout():g} s, {locations.S3_ATTEMPTS} attempts "
+                f"({locations.S3_TIMEOUT_ENV} sets the wait)")
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if is_user_error(error):
         return " ".join(lines) or type(error).__name__
