@@ -15,7 +15,7 @@ import traceback
 
 # Commands that run Prefect flows; without a configured PREFECT_API_URL they get a local Prefect server
 # that ends with this process, even when it is SIGKILLed (flows/ephemeral.py).
-FLOW_COMMANDS = ("ingest", "features", "train", "tune", "demo")
+FLOW_COMMANDS = ("ingest", "import-features", "features", "train", "tune", "demo")
 
 
 def flow_api(args: argparse.Namespace):

@@ -81,6 +81,25 @@ def print_catalog_summary(result: dict) -> None:
                   f"(reasons in {locations.join(result['catalog'], 'quarantine.parquet')})", markup=False)
 
 
+def print_import_summary(result: dict) -> None:
+    """The import flow's result: per source its format and outcome, what it says of its samples, every quarantined
+    sample by name and why, the feature groups it filled (and their configuration, for --feature-config), then the
+    catalog's summary."""
+    for outcome in result["sources"]:
+        labels = f" with {outcome['labels']}" if outcome.get("labels") else ""
+        console.print(f"{outcome['status']} {outcome['source']}{labels} ({outcome['format']}): {outcome['detail']}",
+                      markup=False)
+        for note in outcome["notes"]:
+            console.print(f"  {note}", markup=False)
+        for problem in outcome["quarantined"]:
+            console.print(Text.assemble("  quarantined ", problem["sample_key"], ": ", (problem["reason"], "yellow"),
+                                        f" ({problem['detail']})"), soft_wrap=True)
+        console.print(f"  stored as {outcome['array']} ({', '.join(outcome['channels'])}) in "
+                      f"{', '.join(outcome['groups']) or 'no group'}: feature configuration {outcome['config_hash']} "
+                      "(--feature-config, where the store holds several)", markup=False)
+    print_catalog_summary({k: v for k, v in result.items() if k != "sources"})
+
+
 def print_features_summary(result: dict) -> None:
     """The features flow's summary: per group, samples, quarantined, spotted apexes, centre crops."""
     table = Table(title=f"features in {result['store']} (config {result['config_hash']})")
