@@ -111,10 +111,10 @@ def import_config(unit: ImportUnit, sample_list: tuple[str, str] | None, size: i
         order=convention["order"], resized=imports.APEX_RESIZE if unit.format == "apex-images" else None))
 
 
-def unchanged_reason(sources, source: str, sha: str, config: FeatureConfig) -> str | None:
+def unchanged_reason(sources, source: str, sha: str, config: FeatureConfig, dataset: str | None) -> str | None:
     """Why a source needs no catalog work: the same content imported with the same settings (its configuration,
-    which holds the label file's and the list's checksums too); None when it needs work."""
-    recorded = recorded_config(config)
+    which holds the label file's and the list's checksums too, and the dataset chosen); None when it needs work."""
+    recorded = recorded_config(config, dataset)
     same = sources[(sources["source_sha256"] == sha) & (sources["config"] == recorded)]
     if (same["source"] == source).any():
         return "unchanged since its last import"
@@ -182,13 +182,14 @@ def import_flow(sources: list[str], catalog_dir: str, store: str, sample_list: s
     for unit in plan_units(sources, catalog_dir, fmt):
         config = import_config(unit, listed, size, shard_size)
         configs.append(config)
-        reason = unchanged_reason(catalog.read_sources(catalog_dir), unit.source, unit.sha, config)
+        reason = unchanged_reason(catalog.read_sources(catalog_dir), unit.source, unit.sha, config, dataset)
         read = None
         if reason:
             logger.info("%s: %s; catalog not rewritten", unit.source, reason)
         else:
             read = read_unit(unit, sample_list, size, dataset)
-            row = catalog.merge_source(catalog_dir, source_row(unit, read, config), read.samples, read.problems)
+            row = catalog.merge_source(catalog_dir, source_row(unit, read, config, dataset), read.samples,
+                                       read.problems)
             logger.info("%s (%s): %d samples, %d quarantined", unit.source, unit.format, row["n_samples"],
                         row["n_quarantined"])
         samples = catalog.read_samples(catalog_dir)
@@ -221,18 +222,19 @@ def import_flow(sources: list[str], catalog_dir: str, store: str, sample_list: s
     return result
 
 
-def source_row(unit: ImportUnit, read: imports.ImportedSamples, config: FeatureConfig) -> dict:
+def source_row(unit: ImportUnit, read: imports.ImportedSamples, config: FeatureConfig, dataset: str | None) -> dict:
     """The source's row of the catalog's sources table: its checksum, format, datasets and configuration."""
     from datetime import datetime, timezone
 
     return {"source": unit.source, "source_sha256": unit.sha, "kind": unit.format, "root": str(unit.local),
             "datasets": read.datasets, "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": recorded_config(config)}
+            "config": recorded_config(config, dataset)}
 
 
-def recorded_config(config: FeatureConfig) -> str:
-    """The configuration as the sources table records it: the feature group's settings (``to_dict``) as JSON."""
-    return json.dumps(config.to_dict(), sort_keys=True)
+def recorded_config(config: FeatureConfig, dataset: str | None) -> str:
+    """What the sources table records of an import's settings: the feature group's configuration (``to_dict``) and
+    the dataset chosen (``--dataset``: which rows of the list), as JSON."""
+    return json.dumps({"feature_config": config.to_dict(), "dataset": dataset}, sort_keys=True)
 
 
 def summary_markdown(result: dict) -> str:

@@ -304,13 +304,22 @@ def read_survey(images_path: Path, labels_path: Path, dataset: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ folders and the list
-def _listed(rows: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+def _chosen(rows: pd.DataFrame, dataset: str | None) -> set[str]:
+    """The file keys of the list's rows to import: every row, or one dataset's (``--dataset``; its files are read,
+    the other datasets' files are left out, neither read nor quarantined)."""
     if dataset is None:
-        return rows
+        return set(rows["file_key"])
     chosen = rows[rows["dataset"] == megc2019.DATASETS.get(dataset, dataset)]
     if chosen.empty:
         raise ImportFormatError(f"the list names no {dataset} sample; it holds {', '.join(sorted(rows['dataset'].unique()))}")
-    return chosen
+    return set(chosen["file_key"])
+
+
+def _left_out(result: ImportedSamples, rows: pd.DataFrame, chosen: set[str], dataset: str | None) -> pd.DataFrame:
+    """The rows to import; a note of how many the dataset filter left out."""
+    if len(chosen) < len(rows):
+        result.notes.append(f"{len(rows) - len(chosen)} rows of the list's other datasets left out (--dataset {dataset})")
+    return rows[rows["file_key"].isin(chosen)]
 
 
 def _labelled_row(row, detail: str, label_source: str) -> dict:
@@ -352,10 +361,12 @@ def read_folder(folder: Path, list_path: Path, fmt: str, size: int = 28, dataset
     """A folder of flow images (``flow-images``) or apex frames (``apex-images``), one file a sample named
     ``<subject>_<clip>``, matched to the list's rows by ``id_key``: each listed file read and stored, each file
     the list does not name, list row without a file, unreadable or mis-shaped image quarantined with the reason."""
-    rows = _listed(read_sample_list(list_path), dataset)
+    rows = read_sample_list(list_path)
+    chosen = _chosen(rows, dataset)
     root = content_root(Path(folder))
     by_key = {row.file_key: row for row in rows.itertuples()}
-    result = ImportedSamples(fmt, sorted(rows["dataset"].unique()), [], [], {}, size=size)
+    result = ImportedSamples(fmt, sorted(rows.loc[rows["file_key"].isin(chosen), "dataset"].unique()), [], [], {},
+                             size=size)
     found: dict[str, Path] = {}
     for path in _children(root):
         if path.is_dir():
@@ -373,6 +384,8 @@ def read_folder(folder: Path, list_path: Path, fmt: str, size: int = 28, dataset
             result.problems.append(_unlisted(path.name, f"{path.name}: the list {list_path.name} names no clip "
                                                         f"'{stem}' (<subject>_<clip>)"))
             continue
+        if key not in chosen:
+            continue
         if key in found:
             row = by_key[key]
             result.problems.append(_problem(f"{row.dataset}/{row.subject}/{row.sample_id}", row.dataset, row.subject,
@@ -382,7 +395,7 @@ def read_folder(folder: Path, list_path: Path, fmt: str, size: int = 28, dataset
             continue
         found[key] = path
     duplicated = {p["sample_key"] for p in result.problems if p["reason"] == "duplicate_file"}
-    for row in rows.itertuples():
+    for row in _left_out(result, rows, chosen, dataset).itertuples():
         sample_key = f"{row.dataset}/{row.subject}/{row.sample_id}"
         if sample_key in duplicated:
             continue
@@ -416,10 +429,12 @@ def read_folds(folder: Path, list_path: Path, size: int = 28, dataset: str | Non
     subject's ``u_test``, named, labelled and grouped by the list. The folders' own subject and label must agree
     with the list's (``subject_conflict``, ``label_conflict``: quarantined), and so must every ``u_train`` copy's
     label (checked by name); a sample some fold's ``u_train`` lacks is told, not quarantined."""
-    rows = _listed(read_sample_list(list_path), dataset)
+    rows = read_sample_list(list_path)
+    chosen = _chosen(rows, dataset)
     root = content_root(Path(folder))
     by_key = {row.file_key: row for row in rows.itertuples()}
-    result = ImportedSamples("flow-folds", sorted(rows["dataset"].unique()), [], [], {}, size=size)
+    result = ImportedSamples("flow-folds", sorted(rows.loc[rows["file_key"].isin(chosen), "dataset"].unique()), [],
+                             [], {}, size=size)
     tested: dict[str, tuple[Path, str, str]] = {}     # file key -> (path, subject folder, label folder)
     trained: dict[str, dict[str, str]] = {}           # file key -> {subject folder: label folder} of u_train copies
     subjects = [s for s in _children(root) if s.is_dir()]
@@ -436,6 +451,8 @@ def read_folds(folder: Path, list_path: Path, size: int = 28, dataset: str | Non
                     where = f"{subject.name}/{FOLD_TEST}/{label_dir.name}/{path.name}"
                     if key is None or key not in by_key:
                         result.problems.append(_unlisted(where, f"{where}: the list {list_path.name} names no such clip"))
+                    elif key not in chosen:
+                        continue
                     elif key in tested:
                         row = by_key[key]
                         result.problems.append(_problem(f"{row.dataset}/{row.subject}/{row.sample_id}", row.dataset,
@@ -445,7 +462,7 @@ def read_folds(folder: Path, list_path: Path, size: int = 28, dataset: str | Non
                         tested[key] = (path, subject.name, label_dir.name)
     duplicated = {p["sample_key"] for p in result.problems if p["reason"] == "duplicate_file"}
     missing_copies = 0
-    for row in rows.itertuples():
+    for row in _left_out(result, rows, chosen, dataset).itertuples():
         sample_key = f"{row.dataset}/{row.subject}/{row.sample_id}"
         if sample_key in duplicated:
             continue

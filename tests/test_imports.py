@@ -81,6 +81,10 @@ def test_a_flow_folder_keeps_its_images_as_they_are(tmp_path):
     # Stored in the file's decoded order (BGR = strain, v, u), values untouched.
     stored = read.arrays["samm/006/006_1_2"]
     assert stored.dtype == np.uint8 and np.array_equal(stored, flow_image(2).transpose(2, 0, 1))
+    # One dataset's rows (--dataset): the others' files are left out, not quarantined.
+    samm = imports.read_folder(folder, write_list(tmp_path / "gt.csv"), "flow-images", dataset="samm")
+    assert [s["sample_key"] for s in samm.samples] == ["samm/006/006_1_2", "samm/007/007_3_1"] and not samm.problems
+    assert samm.datasets == ["samm"] and samm.notes == ["4 rows of the list's other datasets left out (--dataset samm)"]
 
 
 def test_what_a_flow_folder_and_its_list_disagree_on_is_quarantined_by_name(tmp_path):

@@ -40,7 +40,7 @@ def test_a_survey_set_is_imported_resumed_and_read_by_name(tmp_path):
     samples = catalog.read_samples(cat)
     assert set(samples["origin"]) == {"imported"} and samples["frame_files"].isna().all()
     source_row = catalog.read_sources(cat).iloc[0]
-    assert source_row["kind"] == "survey-mat" and json.loads(source_row["config"])["imported"]["labels"].endswith(
+    assert source_row["kind"] == "survey-mat" and json.loads(source_row["config"])["feature_config"]["imported"]["labels"].endswith(
         "label4.mat")
 
     # A rerun of the unchanged source reads nothing and writes nothing.

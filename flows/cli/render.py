@@ -71,7 +71,10 @@ def print_catalog_summary(result: dict) -> None:
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
         reasons = result["quarantine_reasons"].get(name, {})
-        table.add_row(name, str(info["samples"]), str(info["subjects"]),
+        imported = info.get("imported", 0)  # features imported, no frames (`merflow import-features`)
+        label = name + (" (imported)" if imported == info["samples"] and imported else
+                        f" ({imported} imported)" if imported else "")
+        table.add_row(label, str(info["samples"]), str(info["subjects"]),
                       ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
