@@ -21,6 +21,7 @@ import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from merflow.configs.catalog import IMPORTED
 from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import Detector, FeatureOptions, FirstFrame, FlowAlgorithm, NoFace
@@ -105,6 +106,12 @@ def catalog_records(catalog_dir: str, dataset: str | None) -> list[dict]:
     samples = catalog.read_samples(catalog_dir)
     if samples.empty:
         raise ValueError(f"the catalog at {catalog_dir} has no samples: run `merflow ingest` first")
+    # Imported samples came with their features and have no frames (`merflow import-features`).
+    imported = samples["origin"] == IMPORTED
+    if imported.all():
+        raise ValueError(f"every sample of the catalog at {catalog_dir} was imported with its features "
+                         f"({', '.join(sorted(samples['dataset'].unique()))}): there are no frames to compute from")
+    samples = samples[~imported]
     if dataset:
         chosen = samples[(samples["dataset"] == dataset) | samples["dataset"].str.startswith(f"{dataset}_")]
         if chosen.empty:

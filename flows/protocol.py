@@ -23,9 +23,6 @@ from merflow.training.data import FeatureSource
 from merflow.training.folds import macro_samples
 from merflow.training.models import nearest_centroid
 
-# Every run reads the difference and the flow (Meta-MMFNet's inputs, and the floor's flow u, v).
-ALWAYS_READ = ("diff", "flow")
-
 
 def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None,
                   class_set: str | None = None, seed: int = 0, validation_fraction: float = 0.2,
@@ -38,9 +35,18 @@ def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dat
     catalog, selection = published_lists.apply(catalog, sample_list, sample_lists)
     datasets = units.protocol_datasets(catalog, protocol, dataset, class_set)
     config = feature_store.resolve_feature_config(store, datasets, feature_config)
-    arrays = tuple(dict.fromkeys(ALWAYS_READ + models.get(model).inputs))
-    read = datasets + (["ckplus"] if len(macro_samples(catalog)) else [])
+    info = models.get(model)
+    # What the model reads and the floor's input (nearest_centroid.floor_array: the flow where the groups
+    # hold one, else the apex images); of those, what the groups hold is read (an imported group holds
+    # only what it imported), and an input the model cannot run without is one line here.
+    floor = nearest_centroid.floor_array(config.arrays())
+    arrays = tuple(dict.fromkeys(info.inputs + info.optional_inputs + ((floor,) if floor else ())))
+    # CK+ (Meta-MMFNet's macro pretraining) has computed features only.
+    macro = len(macro_samples(catalog)) and config.imported is None
+    read = datasets + (["ckplus"] if macro else [])
     source = FeatureSource(**feature_store.read_feature_arrays(store, read, config, arrays))
+    for name in info.inputs:
+        source.require(name, model)
     return units.build_protocol(catalog, source, protocol, dataset, class_set, seed, validation_fraction, selection,
                                 where={"catalog": str(catalog_dir), "store": str(store)})
 

@@ -147,11 +147,21 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
         result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
                               model=model, timings=timings, started=started, prepared=prepared)
         write_task(out, result)
-        table = pooled_rows(result, settings) + floor_table(result.floor_metrics)
+        table = pooled_rows(result, settings) + floor_rows(result)
         create_table_artifact(table, key="train-pooled-test", description=(
             f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
             else f"{model} {protocol}: pooled test metrics"))
         return result.summary() | {"pooled": table, "results": str(out)}
+
+
+def floor_rows(result: units.TrainedRun) -> list[dict]:
+    """The floor's pooled test row, named with the input it read (the run's note ``floor``: flow u, v, or the
+    apex pixels of imported images)."""
+    rows = floor_table(result.floor_metrics)
+    used = result.notes.get("floor")
+    for row in rows if used else []:
+        row["model"] = f"floor (nearest-centroid, {used['text']})"
+    return rows
 
 
 def pooled_rows(result: units.TrainedRun, config) -> list[dict]:

@@ -175,13 +175,16 @@ class FeatureStore:
             if key not in index:
                 index[key] = len(index)
         n = max(len(index), 1)
-        for array_name, (dtype, channels) in ARRAYS.items():
+        conventions = config.conventions()
+        # An imported group holds the one array it imported (configs/features.py FeatureConfig.arrays).
+        for array_name, (dtype, channels) in config.arrays().items():
             shape = (n, channels, config.size, config.size)
             if array_name not in group:
+                named = config.imported is not None or array_name == "flow"  # computed crops: no attribute, as before
                 group.create_array(array_name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
                                    shards=(config.shard_size,) + shape[1:], compressors=ZstdCodec(level=3),
                                    dimension_names=DIMENSIONS, fill_value=0,
-                                   attributes={"channels": list(FLOW_CHANNELS)} if array_name == "flow" else None)
+                                   attributes={"channels": conventions[array_name]["channels"]} if named else None)
             elif group[array_name].shape[0] < n:
                 group[array_name].resize(shape)
         # Attributes are rewritten only when rows were added: a rerun with nothing new writes nothing.
@@ -480,7 +483,9 @@ def store_summary(feature_store: FeatureStore, config: FeatureConfig) -> dict:
             "quarantined": {k: int(v) for k, v in table.loc[table["status"] != "ok", "reason"].value_counts().items()}
             if not table.empty else {},
             "apex_spotted": int((ok["apex_source"] == "spotted").sum()) if len(ok) else 0,
-            "no_face_centre_crop": int(sum(f.get("detector") == "none" for f in ok["face"])) if len(ok) else 0,
+            # Imported samples' marks have no face: nothing was detected.
+            "no_face_centre_crop": int(sum(isinstance(f, dict) and f.get("detector") == "none" for f in ok["face"]))
+            if len(ok) and "face" in ok else 0,
         }
     return {"groups": groups}
 
@@ -501,6 +506,11 @@ def find_sample(store: str, sample_key: str, arrays: tuple[str, ...]) -> tuple[p
     for group in feature_store.groups():
         reader = FeatureReader(feature_store, group["name"])
         if sample_key in reader.sample_keys:
+            absent = [name for name in arrays if name not in reader.group]
+            if absent:
+                raise LookupError(f"{sample_key} is in feature group {reader.name}, which holds no "
+                                  f"{', '.join(absent)} (it holds {', '.join(sorted(reader.config.arrays()))}"
+                                  f"{', imported' if reader.config.imported else ''}): there is nothing to draw")
             loaded = reader.load([sample_key], arrays)
             table = reader.table()
             return table[table["sample_key"] == sample_key].iloc[0], {k: v[0] for k, v in loaded.items()}
@@ -517,24 +527,28 @@ def read_feature_arrays(store: str, datasets: list[str], config: FeatureConfig,
     as the keyword arguments of training.data.FeatureSource: ``arrays`` (name -> sample key -> array),
     ``fingerprints`` (each valid sample's input fingerprint, from the shards' completion marks),
     ``quarantined`` (sample key -> {"reason", "detail"}), ``apex_source`` (sample key -> annotated, spotted,
-    ...) and ``config``. A dataset without features of ``config`` is a LookupError naming the groups there."""
+    imported ...), ``conventions`` (array name -> origin, channels in stored order, scaling: the group's
+    configuration's, configs/features.py), ``groups`` (the groups read, for messages), ``store`` and ``config``.
+
+    Of ``arrays``, those that every group holds are read; one that a group lacks is left out (an imported
+    group holds only what it imported, a group written before feature schema 2 no crops), and the model
+    that needs it says so (``FeatureSource.require``: one line naming the array and what to do). A dataset
+    without features of ``config`` is a LookupError naming the groups there."""
     feature_store = FeatureStore(store)
-    loaded: dict[str, dict[str, np.ndarray]] = {name: {} for name in arrays}
-    fingerprints: dict[str, str] = {}
-    quarantined: dict[str, dict] = {}
-    apex_source: dict[str, str] = {}
     names = {g["name"] for g in feature_store.groups()}
+    readers = []
     for dataset in sorted(set(datasets)):
         if group_name(dataset, config) not in names:
             raise LookupError(f"no {dataset} features with configuration {config.hash} in {feature_store.url}: "
-                              f"run `merflow features` first (groups there: {sorted(names)})")
-        reader = FeatureReader(feature_store, group_name(dataset, config))
-        absent = [name for name in arrays if name not in reader.group]
-        if absent:
-            raise LookupError(f"the feature group {reader.name} in {feature_store.url} has no "
-                              f"{', '.join(repr(name) for name in absent)} crops (it was written before feature "
-                              "schema 2): the model needs them; recompute the features with "
-                              f"`merflow features --catalog CATALOG --store {store} --size {config.size}`")
+                              f"run `merflow features` (or `merflow import-features`) first (groups there: "
+                              f"{sorted(names)})")
+        readers.append(FeatureReader(feature_store, group_name(dataset, config)))
+    held = [name for name in arrays if all(name in reader.group for reader in readers)]
+    loaded: dict[str, dict[str, np.ndarray]] = {name: {} for name in held}
+    fingerprints: dict[str, str] = {}
+    quarantined: dict[str, dict] = {}
+    apex_source: dict[str, str] = {}
+    for reader in readers:
         for row in reader.table().to_dict("records"):
             if row.get("status") == "ok":
                 fingerprints[row["sample_key"]] = str(row.get("fingerprint"))
@@ -543,12 +557,14 @@ def read_feature_arrays(store: str, datasets: list[str], config: FeatureConfig,
                 quarantined[row["sample_key"]] = {"reason": _text(row.get("reason")) or "quarantined",
                                                   "detail": _text(row.get("detail"))}
         keys = reader.sample_keys
-        stacked = reader.load(keys, arrays)
-        for name in arrays:
+        stacked = reader.load(keys, tuple(held))
+        for name in held:
             for index, key in enumerate(keys):
                 loaded[name][key] = stacked[name][index]
+    conventions = {name: convention for name, convention in config.conventions().items() if name in held}
     return {"config": config, "arrays": loaded, "fingerprints": fingerprints, "quarantined": quarantined,
-            "apex_source": apex_source}
+            "apex_source": apex_source, "conventions": conventions,
+            "groups": tuple(reader.name for reader in readers), "store": feature_store.url}
 
 
 def verify_store(store: str, fingerprints: dict[str, str] | None = None, datasets: set[str] | None = None) -> dict:
@@ -594,9 +610,15 @@ def describe_feature_groups(groups: list[dict]) -> str:
     described = []
     for config_hash, members in sorted(by_hash.items()):
         config = members[0]["config"]
-        settings = (f"size {config.get('size')}, flow {config.get('motion', {}).get('algorithm')}, detector "
-                    f"{config.get('face', {}).get('detector')}, no face {config.get('face', {}).get('no_face')}, "
-                    f"first frame {config.get('first_frame', 'onset')}")
+        imported = config.get("imported")
+        if imported:
+            settings = (f"imported {imported.get('format')} from {imported.get('source')} (sha256 "
+                        f"{str(imported.get('source_sha256'))[:12]}), {imported.get('array')} "
+                        f"{'/'.join(imported.get('channels', []))}, size {config.get('size')}")
+        else:
+            settings = (f"size {config.get('size')}, flow {config.get('motion', {}).get('algorithm')}, detector "
+                        f"{config.get('face', {}).get('detector')}, no face {config.get('face', {}).get('no_face')}, "
+                        f"first frame {config.get('first_frame', 'onset')}")
         datasets = ", ".join(sorted(g["dataset"] for g in members))
         described.append(f"{config_hash} ({settings}; {datasets})")
     return "; ".join(described)

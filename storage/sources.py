@@ -79,6 +79,36 @@ def fingerprint(source: str, local: Path) -> tuple[str, str]:
     return kind, sha256_file(local)
 
 
+MAT_MAGIC = b"MATLAB 5.0 MAT-file"  # the first bytes of a MATLAB level-5 MAT-file's header
+
+
+def content_checksum(folder: Path) -> str:
+    """A checksum of a folder's content: every file's relative path and the SHA-256 of its bytes (not its
+    time): the same files give the same checksum wherever they lie, and any changed byte another."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def import_fingerprint(source: str, local: Path) -> tuple[str, str]:
+    """(kind, sha256) of a source of `merflow import-features` at the local path ``local``: ``folder`` (its
+    content, ``content_checksum``), ``mat`` (a MAT-file, by its header) or an archive's format (as ``fingerprint``),
+    with the checksum of its content."""
+    if local.is_dir():
+        return "folder", content_checksum(local)
+    if local.is_file():
+        with open(local, "rb") as file:
+            if file.read(len(MAT_MAGIC)) == MAT_MAGIC:
+                return "mat", sha256_file(local)
+    if not local.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    return fingerprint(source, local)
+
+
 def raw_dir(catalog_dir: str | os.PathLike, sha: str) -> Path:
     """The local folder the archive of checksum ``sha`` unpacks into (not created)."""
     return locations.cache_dir(catalog_dir, RAW_DIR, sha[:16])

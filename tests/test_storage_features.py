@@ -176,3 +176,51 @@ def test_a_shard_claimed_by_another_process_is_left_to_it(tmp_path):
         claimer.wait()
     with store.claimed(name, 1) as claim:  # its process is gone: taken over
         assert claim is not None and claim.took_over is not None and claim.took_over.pid == claimer.pid
+
+
+def _imported_config(array="flow", channels=("strain", "v", "u")):
+    from merflow.configs.features import ImportedConfig
+
+    return FeatureConfig(size=28, shard_size=4, imported=ImportedConfig(
+        format="flow-images", source="/data/flows", source_sha256="ab" * 32, sample_list="/data/gt.csv",
+        sample_list_sha256="cd" * 32, array=array, channels=channels, scaling="uint8 0..255 min-max per image",
+        order="as cv2.imread decodes the PNG (BGR)"))
+
+
+def test_an_imported_group_holds_its_one_array_and_says_what_it_is(tmp_path):
+    from merflow.storage.features import read_feature_arrays
+
+    config = _imported_config()
+    store = FeatureStore(tmp_path / "f.zarr")
+    keys = [f"casme2/sub01/EP{i:02d}" for i in range(6)]
+    store.prepare_group("casme2", config, keys)
+    name = group_name("casme2", config)
+    for shard, start in enumerate(range(0, 6, 4)):
+        rows = keys[start:start + 4]
+        values = np.full((len(rows), 3, 28, 28), 7 + shard, np.uint8)
+        store.write_shard(name, shard, start, {"flow": values},
+                          {k: {"status": "ok", "fingerprint": "f", "apex_source": "imported"} for k in rows})
+    group = zarr.open_group(str(tmp_path / "f.zarr"), mode="r")[name]
+    assert sorted(group.array_keys()) == ["flow"] and group["flow"].dtype == np.uint8
+    assert group["flow"].attrs["channels"] == ["strain", "v", "u"]
+    # Hashed and stored without the face and motion settings that decided nothing; read back whole.
+    stored = group.attrs["merflow"]["config"]
+    assert "motion" not in stored and stored["imported"]["source_sha256"] == "ab" * 32
+    assert FeatureConfig.from_dict(stored) == config and config.hash != FeatureConfig(size=28, shard_size=4).hash
+    read = read_feature_arrays(str(tmp_path / "f.zarr"), ["casme2"], config, ("diff", "flow", "apex"))
+    assert set(read["arrays"]) == {"flow"} and int(read["arrays"]["flow"][keys[5]][0, 0, 0]) == 8
+    convention = read["conventions"]["flow"]
+    assert (convention["origin"], convention["channels"], convention["source"]) == (
+        "imported", ["strain", "v", "u"], "/data/flows")
+    assert read["groups"] == (name,) and read["apex_source"][keys[0]] == "imported"
+
+
+def test_computed_groups_record_their_conventions(tmp_path):
+    from merflow.storage.features import read_feature_arrays
+
+    store = FeatureStore(tmp_path / "f.zarr")
+    _write(store, ["casme2/sub01/EP01", "casme2/sub01/EP02"])
+    read = read_feature_arrays(str(tmp_path / "f.zarr"), ["casme2"], CONFIG, ("flow", "apex"))
+    assert read["conventions"]["flow"]["channels"] == ["u", "v", "magnitude", "strain"]
+    assert read["conventions"]["flow"]["origin"] == "computed" and read["conventions"]["flow"]["algorithm"] == "farneback"
+    assert read["conventions"]["apex"]["channels"] == ["red", "green", "blue"]

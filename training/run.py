@@ -162,7 +162,7 @@ def build_protocol(catalog: pd.DataFrame, source: FeatureSource, protocol: str, 
         raise ValueError(f"protocol {protocol} has no folds in {where['catalog']}" + (f" for {dataset}" if dataset else ""))
     samples = protocol_samples(catalog, protocol, dataset, class_set).set_index("sample_key", drop=False)
     macro = macro_samples(catalog)
-    macro = macro[macro["sample_key"].isin(list(source.diff))]
+    macro = macro[macro["sample_key"].map(source.__contains__).astype(bool)]
     return ProtocolData(chosen_folds, samples, source, source.config, macro["sample_key"].tolist(),
                         macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())), excluded,
                         selection)
@@ -310,6 +310,8 @@ def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: 
     classes = trained[0].fold.classes
     metrics = metric_rows(predictions, classes)
     timings["floor"] = floor["seconds"]
+    if floor.get("input"):  # which input the floor read (flow u, v or the apex pixels), its channels and scaling
+        plan.notes["floor"] = floor["input"]
     timings["total"] = round(time.perf_counter() - started, 2)
     columns = {"shots": plan.shots, "method": model, "recipe": config.recipe}
     row = run_row(run, protocol, dataset, plan.settings | {"data": plan.notes}, data.feature_config, classes,

@@ -15,6 +15,7 @@ from merflow.flows.cli.render import (
     print_catalog_summary,
     print_error,
     print_features_summary,
+    print_import_summary,
     print_train_result,
     print_tune_summary,
     progress,
@@ -49,6 +50,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                          max_total_gb=args.max_total_gb, max_ratio=args.max_ratio)
     print_catalog_summary(result)
     console.print(f"ingest took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`merflow import-features`: the import flow, then what each source brought, what was quarantined and why,
+    and the catalog's summary."""
+    from merflow.flows.imports import import_flow
+
+    started = time.perf_counter()
+    result = import_flow(sources=[str(s) for s in args.sources], catalog_dir=str(args.catalog), store=str(args.store),
+                         sample_list=args.sample_list, dataset=args.dataset, fmt=args.fmt, size=args.size,
+                         shard_size=args.shard_size)
+    print_import_summary(result)
+    console.print(f"import took {time.perf_counter() - started:.1f} s")
     return 0
 
 

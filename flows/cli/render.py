@@ -79,7 +79,10 @@ def print_catalog_summary(result: dict) -> None:
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
         reasons = result["quarantine_reasons"].get(name, {})
-        table.add_row(name, str(info["samples"]), str(info["subjects"]),
+        imported = info.get("imported", 0)  # features imported, no frames (`merflow import-features`)
+        label = name + (" (imported)" if imported == info["samples"] and imported else
+                        f" ({imported} imported)" if imported else "")
+        table.add_row(label, str(info["samples"]), str(info["subjects"]),
                       ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
@@ -87,6 +90,25 @@ def print_catalog_summary(result: dict) -> None:
         console.print(f"  {outcome['status']:>9}  {outcome['source']}: {outcome['detail']}", markup=False)
     console.print(f"{result['samples']} samples, {result['quarantined']} quarantined "
                   f"(reasons in {locations.join(result['catalog'], 'quarantine.parquet')})", markup=False)
+
+
+def print_import_summary(result: dict) -> None:
+    """The import flow's result: per source its format and outcome, what it says of its samples, every quarantined
+    sample by name and why, the feature groups it filled (and their configuration, for --feature-config), then the
+    catalog's summary."""
+    for outcome in result["sources"]:
+        labels = f" with {outcome['labels']}" if outcome.get("labels") else ""
+        console.print(f"{outcome['status']} {outcome['source']}{labels} ({outcome['format']}): {outcome['detail']}",
+                      markup=False)
+        for note in outcome["notes"]:
+            console.print(f"  {note}", markup=False)
+        for problem in outcome["quarantined"]:
+            console.print(Text.assemble("  quarantined ", problem["sample_key"], ": ", (problem["reason"], "yellow"),
+                                        f" ({problem['detail']})"), soft_wrap=True)
+        console.print(f"  stored as {outcome['array']} ({', '.join(outcome['channels'])}) in "
+                      f"{', '.join(outcome['groups']) or 'no group'}: feature configuration {outcome['config_hash']} "
+                      "(--feature-config, where the store holds several)", markup=False)
+    print_catalog_summary({k: v for k, v in result.items() if k != "sources"})
 
 
 def print_features_summary(result: dict) -> None:

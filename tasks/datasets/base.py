@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from merflow.configs.catalog import APEX_OUTSIDE_CLIP
+from merflow.configs.catalog import APEX_OUTSIDE_CLIP, INGESTED
 from merflow.configs.names import folder_name_problem
 from merflow.tasks.labels import normalise_emotion, protocol_labels
 
@@ -519,6 +519,8 @@ def build_samples(annotations: Iterable[Annotation], check_readable: bool = True
             "sample_id": ann.sample_id,
             "clip_id": ann.clip,
             "is_macro": ann.is_macro,
+            "origin": INGESTED,
+            "origin_detail": None,
             "clip_dir": str(ann.clip_dir),
             "frame_files": [frames[n] for n in wanted],
             "n_frames": len(wanted),
