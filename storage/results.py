@@ -179,8 +179,9 @@ def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, 
 def writing_run(results: str | os.PathLike, run: str):
     """The lock of one run id in a results folder (a context manager), for a command's whole run: another
     command on the same run id is refused with one line naming this one. Re-entrant in this process."""
+    check_name(run, "run id")  # before anything is made for it
     where = locations.normalise(results)
-    digest = hashlib.sha256(run.encode()).hexdigest()[:16]  # any run id names a plain file
+    digest = hashlib.sha256(run.encode()).hexdigest()[:16]  # a plain file name, whatever the run id
     return locks.hold(locks.lock_location(where, f"run-{digest}"), f"run {run!r} in {where}",
                       advice="wait for it to finish, or give this one another --run")
 
