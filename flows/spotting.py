@@ -24,21 +24,15 @@ from prefect.artifacts import create_markdown_artifact
 
 from merflow.configs.features import FeatureConfig
 from merflow.configs.spotting import LONG_VIDEO_DATASETS, SpotConfig, SpotFeatureConfig
-from merflow.flows.features import check_workers, dask_client
+from merflow.flows.features import dask_client
 from merflow.flows.parameters import RESULTS
+from merflow.flows.spotting_chunks import check_workers, chunk_task, detect_task, run_on_dask
 from merflow.storage import locations, long_videos
 from merflow.storage.results import write_spotting
 from merflow.storage.spotting_features import SpotFeatureStore, track_key, video_fingerprint
 from merflow.tasks.datasets.long_videos import ANALYSIS_CLASSES
 from merflow.tasks.features import SampleError, sample_features
-from merflow.tasks.spotting_features import (
-    FrameFiles,
-    Track,
-    build_track,
-    check_indices,
-    chunk_features,
-    detect_at,
-)
+from merflow.tasks.spotting_features import build_track, check_indices
 from merflow.training.spotting import loso
 from merflow.training.spotting.metrics import iou
 from merflow.training.spotting.recognise import classify
@@ -99,44 +93,6 @@ def spot_videos(videos: pd.DataFrame, intervals: pd.DataFrame) -> list[loso.Spot
                            tuple(by_video.get(row.video_key, ()))) for row in videos.itertuples()]
 
 
-# ------------------------------------------------------------------------------------------ Dask tasks
-def detect_task(job: dict, store: str, config: SpotFeatureConfig) -> dict:
-    """One Dask task: the faces at one chunk's checked frames, written as the chunk's detections."""
-    frames = FrameFiles(job["video_dir"], job["frame_files"])
-    found = detect_at(frames, job["indices"], config)
-    SpotFeatureStore(store).write_detections(config, job["video_key"], job["chunk"], job["fingerprint"], found)
-    return {"video_key": job["video_key"], "chunk": job["chunk"], "faces": sum(b is not None for b in found.values())}
-
-
-def chunk_task(job: dict, store: str, config: SpotFeatureConfig) -> dict:
-    """One Dask task: one chunk's per-frame features for one window k, written by its only writer, then its mark."""
-    frames = FrameFiles(job["video_dir"], job["frame_files"])
-    track = Track.from_dict(job["track"])
-    started = time.perf_counter()
-    roi, motion = chunk_features(frames, job["start"], job["stop"], job["k"], track, config)
-    SpotFeatureStore(store).write_chunk(config, job["video_key"], job["k"], job["chunk"], roi, motion,
-                                        {"fingerprint": job["fingerprint"], "track": track_key(job["track"])})
-    return {"video_key": job["video_key"], "k": job["k"], "chunk": job["chunk"], "frames": job["stop"] - job["start"],
-            "seconds": time.perf_counter() - started}
-
-
-def _run_on_dask(client, function, jobs: list[dict], store: str, config: SpotFeatureConfig, stage: str, logger
-                 ) -> list[dict]:
-    from distributed import as_completed
-
-    done = []
-    pending = as_completed(client.map(function, jobs, store=store, config=config, pure=False))
-    for finished, future in enumerate(pending, start=1):
-        result = future.result()
-        future.release()  # a finished chunk is on disk with its mark: never computed again by the scheduler
-        del future
-        done.append(result)
-        _report(stage, finished, len(jobs))
-        if finished == len(jobs) or finished % max(len(jobs) // 10, 1) == 0:
-            logger.info("%s: %d/%d done", stage, finished, len(jobs))
-    return done
-
-
 @task(name="per-frame-features")
 def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, config: SpotFeatureConfig,
                       dask_address: str | None, n_workers: int | None) -> dict:
@@ -175,7 +131,7 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
                 detect_jobs.append({**{k: record[k] for k in ("video_key", "video_dir", "frame_files", "fingerprint")},
                                     "chunk": chunk, "indices": [i for i in checks if start <= i < stop]})
         if detect_jobs:
-            _run_on_dask(client(), detect_task, detect_jobs, spot_store.url, config, "faces", logger)
+            run_on_dask(client(), detect_task, detect_jobs, spot_store.url, config, "faces", logger, _report)
             counts["detections_computed"] = len(detect_jobs)
         chunk_jobs: list[dict] = []
         for record in records:
@@ -202,8 +158,8 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
         logger.info("%d chunks of per-frame features to compute, %d done already (windows k %s, config %s)",
                     len(chunk_jobs), counts["chunks_skipped"], sorted(windows), config.hash)
         if chunk_jobs:
-            results = _run_on_dask(client(), chunk_task, chunk_jobs, spot_store.url, config, "per-frame features",
-                                   logger)
+            results = run_on_dask(client(), chunk_task, chunk_jobs, spot_store.url, config, "per-frame features",
+                                  logger, _report)
             counts["chunks_computed"] = len(results)
             counts["frames_computed"] = sum(r["frames"] for r in results)
         counts["compute_seconds"] = round(time.perf_counter() - started, 2)

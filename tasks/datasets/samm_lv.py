@@ -82,6 +82,7 @@ def read_sheet(path: Path, emotions: dict[str, str] | None = None) -> tuple[list
     emotions = emotions or {}
     videos: dict[str, SheetVideo] = {}
     intervals = []
+    seen: set[str] = set()
     for index, row in sheet.iterrows():
         name = clean_text(row["Filename"])
         if name is None or name.count("_") < 2:
@@ -92,8 +93,13 @@ def read_sheet(path: Path, emotions: dict[str, str] | None = None) -> tuple[list
         videos.setdefault(video_id, SheetVideo(KIND, subject, video_id, None, FPS, SUBJECT_GROUP, where))
         kind = expression_type(row["Type"])
         emotion_raw = emotions.get(name) if kind == "micro" else None
+        # Rows 506 and 507 are both 037_4_1, a Micro (1488..1577) and a Macro (1487..1605): both count (the MEGC
+        # totals hold them), so a name met again is told apart by its type (037_4_1@macro); MEAN merges the
+        # emotions on (Filename, Type) for the same reason.
+        interval_id = name if name not in seen else f"{name}@{kind}"
+        seen.add(name)
         interval = SheetInterval(
-            dataset=KIND, subject=subject, video_id=video_id, interval_id=name, type=kind or "unknown",
+            dataset=KIND, subject=subject, video_id=video_id, interval_id=interval_id, type=kind or "unknown",
             # Rows 11 on (006_1_1: onset 566.4, apex 647.6, offset 743.2, and about a third of the macro rows)
             # give fractional frames: kept as written in onset_sheet..., truncated to frames as int() does in
             # SOFTNet's and MEAN's load_label.py (build_long_videos, whole_frame).

@@ -64,7 +64,7 @@ MICRO_SECONDS = (0.25, 0.45)
 MACRO_SECONDS = (0.9, 2.0)
 GAP_SECONDS = 0.6                 # at least this much neutral face between planted events
 TALK_HZ = 4.0                     # syllables a second
-TALK_AMPLITUDE = 0.6              # the jaw drop's peak, in micro-expression peaks
+TALK_AMPLITUDE = 2.0              # the jaw drop's peak, in micro-expression peaks: speech moves the mouth more than a micro-expression
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def write_samm_lv(root: Path, config: LongVideoSynthConfig, rng: np.random.Gener
         micro_sheet.append(row)
     micro_sheet.append(["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame",
                         "Duration", "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"])
-    truth, rows = [], 0
+    truth, rows, macro_rows = [], 0, 0
     for video in _videos(config, spec, rng):
         subject = f"{video.subject + 5:03d}"      # real SAMM subjects start at 006
         video_id = f"{subject}_{video.index + 1}"
@@ -280,9 +280,11 @@ def write_samm_lv(root: Path, config: LongVideoSynthConfig, rng: np.random.Gener
             name = f"{video_id}_{number}"
             onset, apex, offset = event.onset + 1, event.apex + 1, event.offset + 1  # frame numbers
             written = [onset, apex, offset]
-            if config.quirks and event.type == "macro" and rows % 4 == 1:
-                written = [onset + 0.4, apex + 0.6, offset + 0.2]   # fractional frames, as rows 11 on
-            if config.quirks and rows % 7 == 3:
+            if event.type == "macro":
+                macro_rows += 1
+                if config.quirks and macro_rows % 2 == 1:
+                    written = [onset + 0.4, apex + 0.6, offset + 0.2]   # fractional frames, as rows 11 on
+            if config.quirks and rows % 7 == 1:
                 written[1] = -1                                     # apex not annotated
             kind = "Micro - 1/2" if event.type == "micro" else "Macro"
             sheet.append([subject, name, video.index + 1, *written, round(written[2] - written[0] + 1, 1), kind,
