@@ -37,3 +37,18 @@ def test_a_table_of_another_schema_version_is_refused_in_one_line(long_video_fol
     with pytest.raises(long_videos.LongVideoSchemaError, match="version 99"):
         long_videos.read_videos(str(catalog))
     assert long_videos.read_videos(str(tmp_path / "empty")).empty   # no catalog yet: empty, with its columns
+
+
+def test_ingest_reads_long_videos_beside_clips_or_alone(long_video_folders, synth_folders):
+    from merflow.configs.ingest import IngestConfig
+    from merflow.tasks import ingest
+
+    alone = ingest.prepared_source("samm_lv", "3" * 64, "folder", long_video_folders["samm_lv"])
+    datasets, samples, _ = ingest.read(alone, IngestConfig(dataset="samm_lv"))
+    assert datasets == [] and samples == []
+    assert list(ingest.read_long_videos(alone, IngestConfig(dataset="samm_lv"))) == ["samm_lv"]
+    both = ingest.prepared_source("casme_sq", "4" * 64, "folder", synth_folders["casme_sq"])
+    datasets, samples, _ = ingest.read(both, IngestConfig())
+    assert datasets == ["casme_sq"] and samples
+    assert list(ingest.read_long_videos(both, IngestConfig())) == ["casme_sq_lv"]
+    assert ingest.read_long_videos(both, IngestConfig(dataset="casme_sq")) == {}

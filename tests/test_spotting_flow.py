@@ -78,3 +78,19 @@ def test_a_catalog_without_long_videos_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="unknown long-video set 'casme2'"):
         resolve_dataset("casme2")
     assert isinstance(pd.DataFrame(), pd.DataFrame)
+
+
+def test_spot_options_make_the_two_configurations():
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+    from merflow.flows.cli.options import spot_configs
+    from merflow.flows.cli.parser import build_parser
+
+    args = build_parser().parse_args(["spot", "--catalog", "c", "--store", "s", "--dataset", "samm_lv", "--spotter",
+                                      "softnet", "--recipe", "published", "--types", "micro", "--p-grid", "0.5,0.6",
+                                      "--crop", "96", "--flow", "dis", "--epochs", "3"])
+    config, features = spot_configs(args)
+    assert (config.spotter, config.recipe, config.types, config.p_grid, config.epochs) == \
+        ("softnet", "published", ("micro",), (0.5, 0.6), 3)
+    assert (features.crop, features.motion.algorithm, features.chunk_frames) == (96, "dis", 512)
+    defaults = spot_configs(build_parser().parse_args(["spot", "--catalog", "c", "--store", "s", "--dataset", "samm_lv"]))
+    assert config.leaky and defaults == (SpotConfig(), SpotFeatureConfig())

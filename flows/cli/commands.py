@@ -9,7 +9,14 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from merflow.flows.cli.options import centroid_config, search_grids, survey_config, train_config, tune_train_config
+from merflow.flows.cli.options import (
+    centroid_config,
+    search_grids,
+    spot_configs,
+    survey_config,
+    train_config,
+    tune_train_config,
+)
 from merflow.flows.cli.render import (
     console,
     print_catalog_summary,
@@ -66,19 +73,9 @@ def synth_long_videos(args: argparse.Namespace) -> int:
 
 def cmd_spot(args: argparse.Namespace) -> int:
     """`merflow spot`: the spot flow with the options' configurations, a progress bar, then its pooled metrics."""
-    from merflow.configs.features import MotionConfig
-    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
     from merflow.flows.spotting import reporting, spot_flow
 
-    settings = {name: getattr(args, name) for name in ("spotter", "recipe", "epochs", "batch_size", "lr",
-                                                       "validation_fraction", "seed", "device", "classifier")}
-    if args.types:
-        settings["types"] = args.types
-    if args.p_grid:
-        settings["p_grid"] = args.p_grid
-    config = SpotConfig(**settings)
-    features = SpotFeatureConfig(crop=args.crop, redetect_seconds=args.redetect_seconds, drift_iou=args.drift_iou,
-                                 chunk_frames=args.chunk_frames, motion=MotionConfig(algorithm=args.flow))
+    config, features = spot_configs(args)
     started = time.perf_counter()
     with progress() as bar:
         jobs: dict[str, int] = {}
