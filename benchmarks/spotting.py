@@ -65,11 +65,10 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=128)
     args = parser.parse_args()
 
-    from distributed import Client, LocalCluster
-
     from merflow.configs.features import MotionConfig
     from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
     from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.flows.features import dask_client
     from merflow.flows.spotting import ArrayCache, spot_videos
     from merflow.flows.spotting_chunks import check_workers, chunk_task, detect_task
     from merflow.storage.spotting_features import SpotFeatureStore, video_fingerprint
@@ -105,8 +104,7 @@ def main() -> None:
     for workers in (1, 2):
         store = SpotFeatureStore(work / f"spot-{workers}.zarr")
         started = time.perf_counter()
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with dask_client(None, workers) as client:   # the flow's cluster (flows/features.py: glibc's malloc as it is)
             check_workers(client)
             ready = time.perf_counter()
             detect_jobs, records = [], []
