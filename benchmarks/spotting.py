@@ -69,9 +69,9 @@ def main() -> None:
     from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
     from merflow.configs.synth import LongVideoSynthConfig
     from merflow.flows.features import dask_client
-    from merflow.flows.spotting import ArrayCache, spot_videos
+    from merflow.flows.spotting import ArrayCache, chunk_jobs_of, spot_videos
     from merflow.flows.spotting_chunks import check_workers, chunk_task, detect_task
-    from merflow.storage.spotting_features import SpotFeatureStore, video_fingerprint
+    from merflow.storage.spotting_features import SpotFeatureStore, track_key, video_fingerprint
     from merflow.tasks.datasets import casme_sq_lv
     from merflow.tasks.spotting_features import FrameFiles, build_track, check_indices, chunk_features, track_face
     from merflow.tasks.synthetic.long_videos import synthesize_long_videos
@@ -116,7 +116,8 @@ def main() -> None:
                 for chunk in range(n_chunks):
                     start, stop = chunk * config.chunk_frames, (chunk + 1) * config.chunk_frames
                     detect_jobs.append({"video_key": video["video_key"], "video_dir": video["video_dir"],
-                                        "frame_files": video["frame_files"], "fingerprint": fingerprint, "chunk": chunk,
+                                        "frame_files": video["frame_files"][start:stop], "first": start,
+                                        "n_frames": video["n_frames"], "fingerprint": fingerprint, "chunk": chunk,
                                         "indices": [i for i in checks if start <= i < stop]})
                 records.append((video, fingerprint, n_chunks))
             client.gather(client.map(detect_task, detect_jobs, store=store.url, config=config, pure=False))
@@ -127,12 +128,9 @@ def main() -> None:
                                          config.drift_iou).to_dict()
                 store.write_track(config, video["video_key"], track_dict)
                 store.prepare_arrays(config, video["video_key"], args.k, video["n_frames"])
-                for chunk in range(n_chunks):
-                    start = chunk * config.chunk_frames
-                    jobs.append({"video_key": video["video_key"], "video_dir": video["video_dir"],
-                                 "frame_files": video["frame_files"], "fingerprint": fingerprint, "track": track_dict,
-                                 "k": args.k, "chunk": chunk, "start": start,
-                                 "stop": min(start + config.chunk_frames, video["n_frames"])})
+                record = dict(video, track=track_dict)
+                jobs += chunk_jobs_of(record, args.k, list(range(n_chunks)), config,
+                                      {"fingerprint": fingerprint, "track": track_key(track_dict)})
             client.gather(client.map(chunk_task, jobs, store=store.url, config=config, pure=False))
             done = time.perf_counter()
         print(f"Dask, {workers} worker{'s' if workers > 1 else ' '}: cluster start {ready - started:4.1f} s, face checks "

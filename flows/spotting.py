@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from merflow.configs.features import FeatureConfig
 from merflow.configs.spotting import LONG_VIDEO_DATASETS, SpotConfig, SpotFeatureConfig
@@ -43,6 +44,8 @@ DATASET_ALIASES = {"samm": "samm_lv", "sammlv": "samm_lv", "samm-lv": "samm_lv",
                    "casme2sq": "casme_sq_lv", "cas(me)^2": "casme_sq_lv"}
 # The clips' features for spot-then-recognise: the features flow's defaults (flow from onset to apex, 80 px).
 RECOGNITION_FEATURES = FeatureConfig()
+# Task inputs hold frame lists, per-frame arrays and tables: no cache key is made of them (as flows/train.py).
+UNIT = {"cache_policy": NO_CACHE}
 # The CLI's progress bar: a callable (stage, done, total) the flow calls as chunks and folds finish.
 PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("spot_progress", default=None)
 
@@ -93,7 +96,24 @@ def spot_videos(videos: pd.DataFrame, intervals: pd.DataFrame) -> list[loso.Spot
                            tuple(by_video.get(row.video_key, ()))) for row in videos.itertuples()]
 
 
-@task(name="per-frame-features")
+def chunk_jobs_of(record: dict, k: int, chunks: list[int], config: SpotFeatureConfig, stamp: dict) -> list[dict]:
+    """The Dask jobs of some chunks of a video for window k: each with only its frames' names (the chunk and
+    the k frames after it) and the segments that cover them, so a job's size does not grow with the video."""
+    jobs = []
+    segments = record["track"]["segments"]
+    for chunk in chunks:
+        start = chunk * config.chunk_frames
+        stop = min(start + config.chunk_frames, record["n_frames"])
+        last = min(stop + k, record["n_frames"])
+        covering = [s for s in segments if s["start"] < stop and s["stop"] > start]
+        track = {"n_frames": record["n_frames"], "segments": covering, "checked": [], "lost": []}
+        jobs.append({"video_key": record["video_key"], "video_dir": record["video_dir"], "n_frames": record["n_frames"],
+                     "frame_files": record["frame_files"][start:last], "track": track, "stamp": stamp, "k": k,
+                     "chunk": chunk, "start": start, "stop": stop})
+    return jobs
+
+
+@task(name="per-frame-features", **UNIT)
 def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, config: SpotFeatureConfig,
                       dask_address: str | None, n_workers: int | None) -> dict:
     """The face tracked through every video and the per-frame features for every window k, on Dask;
@@ -128,8 +148,9 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
             checks = check_indices(record["n_frames"], record["fps"], config)
             for chunk in spot_store.detections_to_compute(config, record["video_key"], n_chunks, record["fingerprint"]):
                 start, stop = chunk * config.chunk_frames, (chunk + 1) * config.chunk_frames
-                detect_jobs.append({**{k: record[k] for k in ("video_key", "video_dir", "frame_files", "fingerprint")},
-                                    "chunk": chunk, "indices": [i for i in checks if start <= i < stop]})
+                detect_jobs.append({**{k: record[k] for k in ("video_key", "video_dir", "fingerprint", "n_frames")},
+                                    "chunk": chunk, "first": start, "frame_files": record["frame_files"][start:stop],
+                                    "indices": [i for i in checks if start <= i < stop]})
         if detect_jobs:
             run_on_dask(client(), detect_task, detect_jobs, spot_store.url, config, "faces", logger, _report)
             counts["detections_computed"] = len(detect_jobs)
@@ -149,12 +170,7 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
                 spot_store.prepare_arrays(config, record["video_key"], k, record["n_frames"])
                 todo, done = spot_store.chunks_to_compute(config, record["video_key"], k, record["n_frames"], stamp)
                 counts["chunks_skipped"] += done
-                for chunk in todo:
-                    start = chunk * config.chunk_frames
-                    stop = min(start + config.chunk_frames, record["n_frames"])
-                    chunk_jobs.append({**{key: record[key] for key in ("video_key", "video_dir", "frame_files",
-                                                                       "fingerprint", "track")},
-                                       "k": k, "chunk": chunk, "start": start, "stop": stop})
+                chunk_jobs += chunk_jobs_of(record, k, todo, config, stamp)
         logger.info("%d chunks of per-frame features to compute, %d done already (windows k %s, config %s)",
                     len(chunk_jobs), counts["chunks_skipped"], sorted(windows), config.hash)
         if chunk_jobs:
@@ -182,7 +198,7 @@ class ArrayCache:
         return {name: self.arrays[(video_key, k, name)] for name in names}
 
 
-@task(name="spot-fold")
+@task(name="spot-fold", **UNIT)
 def spot_fold_task(subject: str, videos: list[loso.SpotVideo], load: ArrayCache, config: SpotConfig, index: int):
     """One leave-one-subject-out fold (training/spotting/loso.py ``spot_fold``)."""
     return loso.spot_fold(subject, videos, load, config, index)
@@ -198,7 +214,7 @@ def _clip_features(video: pd.Series, onset: int, apex: int | None, offset: int) 
     return arrays["flow"]
 
 
-@task(name="recognise")
+@task(name="recognise", **UNIT)
 def recognise_task(predictions: pd.DataFrame, videos: pd.DataFrame, intervals: pd.DataFrame, config: SpotConfig
                    ) -> tuple[pd.DataFrame, dict]:
     """Each spotted micro interval that overlaps a ground-truth micro interval at the MEGC IoU classified by a

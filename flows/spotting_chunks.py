@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from merflow.configs.spotting import SpotFeatureConfig
-from merflow.storage.spotting_features import SpotFeatureStore, track_key
+from merflow.storage.spotting_features import SpotFeatureStore
 from merflow.tasks.spotting_features import FrameFiles, Track, chunk_features, detect_at
 
 
@@ -36,21 +36,23 @@ def check_workers(client) -> int:
 
 
 def detect_task(job: dict, store: str, config: SpotFeatureConfig) -> dict:
-    """One Dask task: the faces at one chunk's checked frames, written as the chunk's detections."""
-    frames = FrameFiles(job["video_dir"], job["frame_files"])
+    """One Dask task: the faces at one chunk's checked frames (``job["frame_files"]``: the chunk's frame names,
+    from frame ``job["first"]``), written as the chunk's detections."""
+    frames = FrameFiles(job["video_dir"], job["frame_files"], job["first"], job["n_frames"])
     found = detect_at(frames, job["indices"], config)
     SpotFeatureStore(store).write_detections(config, job["video_key"], job["chunk"], job["fingerprint"], found)
     return {"video_key": job["video_key"], "chunk": job["chunk"], "faces": sum(b is not None for b in found.values())}
 
 
 def chunk_task(job: dict, store: str, config: SpotFeatureConfig) -> dict:
-    """One Dask task: one chunk's per-frame features for one window k, written by its only writer, then its mark."""
-    frames = FrameFiles(job["video_dir"], job["frame_files"])
+    """One Dask task: one chunk's per-frame features for one window k, written by its only writer, then its mark
+    (``job["stamp"]``: the video's fingerprint and track key). The job holds the frame names of its chunk and
+    the k after it, and the segments that cover them (flows/spotting.py ``chunk_jobs``)."""
+    frames = FrameFiles(job["video_dir"], job["frame_files"], job["start"], job["n_frames"])
     track = Track.from_dict(job["track"])
     started = time.perf_counter()
     roi, motion = chunk_features(frames, job["start"], job["stop"], job["k"], track, config)
-    SpotFeatureStore(store).write_chunk(config, job["video_key"], job["k"], job["chunk"], roi, motion,
-                                        {"fingerprint": job["fingerprint"], "track": track_key(job["track"])})
+    SpotFeatureStore(store).write_chunk(config, job["video_key"], job["k"], job["chunk"], roi, motion, job["stamp"])
     return {"video_key": job["video_key"], "k": job["k"], "chunk": job["chunk"], "frames": job["stop"] - job["start"],
             "seconds": time.perf_counter() - started}
 

@@ -67,16 +67,21 @@ class FrameError(ValueError):
 
 
 class FrameFiles:
-    """A folder's frames as a frame sequence, read grey on demand (``frames[i]`` is the i-th of ``names``)."""
+    """A folder's frames as a frame sequence, read grey on demand: ``frames[i]`` is ``names[i - first]``. A task
+    gets only the names of its chunk (``first`` its first frame, ``n_frames`` the whole video's length), so an
+    hour of video does not travel with every task."""
 
-    def __init__(self, folder: str | Path, names: Sequence[str]):
-        self.folder, self.names = Path(folder), list(names)
+    def __init__(self, folder: str | Path, names: Sequence[str], first: int = 0, n_frames: int | None = None):
+        self.folder, self.names, self.first = Path(folder), list(names), first
+        self.n_frames = first + len(self.names) if n_frames is None else n_frames
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self.n_frames
 
     def __getitem__(self, index: int) -> np.ndarray:
-        path = self.folder / self.names[index]
+        if not self.first <= index < self.first + len(self.names):
+            raise IndexError(f"frame {index} of {self.folder} is not among the {len(self.names)} given from {self.first}")
+        path = self.folder / self.names[index - self.first]
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if image is None or image.size == 0:
             raise FrameError(f"frame {index} of {self.folder} ({path.name}) cannot be read")

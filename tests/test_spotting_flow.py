@@ -94,3 +94,18 @@ def test_spot_options_make_the_two_configurations():
     assert (features.crop, features.motion.algorithm, features.chunk_frames) == (96, "dis", 512)
     defaults = spot_configs(build_parser().parse_args(["spot", "--catalog", "c", "--store", "s", "--dataset", "samm_lv"]))
     assert config.leaky and defaults == (SpotConfig(), SpotFeatureConfig())
+
+
+def test_a_chunk_job_carries_only_its_frames_and_segments():
+    from merflow.configs.spotting import SpotFeatureConfig
+    from merflow.flows.spotting import chunk_jobs_of
+
+    config = SpotFeatureConfig(chunk_frames=100)
+    segments = [{"start": 0, "stop": 150, "found_at": 0, "box": {}}, {"start": 150, "stop": 1000, "found_at": 150,
+                                                                      "box": {}}]
+    record = {"video_key": "v", "video_dir": "/d", "n_frames": 1000, "frame_files": [f"img{i}.jpg" for i in range(1000)],
+              "track": {"n_frames": 1000, "segments": segments, "checked": list(range(0, 1000, 30)), "lost": []}}
+    first, last = chunk_jobs_of(record, 6, [0, 9], config, {"fingerprint": "f", "track": "t"})
+    assert first["frame_files"] == [f"img{i}.jpg" for i in range(106)] and len(first["track"]["segments"]) == 1
+    assert last["frame_files"] == [f"img{i}.jpg" for i in range(900, 1000)] and last["stop"] == 1000
+    assert [s["start"] for s in last["track"]["segments"]] == [150] and last["stamp"] == {"fingerprint": "f", "track": "t"}

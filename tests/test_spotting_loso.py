@@ -114,3 +114,17 @@ def test_the_learned_spotter_beats_the_one_that_learns_nothing(spotting_set):
     assert learned_f1 > untrained_f1, (learned_f1, untrained_f1)
     assert settings["validation_subjects"].notna().all()   # p chosen on held-out training subjects
     assert all(json.loads(s)["p"] in SpotConfig().p_grid for s in settings["settings"])
+
+
+def test_a_spotter_fitted_on_every_subject_spots_any_video_and_speaks_seconds():
+    from merflow.training.spotting.loso import fit_spotter
+
+    videos, signals = signal_videos()
+    fitted = fit_spotter(videos, videos, loader(signals), SpotConfig(spotter="baseline"), "micro", seed=0)
+    assert fitted.arrays == ("motion",) and fitted.k >= 1
+    seconds = fitted.in_seconds(30.0)
+    assert seconds["k_seconds"] == pytest.approx(fitted.k / 30) and seconds["p"] == fitted.settings["p"]
+    other, other_signals = signal_videos(seed=5)           # a video nobody fitted on
+    found = fitted.intervals(loader(other_signals)(other[0].key, fitted.k, ("motion",)), other[0].n_frames)
+    truths = [(t.onset, t.offset) for t in other[0].truths if t.type == "micro"]
+    assert sum(any(i.start <= end and start <= i.end for start, end in truths) for i in found) >= 2

@@ -132,6 +132,77 @@ def choose_p(scored: list[tuple[np.ndarray, int, list[tuple[int, int]]]], k: int
     return best_p, best_f1
 
 
+@dataclass
+class FittedSpotter:
+    """A spotter of one expression type fitted on some subjects: its window k, its chosen settings and, for
+    SOFTNet, its network. ``intervals`` spots a video's per-frame arrays (``roi`` for SOFTNet, ``motion`` for the
+    baseline, tasks/spotting_features.py) whatever video they come from: a held-out subject's, or a user's."""
+
+    spotter: str
+    kind: str
+    k: int
+    settings: dict                  # what was chosen: {"k", "p"} (softnet) or BaselineSettings.to_dict() (baseline)
+    train_f1: float | None          # the F1 that chose them (on training or validation subjects)
+    validation_subjects: tuple[str, ...] = ()
+    model: softnet.SoftNet | None = None
+    note: str | None = None
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """The per-frame arrays it reads."""
+        return ("roi",) if self.spotter == "softnet" else ("motion",)
+
+    def intervals(self, arrays: dict[str, np.ndarray], n_frames: int) -> list:
+        """The spotted intervals of one video from its per-frame arrays of window ``self.k``."""
+        if self.spotter == "baseline":
+            return baseline.predict(arrays["motion"], n_frames, baseline.BaselineSettings(
+                self.k, self.settings["p"], self.settings["low"],
+                float("inf") if self.settings["high"] is None else self.settings["high"]))
+        values = softnet.scores(self.model, arrays["roi"][:max(n_frames - self.k, 0)])
+        return peak_intervals(smooth(values, self.k), self.settings["p"], self.k, n_frames)
+
+    def in_seconds(self, fps: float) -> dict:
+        """The settings with every frame count in seconds at the ``fps`` they were chosen at (a user's video
+        turns them back into frames at its own fps: configs/spotting.py ``frames``)."""
+        found = {"k_seconds": self.k / fps, "p": self.settings["p"]}
+        if self.spotter == "baseline":
+            found |= {"low_seconds": self.settings["low"] / fps,
+                      "high_seconds": None if self.settings["high"] is None else self.settings["high"] / fps}
+        return found
+
+
+def fit_spotter(train: list[SpotVideo], every: list[SpotVideo], load: Loader, config: SpotConfig, kind: str,
+                seed: int) -> FittedSpotter | None:
+    """One type's spotter fitted on the videos ``train`` (``every``: all videos, which only the published recipe's
+    k reads); None where ``train`` holds no interval of the type. Every setting is chosen on ``train``."""
+    k = fold_k(train, every, kind, config)
+    if k is None:
+        return None
+    if config.spotter == "baseline":
+        chosen, f1 = baseline.fit([(load(v.key, k, ("motion",))["motion"], v.n_frames, v.spans(kind)) for v in train],
+                                  k, config)
+        return FittedSpotter("baseline", kind, k, chosen.to_dict(), f1)
+    micro = kind == "micro"
+    if config.recipe == "published":
+        fit_videos, held = train, []
+    else:
+        fit_subjects, held = split_validation(sorted({v.subject for v in train}), config.validation_fraction, seed)
+        fit_videos = [v for v in train if v.subject in fit_subjects]
+    x = np.concatenate([_frames(v, k, load) for v in fit_videos])
+    y = np.concatenate([pseudo_labels(v.n_frames, k, v.spans(kind)) for v in fit_videos])
+    model = softnet.train(x, y, config, micro, seed)
+    note = None
+    if config.recipe == "published":
+        p, f1 = config.published_p, None
+    else:
+        chosen_on = [v for v in train if v.subject in held] or fit_videos
+        if not held:  # one training subject: p chosen on its own (fitted) videos, said so
+            note = "one training subject: p chosen on the videos SOFTNet was fitted on"
+        p, f1 = choose_p([(_softnet_scores(model, v, k, load), v.n_frames, v.spans(kind)) for v in chosen_on], k,
+                         config.p_grid)
+    return FittedSpotter("softnet", kind, k, {"k": k, "p": p}, f1, tuple(held), model, note)
+
+
 def spot_fold(test_subject: str, videos: list[SpotVideo], load: Loader, config: SpotConfig, fold_index: int
               ) -> tuple[list[dict], list[dict]]:
     """One fold: (prediction rows of the test subject's videos, the settings row of each type)."""
@@ -140,47 +211,19 @@ def spot_fold(test_subject: str, videos: list[SpotVideo], load: Loader, config: 
     test = [v for v in videos if v.subject == test_subject]
     predictions, settings = [], []
     for kind in config.types:
-        k = fold_k(train, videos, kind, config)
-        row = {"fold": fold, "type": kind, "k": k, "chosen_on": config.chosen_on, "validation_subjects": None,
-               "train_f1": None, "note": None, "settings": None}
-        if k is None:
-            settings.append(row | {"note": f"no {kind} intervals in the training subjects: nothing spotted"})
+        seed = config.seed * 1000 + fold_index * 2 + (0 if kind == "micro" else 1)
+        fitted = fit_spotter(train, videos, load, config, kind, seed)
+        row = {"fold": fold, "type": kind, "chosen_on": config.chosen_on}
+        if fitted is None:
+            settings.append(row | {"k": None, "settings": None, "train_f1": None, "validation_subjects": None,
+                                   "note": f"no {kind} intervals in the training subjects: nothing spotted"})
             continue
-        if config.spotter == "baseline":
-            chosen, f1 = baseline.fit([(load(v.key, k, ("motion",))["motion"], v.n_frames, v.spans(kind))
-                                       for v in train], k, config)
-            row |= {"settings": json.dumps(chosen.to_dict()), "train_f1": f1}
-            for video in test:
-                found = baseline.predict(load(video.key, k, ("motion",))["motion"], video.n_frames, chosen)
-                predictions += [_row(fold, video, kind, i) for i in found]
-        else:
-            micro = kind == "micro"
-            seed = config.seed * 1000 + fold_index * 2 + (0 if micro else 1)
-            if config.recipe == "published":
-                fit_videos, held = train, []
-            else:
-                fit_subjects, held = split_validation(sorted({v.subject for v in train}), config.validation_fraction,
-                                                      seed)
-                fit_videos = [v for v in train if v.subject in fit_subjects]
-            x = np.concatenate([_frames(v, k, load) for v in fit_videos])
-            y = np.concatenate([pseudo_labels(v.n_frames, k, v.spans(kind)) for v in fit_videos])
-            model = softnet.train(x, y, config, micro, seed)
-            if config.recipe == "published":
-                p, f1 = config.published_p, None
-            elif held:
-                scored = [(_softnet_scores(model, v, k, load), v.n_frames, v.spans(kind))
-                          for v in train if v.subject in held]
-                p, f1 = choose_p(scored, k, config.p_grid)
-            else:  # one training subject: p chosen on its own (fitted) videos, said so
-                scored = [(_softnet_scores(model, v, k, load), v.n_frames, v.spans(kind)) for v in fit_videos]
-                p, f1 = choose_p(scored, k, config.p_grid)
-                row["note"] = "one training subject: p chosen on the videos SOFTNet was fitted on"
-            row |= {"settings": json.dumps({"k": k, "p": p}), "train_f1": f1,
-                    "validation_subjects": ",".join(held) or None}
-            for video in test:
-                values = smooth(_softnet_scores(model, video, k, load), k)
-                predictions += [_row(fold, video, kind, i) for i in peak_intervals(values, p, k, video.n_frames)]
-        settings.append(row)
+        settings.append(row | {"k": fitted.k, "settings": json.dumps(fitted.settings), "train_f1": fitted.train_f1,
+                               "validation_subjects": ",".join(fitted.validation_subjects) or None,
+                               "note": fitted.note})
+        for video in test:
+            found = fitted.intervals(load(video.key, fitted.k, fitted.arrays), video.n_frames)
+            predictions += [_row(fold, video, kind, i) for i in found]
     return predictions, settings
 
 

@@ -81,9 +81,11 @@ def training_set(x: np.ndarray, y: np.ndarray, config: SpotConfig, micro: bool, 
     removed = min(int(max(len(negatives), len(positives)) * (1 - config.negative_keep)), len(negatives))
     dropped = rng.choice(negatives, size=removed, replace=False) if removed else np.array([], np.int64)
     kept = np.setdiff1d(np.arange(len(y)), dropped)
-    images, labels = np.asarray(x[kept], dtype=np.float32), y[kept]
+    # Kept at the store's precision (float16): a SAMM-LV fold is hundreds of thousands of frames; each batch is
+    # made float32 when it is scaled (normalize).
+    images, labels = x[kept], y[kept]
     if micro and config.augment_micro and len(positives):
-        extra = augmented(np.asarray(x[positives], dtype=np.float32), rng)
+        extra = augmented(np.asarray(x[positives], dtype=np.float32), rng).astype(images.dtype)
         images = np.concatenate([images, extra])
         labels = np.concatenate([labels, np.ones(len(extra), np.float32)])
     order = rng.permutation(len(labels))
