@@ -123,8 +123,8 @@ class LongVideoSynthConfig(Config):
                                                       "own names); empty: every one the set's writer knows")
     archive: Archive = Field("zip", description="pack as zip or tar.gz, or leave a folder")
     seed: int = Field(0, description="random seed: same seed, same archive content")
-    scale: float = Field(0.25, description="frame size relative to the real dataset's (SAMM 960x650, CAS(ME)^2 "
-                                           "640x480)")
+    scale: float = Field(0.5, description="frame size relative to the real dataset's (SAMM 960x650, CAS(ME)^2 "
+                                          "640x480), as SynthConfig's")
     quirks: bool = Field(True, description="the real sheets' quirks (apex -1, fractional frames, onset 0, offset 0)")
     talking: bool = Field(True, description="the face talks between the expressions (mouth motion that is not one)")
     face_image: str | None = Field(None, description="a photo of one frontal face to make every subject from")

@@ -42,7 +42,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         for name in names:
             config = SynthConfig(dataset=name, subjects=args.subjects, samples_per_subject=args.samples_per_subject,
                                  samples=args.samples, archive=args.archive, seed=args.seed,
-                                 scale=args.scale if args.scale is not None else 0.5,
+                                 scale=args.scale,
                                  quirks=not args.no_quirks, face_image=args.face_image,
                                  emotions=tuple(e for e in (args.emotions or "").split(",") if e))
             job = bar.add_task(f"synth {config.dataset}", total=config.total)
@@ -59,10 +59,8 @@ def synth_long_videos(args: argparse.Namespace) -> int:
     settings = {"subjects": args.subjects, "videos_per_subject": args.videos_per_subject, "seconds": args.seconds,
                 "micro_per_video": args.micro_per_video, "macro_per_video": args.macro_per_video,
                 "archive": args.archive, "seed": args.seed, "quirks": not args.no_quirks,
-                "talking": not args.no_talking, "face_image": args.face_image,
+                "talking": not args.no_talking, "face_image": args.face_image, "scale": args.scale,
                 "emotions": tuple(e for e in (args.emotions or "").split(",") if e)}
-    if args.scale is not None:
-        settings["scale"] = args.scale
     config = LongVideoSynthConfig(args.dataset, **settings)
     with progress() as bar:
         job = bar.add_task(f"synth {config.dataset}: videos", total=config.subjects * config.videos_per_subject)

@@ -62,10 +62,7 @@ def synth_options(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--out", required=True, type=Path, help="folder to write the archive into")
     add_config_options(synth, SynthConfig, ["subjects", "samples_per_subject", "samples", "archive", "seed", "scale",
                                             "quirks", "face_image", "emotions"],
-                       overrides={"face_image": {"metavar": "PATH"}, "emotions": {"metavar": "A,B,..."},
-                                  "scale": {"default": None,
-                                            "help": "frame size relative to the real dataset's (default 0.5; long "
-                                                    "videos 0.25)"}})
+                       overrides={"face_image": {"metavar": "PATH"}, "emotions": {"metavar": "A,B,..."}})
     long_videos = synth.add_argument_group("long videos (--dataset samm_lv or casme_sq_lv)")
     add_config_options(long_videos, LongVideoSynthConfig, ["videos_per_subject", "seconds", "micro_per_video",
                                                            "macro_per_video", "talking"])
