@@ -32,8 +32,8 @@ from merflow.storage import locations, long_videos
 from merflow.storage.results import write_spotting
 from merflow.storage.spotting_features import SpotFeatureStore, track_key, video_fingerprint
 from merflow.tasks.datasets.long_videos import ANALYSIS_CLASSES
-from merflow.tasks.features import SampleError, sample_features
-from merflow.tasks.spotting_features import build_track, check_indices
+from merflow.tasks.faces import NoFaceError
+from merflow.tasks.spotting_features import FrameError, FrameFiles, build_track, check_indices, interval_features
 from merflow.training.spotting import loso
 from merflow.training.spotting.metrics import iou
 from merflow.training.spotting.recognise import classify
@@ -206,12 +206,10 @@ def spot_fold_task(subject: str, videos: list[loso.SpotVideo], load: ArrayCache,
 
 # ------------------------------------------------------------------------------------------ recognition
 def _clip_features(video: pd.Series, onset: int, apex: int | None, offset: int) -> np.ndarray:
-    """The flow (4, H, W) from onset to apex of frames onset..offset of a video (tasks/features.py)."""
-    frames = list(video["frame_files"])
-    record = {"clip_dir": video["video_dir"], "frame_files": frames[onset:offset + 1], "onset": onset,
-              "apex": apex, "offset": offset}
-    arrays, _ = sample_features(record, RECOGNITION_FEATURES)
-    return arrays["flow"]
+    """The flow (4, H, W) from onset to apex of frames onset..offset of a video (tasks/spotting_features.py
+    ``interval_features``: the features flow's recipe)."""
+    frames = FrameFiles(video["video_dir"], list(video["frame_files"])[onset:offset + 1], onset, int(video["n_frames"]))
+    return interval_features(frames, onset, offset, apex, RECOGNITION_FEATURES)["flow"]
 
 
 @task(name="recognise", **UNIT)
@@ -228,8 +226,8 @@ def recognise_task(predictions: pd.DataFrame, videos: pd.DataFrame, intervals: p
         apex = None if pd.isna(row.apex) else int(row.apex)
         try:
             features[row.interval_key] = _clip_features(by_key.loc[row.video_key], int(row.onset), apex, int(row.offset))
-        except SampleError as error:
-            skipped[row.interval_key] = error.reason
+        except (NoFaceError, FrameError) as error:
+            skipped[row.interval_key] = f"{type(error).__name__}: {error}"
     predictions = predictions.copy()
     predictions["predicted"], predictions["class_scores"] = None, None
     truths = intervals[intervals["type"] == "micro"]
@@ -243,10 +241,10 @@ def recognise_task(predictions: pd.DataFrame, videos: pd.DataFrame, intervals: p
         for row in rows.itertuples():
             try:
                 test_x.append(_clip_features(by_key.loc[row.video_key], int(row.start), None, int(row.end)))
-            except SampleError as error:
+            except (NoFaceError, FrameError) as error:
                 test_x.append(None)
                 logger.info("%s: spotted interval %d..%d of %s has no features: %s", fold, row.start, row.end,
-                            row.video_key, error.reason)
+                            row.video_key, error)
         usable = [i for i, x in enumerate(test_x) if x is not None]
         labels, scores = classify(config.classifier, np.stack([features[k] for k in train["interval_key"]])
                                   if len(train) else np.zeros((0,)), train["label"].tolist(),

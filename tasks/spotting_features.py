@@ -39,9 +39,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from merflow.configs.features import FeatureConfig
 from merflow.configs.spotting import SpotFeatureConfig, frames
 from merflow.tasks.faces import FaceBox, NoFaceError, crop_face, crop_points, detect_face
-from merflow.tasks.motion import optical_flow, optical_strain, to_grey
+from merflow.tasks.motion import flow_channels, frame_difference, optical_flow, optical_strain, spot_apex, to_grey
 
 FEATURE_CHANNELS = ("u", "v", "strain")
 # Five points of a face centred in its crop where the detector gives none (Haar): eyes, nose, mouth
@@ -322,3 +323,25 @@ def video_features(frames_: Sequence[np.ndarray], k: int, track: Track, config: 
         parts.append(chunk_features(frames_, start, stop, k, track, config))
         progress and progress(stop - start)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# ------------------------------------------------------------------------------------------ an interval as a clip
+def interval_features(frames_: Sequence[np.ndarray], onset: int, offset: int, apex: int | None,
+                      config: FeatureConfig = FeatureConfig()) -> dict:
+    """An interval of a video as the features flow makes a clip's (tasks/features.py ``sample_features``): the
+    face found on the onset frame (``config.face``; NoFaceError without one) cropping every frame of it, the
+    apex the given one or, where None, the frame that moved most from the onset (tasks/motion.py ``spot_apex``,
+    MEAN's rule where no apex is known), and the flow and difference from onset to apex. Returns ``flow``
+    (4, size, size), ``diff`` (3, size, size), ``apex`` (the frame index used) and ``face`` (the box)."""
+    face = config.face.replace(no_face="quarantine")
+    box = detect_face(frames_[onset], face)
+    crop = config.size
+    onset_crop = crop_face(frames_[onset], box, crop)
+    if apex is None:
+        crops = [onset_crop] + [crop_face(frames_[i], box, crop) for i in range(onset + 1, offset + 1)]
+        spotted, _ = spot_apex(np.stack(crops), config.motion)
+        apex, apex_crop = onset + spotted, crops[spotted]
+    else:
+        apex_crop = crop_face(frames_[apex], box, crop)
+    return {"flow": flow_channels(optical_flow(onset_crop, apex_crop, config.motion)),
+            "diff": frame_difference(onset_crop, apex_crop), "apex": int(apex), "face": box.to_dict()}

@@ -84,3 +84,15 @@ def test_a_video_without_a_face_is_one_clear_error():
     blank = [np.full((120, 160), 90, np.uint8)] * 40
     with pytest.raises(VideoFaceError, match="no face found in desk.avi: 2 frames checked"):
         track_face(blank, 30.0, CONFIG, video="desk.avi")
+
+
+def test_an_interval_becomes_a_clip_with_its_apex_spotted(rendered):
+    from merflow.configs.features import FeatureConfig
+    from merflow.tasks.spotting_features import interval_features
+
+    frames, planted = rendered
+    found = interval_features(frames, planted.onset, planted.offset, None, FeatureConfig(size=28))
+    assert found["flow"].shape == (4, 28, 28) and found["diff"].shape == (3, 28, 28)
+    assert abs(found["apex"] - planted.apex) <= 2          # the frame that moved most from the onset
+    given = interval_features(frames, planted.onset, planted.offset, planted.apex, FeatureConfig(size=28))
+    assert given["apex"] == planted.apex

@@ -124,6 +124,9 @@ def test_a_spotter_fitted_on_every_subject_spots_any_video_and_speaks_seconds():
     assert fitted.arrays == ("motion",) and fitted.k >= 1
     seconds = fitted.in_seconds(30.0)
     assert seconds["k_seconds"] == pytest.approx(fitted.k / 30) and seconds["p"] == fitted.settings["p"]
+    faster = fitted.at_fps(30.0, 200.0)                     # the same spotter for a 200 fps video
+    assert faster.k == round(fitted.k * 200 / 30) and faster.settings["p"] == fitted.settings["p"]
+    assert faster.settings["low"] == pytest.approx(fitted.settings["low"] * 200 / 30)
     other, other_signals = signal_videos(seed=5)           # a video nobody fitted on
     found = fitted.intervals(loader(other_signals)(other[0].key, fitted.k, ("motion",)), other[0].n_frames)
     truths = [(t.onset, t.offset) for t in other[0].truths if t.type == "micro"]

@@ -18,6 +18,7 @@ each fold's settings as DataFrames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from merflow.configs.spotting import SpotConfig
+from merflow.configs.spotting import SpotConfig, frames
 from merflow.training.spotting import baseline, softnet
 from merflow.training.spotting.intervals import peak_intervals, pseudo_labels, smooth, softnet_k
 from merflow.training.spotting.metrics import match_video, prf
@@ -160,6 +161,16 @@ class FittedSpotter:
                 float("inf") if self.settings["high"] is None else self.settings["high"]))
         values = softnet.scores(self.model, arrays["roi"][:max(n_frames - self.k, 0)])
         return peak_intervals(smooth(values, self.k), self.settings["p"], self.k, n_frames)
+
+    def at_fps(self, fitted_fps: float, fps: float) -> FittedSpotter:
+        """The same spotter for a video of another frame rate: k and the length filter kept in seconds (ZOO.md's
+        recipe for a user's video), p and the network as they are."""
+        k = frames(self.k / fitted_fps, fps)
+        settings = dict(self.settings, k=k) if "k" in self.settings else dict(self.settings)
+        if self.spotter == "baseline":
+            settings |= {"k": k, "low": self.settings["low"] * fps / fitted_fps,
+                         "high": None if self.settings["high"] is None else self.settings["high"] * fps / fitted_fps}
+        return dataclasses.replace(self, k=k, settings=settings)
 
     def in_seconds(self, fps: float) -> dict:
         """The settings with every frame count in seconds at the ``fps`` they were chosen at (a user's video
