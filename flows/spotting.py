@@ -33,7 +33,14 @@ from merflow.storage.results import write_spotting
 from merflow.storage.spotting_features import SpotFeatureStore, track_key, video_fingerprint
 from merflow.tasks.datasets.long_videos import ANALYSIS_CLASSES
 from merflow.tasks.faces import NoFaceError
-from merflow.tasks.spotting_features import FrameError, FrameFiles, build_track, check_indices, interval_features
+from merflow.tasks.spotting_features import (
+    FrameError,
+    FrameFiles,
+    VideoFaceError,
+    build_track,
+    check_indices,
+    interval_features,
+)
 from merflow.training.spotting import loso
 from merflow.training.spotting.metrics import iou
 from merflow.training.spotting.recognise import classify
@@ -121,7 +128,7 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
     logger = get_run_logger()
     spot_store = SpotFeatureStore(store)
     counts = {"detections_computed": 0, "chunks_computed": 0, "chunks_skipped": 0, "frames_computed": 0,
-              "compute_seconds": 0.0}
+              "compute_seconds": 0.0, "no_face": []}
     with spot_store.computing(config), ExitStack() as stack:
         clients: list = []
 
@@ -158,8 +165,14 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
         for record in records:
             if not record["track"]:
                 n_chunks = -(-record["n_frames"] // config.chunk_frames)
-                track = build_track(record["n_frames"], spot_store.read_detections(config, record["video_key"], n_chunks),
-                                    config.drift_iou, record["video_key"])
+                try:
+                    track = build_track(record["n_frames"], spot_store.read_detections(config, record["video_key"],
+                                                                                       n_chunks),
+                                        config.drift_iou, record["video_key"])
+                except VideoFaceError as error:  # left out of the run, said so; the others go on
+                    logger.warning("%s", error)
+                    counts["no_face"].append(record["video_key"])
+                    continue
                 record["track"] = track.to_dict()
                 spot_store.write_track(config, record["video_key"], record["track"])
                 if len(track.segments) > 1 or track.lost:
@@ -286,6 +299,11 @@ def spot_flow(catalog_dir: str, store: str, dataset: str, out: str = RESULTS, ru
                 {kind: sorted(ks) for kind, ks in windows.items()}, config.chosen_on)
     counts = compute_per_frame(videos, set().union(*windows.values()), store, features, dask_address, n_workers)
     timings["per_frame_features"] = time.perf_counter() - started
+    if counts["no_face"]:  # videos without a face at any check: left out of the folds and the scores, said so
+        logger.warning("left out, no face found: %s", ", ".join(counts["no_face"]))
+        videos = videos[~videos["video_key"].isin(counts["no_face"])].reset_index(drop=True)
+        intervals = intervals[~intervals["video_key"].isin(counts["no_face"])]
+        spotted = [v for v in spotted if v.key not in counts["no_face"]]
 
     load = ArrayCache(SpotFeatureStore(store), features)
     subjects = sorted({v.subject for v in spotted})

@@ -127,10 +127,19 @@ def spotting_set(tmp_path_factory, prefect_backend) -> dict:
     from merflow.flows.spotting import spot_flow
     from merflow.tasks.synthetic.long_videos import synthesize_long_videos
 
+    import cv2
+    import numpy as np
+
     out = tmp_path_factory.mktemp("spotting")
     source = synthesize_long_videos(LongVideoSynthConfig("casme_sq_lv", subjects=5, videos_per_subject=1, seconds=16,
-                                                         micro_per_video=4, macro_per_video=1, archive="zip", seed=2,
+                                                         micro_per_video=4, macro_per_video=1, archive="none", seed=2,
                                                          scale=0.25), out)
+    # One more video of the first person, without an interval and without a face (a camera left on an empty
+    # chair): the spot flow leaves it out and says so.
+    empty = source / "rawpic" / "s15" / "15_0102eatingworms"
+    empty.mkdir()
+    for index in range(1, 41):
+        cv2.imwrite(str(empty / f"img{index}.jpg"), np.full((120, 160, 3), 90 + index % 3, np.uint8))
     ingest_flow(sources=[str(source)], out=str(out / "catalog"))
     features = SpotFeatureConfig(crop=64, roi=24, chunk_frames=128)
     # Micro-expressions only: one window k for every fold (the macro windows differ by fold, each a pass over

@@ -36,6 +36,8 @@ def test_the_flow_writes_its_tables_and_scores_every_interval(spotting_set):
     assert (predicted["fold"] == "loso-" + predicted["subject_key"]).all()
     assert predicted.loc[predicted["tp"], "interval_key"].isin(set(intervals["interval_key"])).all()
     assert summary["per_frame"]["chunks_computed"] > 0
+    assert summary["per_frame"]["no_face"] == ["casme_sq_lv/s15/15_0102"]      # the empty chair, left out, said so
+    assert summary["videos"] == 5
 
 
 def test_a_rerun_computes_no_per_frame_feature_again(spotting_set):

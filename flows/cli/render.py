@@ -128,6 +128,9 @@ def print_spot_result(result: dict) -> None:
     work = result["per_frame"]
     console.print(f"per-frame features: {work['chunks_computed']} chunks computed ({work['frames_computed']} frames), "
                   f"{work['chunks_skipped']} already done; store {result['store']}", markup=False)
+    if work.get("no_face"):
+        console.print(f"left out (no face found at any check): {', '.join(work['no_face'])}", style="yellow",
+                      markup=False)
 
 
 def note_lines(notes: dict) -> list[str]:
