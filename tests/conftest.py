@@ -119,16 +119,17 @@ def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
 @pytest.fixture(scope="session")
 def spotting_set(tmp_path_factory, prefect_backend) -> dict:
     """Five people's synthetic long videos in CAS(ME)^2's layout (16 s each, talking, blinking, nodding, with
-    planted micro- and macro-expressions), through the real ingest flow and the spot flow with the baseline
-    (per-frame features on 2 Dask workers, at test size: 64-pixel crops, 24-pixel regions)."""
+    planted micro- and macro-expressions) and one faceless video, through the real ingest flow and the spot
+    flow with the baseline on the micro-expressions (per-frame features on 2 Dask workers, at test size:
+    64-pixel crops, 24-pixel regions)."""
+    import cv2
+    import numpy as np
+
     from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
     from merflow.configs.synth import LongVideoSynthConfig
     from merflow.flows.ingest import ingest_flow
     from merflow.flows.spotting import spot_flow
     from merflow.tasks.synthetic.long_videos import synthesize_long_videos
-
-    import cv2
-    import numpy as np
 
     out = tmp_path_factory.mktemp("spotting")
     source = synthesize_long_videos(LongVideoSynthConfig("casme_sq_lv", subjects=5, videos_per_subject=1, seconds=16,
