@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from merflow.configs.ingest import ExtractionLimits
 from merflow.flows.defaults import default
 from merflow.flows.parameters import IngestOptions
-from merflow.storage import catalog, locations
+from merflow.storage import catalog, locations, long_videos
 from merflow.storage import sources as source_copies
 from merflow.tasks import ingest
 
@@ -72,6 +72,12 @@ def read_source(prepared: ingest.PreparedSource, config: ingest.IngestConfig):
     return ingest.read(prepared, config)
 
 
+@task(name="read-long-videos")
+def read_long_video_sets(prepared: ingest.PreparedSource, config: ingest.IngestConfig):
+    """The long-video adapters run on the unpacked source (spotting): videos, intervals, quarantined rows."""
+    return ingest.read_long_videos(prepared, config)
+
+
 @flow(name="ingest", log_prints=True)
 def ingest_flow(sources: list[str], out: str, dataset: str | None = default(IngestOptions, "dataset"),
                 max_total_gb: float = default(IngestOptions, "max_total_gb"),
@@ -100,10 +106,17 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = default(Inge
             prepared = unpack_source(source, local, kind, sha, catalog_dir, config.limits)
             try:
                 datasets, samples, problems = read_source(prepared, config)
+                long_sets = read_long_video_sets(prepared, config)
             except BaseException as error:
                 failed = error
             else:
                 with catalog.writing(catalog_dir, on_wait=logger.info):
+                    # The long-video tables first: the sources row (catalog.merge_source) marks the source as in.
+                    for name, found in long_sets.items():
+                        counts = long_videos.merge_source(catalog_dir, prepared.source, sha, found.videos,
+                                                          found.intervals, found.problems)
+                        logger.info("%s: %s, %d long videos, %d intervals, %d quarantined", source, name,
+                                    counts["videos"], counts["intervals"], counts["quarantined"])
                     row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples,
                                                problems)
                     for path in source_copies.prune_unpacked(catalog_dir):
@@ -115,9 +128,13 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = default(Inge
             raise failed
         logger.info("%s: %s, %d samples, %d quarantined", source, "+".join(datasets), row["n_samples"],
                     row["n_quarantined"])
-        outcomes.append({"source": source, "status": "ingested",
-                         "detail": f"{'+'.join(datasets)}: {row['n_samples']} samples, {row['n_quarantined']} quarantined"})
-    result = catalog.summary(catalog_dir) | {"sources": outcomes, "catalog": catalog_dir}
+        detail = f"{'+'.join(datasets)}: {row['n_samples']} samples, {row['n_quarantined']} quarantined" if datasets else ""
+        if long_sets:
+            detail += ("; " if detail else "") + "+".join(long_sets) + ": " + ", ".join(
+                f"{len(found.videos)} long videos, {len(found.intervals)} intervals" for found in long_sets.values())
+        outcomes.append({"source": source, "status": "ingested", "detail": detail})
+    result = catalog.summary(catalog_dir) | {"sources": outcomes, "catalog": catalog_dir,
+                                             "long_videos": long_videos.summary(catalog_dir)}
     create_markdown_artifact(summary_markdown(result), key="ingest-summary", description="catalog after this ingest")
     return result
 

@@ -59,7 +59,7 @@ METHOD_COLUMNS = ("method", "recipe")
 # nearest-centroid), so that no query of the model tables changes. Results written before it have none:
 # reading them gives empty tables (schema version 3 then: no table's schema changed).
 FLOOR_TABLES = ("floor_metrics", "floor_predictions")
-TABLES = ("runs", "trials", "metrics", "predictions", *FLOOR_TABLES)
+TRAINING_TABLES = ("runs", "trials", "metrics", "predictions", *FLOOR_TABLES)
 PARTITIONS = ("run", "protocol")
 
 RUNS_SCHEMA = pa.schema([
@@ -136,11 +136,88 @@ TRIALS_SCHEMA = pa.schema([
     pa.field("seconds", pa.float64()),
 ])
 
+# Spotting in long videos (flows/spotting.py, training/spotting/): tables of their own, versioned on their own
+# (SPOTTING_SCHEMA_VERSION, in the same key of each part's metadata: TABLE_VERSIONS), so that adding them left
+# every other table's version as it was. spot_runs: one row per spotting run; spot_intervals: every predicted
+# interval (role "predicted": its score, the ground truth it matched, its IoU, the class the recognition
+# model gave it) and every annotated one (role "truth": found or missed); spot_metrics: the MEGC metric per
+# type and overall, and STRS as the official evaluator computes it and corrected, pooled and per fold.
+SPOTTING_SCHEMA_VERSION = 1
+SPOT_TABLES = ("spot_runs", "spot_intervals", "spot_metrics")
+
+SPOT_RUNS_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),           # loso-<dataset>
+    pa.field("dataset", pa.string(), nullable=False),            # samm_lv | casme_sq_lv
+    pa.field("created_at", pa.string(), nullable=False),
+    pa.field("spotter", pa.string(), nullable=False),            # baseline | softnet
+    pa.field("recipe", pa.string(), nullable=False),             # merflow | published
+    pa.field("chosen_on", pa.string(), nullable=False),          # what chose k, p and the filters, in words
+    pa.field("leaky", pa.bool_(), nullable=False),               # a setting saw the test subject (published)
+    pa.field("config", pa.string(), nullable=False),             # the SpotConfig as JSON
+    pa.field("feature_config", pa.string(), nullable=False),     # the SpotFeatureConfig as JSON
+    pa.field("feature_config_hash", pa.string(), nullable=False),
+    pa.field("recognition", pa.string()),                        # JSON: classifier, classes, clip features
+    pa.field("git_commit", pa.string()),
+    pa.field("versions", pa.string(), nullable=False),
+    pa.field("timings", pa.string(), nullable=False),
+])
+
+SPOT_INTERVALS_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("fold", pa.string(), nullable=False),               # loso-<subject key>: the held-out person
+    pa.field("video_key", pa.string(), nullable=False),
+    pa.field("subject_key", pa.string(), nullable=False),
+    pa.field("role", pa.string(), nullable=False),               # predicted | truth
+    pa.field("type", pa.string(), nullable=False),               # micro | macro
+    pa.field("start", pa.int32(), nullable=False),               # 0-based frame, inclusive
+    pa.field("end", pa.int32(), nullable=False),
+    pa.field("score", pa.float64()),                             # predicted: the spotter's score at the interval
+    pa.field("interval_key", pa.string()),                       # truth: its key; predicted: the truth it matched
+    pa.field("iou", pa.float64()),                               # with the best ground truth of its type
+    pa.field("tp", pa.bool_(), nullable=False),                  # predicted: a MEGC true positive; truth: found
+    pa.field("label", pa.string()),                              # truth: its class (MEAN's three, or others)
+    pa.field("predicted", pa.string()),                          # predicted micro intervals: the class given
+    pa.field("class_scores", pa.list_(pa.float32())),            # the recognition model's scores (spot_runs' classes)
+])
+
+SPOT_METRICS_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("evaluator", pa.string(), nullable=False),          # megc | strs-official | strs-corrected
+    pa.field("scope", pa.string(), nullable=False),              # pooled | fold
+    pa.field("key", pa.string(), nullable=False),                # all, or the fold
+    pa.field("type", pa.string(), nullable=False),               # micro | macro | overall
+    pa.field("n_truth", pa.int64()),
+    pa.field("n_pred", pa.int64()),
+    pa.field("tp", pa.int64()),
+    pa.field("fp", pa.int64()),
+    pa.field("fn", pa.int64()),
+    pa.field("precision", pa.float64()),
+    pa.field("recall", pa.float64()),
+    pa.field("f1", pa.float64()),
+    pa.field("analysis_n", pa.int64()),                          # STRS: the true positives classified
+    pa.field("analysis_precision", pa.float64()),
+    pa.field("analysis_recall", pa.float64()),
+    pa.field("analysis_f1", pa.float64()),
+    pa.field("analysis_uf1", pa.float64()),
+    pa.field("analysis_uar", pa.float64()),                      # strs-official: the mean precision (its quirk)
+    pa.field("strs", pa.float64()),
+    pa.field("chosen_on", pa.string()),
+    pa.field("settings", pa.string()),                           # fold rows: JSON of what the fold chose, per type
+])
+
 SCHEMAS = {"runs": RUNS_SCHEMA, "trials": TRIALS_SCHEMA, "metrics": METRICS_SCHEMA,
-           "predictions": PREDICTIONS_SCHEMA, "floor_metrics": METRICS_SCHEMA, "floor_predictions": PREDICTIONS_SCHEMA}
+           "predictions": PREDICTIONS_SCHEMA, "floor_metrics": METRICS_SCHEMA, "floor_predictions": PREDICTIONS_SCHEMA,
+           "spot_runs": SPOT_RUNS_SCHEMA, "spot_intervals": SPOT_INTERVALS_SCHEMA, "spot_metrics": SPOT_METRICS_SCHEMA}
+TABLES = (*TRAINING_TABLES, *SPOT_TABLES)
+# The schema version each table's parts are written with and read up to.
+TABLE_VERSIONS = {table: SPOTTING_SCHEMA_VERSION if table in SPOT_TABLES else RESULTS_SCHEMA_VERSION
+                  for table in SCHEMAS}
 
 
-def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
+def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema, version: int = RESULTS_SCHEMA_VERSION) -> pa.Table:
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
     frame = frame.copy()
     for field in schema:  # optional columns a writer left out are null
@@ -154,7 +231,7 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema) -> pa.Table:
     if "method" in schema.names:  # a writer that names no model writes Meta-MMFNet's rows, as before version 3
         frame["method"] = frame["method"].where(frame["method"].notna(), DEFAULT_METHOD)
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    return table.replace_schema_metadata({VERSION_KEY: str(RESULTS_SCHEMA_VERSION).encode()})
+    return table.replace_schema_metadata({VERSION_KEY: str(version).encode()})
 
 
 def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
@@ -170,7 +247,7 @@ def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, 
     """Write one part of a table for (run, protocol) atomically; rewriting a part replaces it."""
     target = part_location(results, table, run, protocol, part)
     # The partition columns live in the path; the file holds the rest.
-    arrow = _table(rows, SCHEMAS[table]).drop_columns(list(PARTITIONS))
+    arrow = _table(rows, SCHEMAS[table], TABLE_VERSIONS[table]).drop_columns(list(PARTITIONS))
     with locations.atomic_write(target) as file:
         pq.write_table(arrow, file)
     return target
@@ -194,16 +271,17 @@ class ResultsSchemaError(ValueError):
     """A result part this merflow cannot read (a newer schema version): one line naming the file."""
 
 
-def part_version(schema: pa.Schema, where: str) -> int:
+def part_version(schema: pa.Schema, where: str, newest: int = RESULTS_SCHEMA_VERSION) -> int:
     """A part's schema version: its metadata's (``VERSION_KEY``), else dated by its columns (2 without
-    ``method``, else 3); a ``ResultsSchemaError`` for a version this merflow does not know."""
+    ``method``, else 3); a ``ResultsSchemaError`` for a version this merflow does not know (above ``newest``,
+    the table's ``TABLE_VERSIONS``)."""
     recorded = (schema.metadata or {}).get(VERSION_KEY)
     if recorded is None:
         return 2 if "method" not in schema.names else 3
     text = recorded.decode(errors="replace")
-    if not text.isdigit() or not 1 <= int(text) <= RESULTS_SCHEMA_VERSION:
+    if not text.isdigit() or not 1 <= int(text) <= newest:
         raise ResultsSchemaError(f"{where} has results schema version {text}; this merflow reads versions 1 to "
-                                 f"{RESULTS_SCHEMA_VERSION}: upgrade merflow to read it")
+                                 f"{newest}: upgrade merflow to read it")
     return int(text)
 
 
@@ -251,9 +329,12 @@ def read_arrow(results: str | os.PathLike, table: str, run: str | None = None,
     def scan(fragments: list) -> pa.Table:
         return ds.FileSystemDataset(fragments, schema, dataset.format, filesystem=dataset.filesystem).to_table()
 
+    def upgrade(arrow: pa.Table, version: int) -> pa.Table:  # the upgrades are of the training tables' older versions
+        return arrow if table in SPOT_TABLES else upgraded(arrow, version)
+
     for fragment in dataset.get_fragments(filter=ds.field("run") == run if run else None):
         try:
-            version = part_version(fragment.physical_schema, location(fragment))  # the footer's metadata only
+            version = part_version(fragment.physical_schema, location(fragment), TABLE_VERSIONS[table])  # footer only
         except ResultsSchemaError:
             raise
         except (pa.ArrowException, OSError, ValueError) as error:  # not Parquet, or cut short
@@ -263,11 +344,11 @@ def read_arrow(results: str | os.PathLike, table: str, run: str | None = None,
     parts = []
     for version, fragments in sorted(by_version.items()):
         try:
-            parts.append(upgraded(scan(fragments), version))
+            parts.append(upgrade(scan(fragments), version))
         except (pa.ArrowException, OSError, ValueError):  # a part whose footer reads but whose data does not
             for fragment in fragments:
                 try:
-                    parts.append(upgraded(scan([fragment]), version))
+                    parts.append(upgrade(scan([fragment]), version))
                 except (pa.ArrowException, OSError, ValueError) as error:
                     unreadable(location(fragment), error)
     return pa.concat_tables(parts) if parts else schema.empty_table()
@@ -283,7 +364,7 @@ def read_table(results: str | os.PathLike, table: str, run: str | None = None,
 
 def as_stored(table: str, rows) -> pd.DataFrame:
     """``rows`` of ``table`` as ``read_table`` reads them once written: the schema's columns and types."""
-    return _table(rows, SCHEMAS[table]).to_pandas()
+    return _table(rows, SCHEMAS[table], TABLE_VERSIONS[table]).to_pandas()
 
 
 def write_search(results: str | os.PathLike, run: str, protocol: str, trials: pd.DataFrame,
@@ -333,3 +414,14 @@ def write_run(results: str | os.PathLike, run: str, protocol: str, columns: dict
         write_part(results, "metrics", run, protocol, "all", metrics.assign(**common))
         write_part(results, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
         write_part(results, "runs", run, protocol, "all", [runs_row])
+
+
+def write_spotting(results: str | os.PathLike, run: str, protocol: str, intervals: pd.DataFrame,
+                   metrics: pd.DataFrame, runs_row: dict) -> None:
+    """A spotting run's tables (flows/spotting.py): its intervals, its metrics, then its ``spot_runs`` row, so
+    that a run with a ``spot_runs`` row is complete; holding the run's lock. Rewriting a run replaces its parts."""
+    common = {"run": run, "protocol": protocol}
+    with writing_run(results, run):
+        write_part(results, "spot_intervals", run, protocol, "all", intervals.assign(**common))
+        write_part(results, "spot_metrics", run, protocol, "all", metrics.assign(**common))
+        write_part(results, "spot_runs", run, protocol, "all", [runs_row | common])

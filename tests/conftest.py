@@ -31,6 +31,7 @@ FIXTURE_MARKERS = {
     "prefect_backend": [pytest.mark.integration],
     "training_set": [pytest.mark.integration],
     "fused_set": [pytest.mark.integration],
+    "spotting_set": [pytest.mark.integration],
 }
 
 
@@ -90,6 +91,22 @@ def tiny_archive(dataset: str, samples: int, out: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_video_folders(tmp_path_factory) -> dict[str, Path]:
+    """One tiny synthetic long-video set per layout (SAMM Long Videos at 200 fps, CAS(ME)^2 at 30 fps), as
+    folders, quirks included; each holds its planted intervals in merflow-synthetic.json ("truth")."""
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    out = tmp_path_factory.mktemp("long_videos")
+    return {"samm_lv": synthesize_long_videos(LongVideoSynthConfig(
+                "samm_lv", subjects=2, videos_per_subject=1, seconds=6.0, micro_per_video=2, macro_per_video=1,
+                archive="none", seed=3, scale=0.12), out),
+            "casme_sq_lv": synthesize_long_videos(LongVideoSynthConfig(
+                "casme_sq_lv", subjects=2, videos_per_subject=2, seconds=8.0, micro_per_video=2, macro_per_video=2,
+                archive="none", seed=3, scale=0.2), out)}
+
+
+@pytest.fixture(scope="session")
 def prefect_backend():
     """A private Prefect database for the flow tests (a real ephemeral API, not a mock)."""
     from prefect.testing.utilities import prefect_test_harness
@@ -128,6 +145,42 @@ def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
     features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
+
+
+@pytest.fixture(scope="session")
+def spotting_set(tmp_path_factory, prefect_backend) -> dict:
+    """Five people's synthetic long videos in CAS(ME)^2's layout (16 s each, talking, blinking, nodding, with
+    planted micro- and macro-expressions) and one faceless video, through the real ingest flow and the spot
+    flow with the baseline on the micro-expressions (per-frame features on 2 Dask workers, at test size:
+    64-pixel crops, 24-pixel regions)."""
+    import cv2
+    import numpy as np
+
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.flows.ingest import ingest_flow
+    from merflow.flows.spotting import spot_flow
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    out = tmp_path_factory.mktemp("spotting")
+    source = synthesize_long_videos(LongVideoSynthConfig("casme_sq_lv", subjects=5, videos_per_subject=1, seconds=16,
+                                                         micro_per_video=4, macro_per_video=1, archive="none", seed=2,
+                                                         scale=0.25), out)
+    # One more video of the first person, without an interval and without a face (a camera left on an empty
+    # chair): the spot flow leaves it out and says so.
+    empty = source / "rawpic" / "s15" / "15_0102eatingworms"
+    empty.mkdir()
+    for index in range(1, 41):
+        cv2.imwrite(str(empty / f"img{index}.jpg"), np.full((120, 160, 3), 90 + index % 3, np.uint8))
+    ingest_flow(sources=[str(source)], out=str(out / "catalog"))
+    features = SpotFeatureConfig(crop=64, roi=24, chunk_frames=128)
+    # Micro-expressions only: one window k for every fold (the macro windows differ by fold, each a pass over
+    # every frame); tests/test_spotting_loso.py spots both types on signals.
+    summary = spot_flow(catalog_dir=str(out / "catalog"), store=str(out / "spot.zarr"), dataset="casme_sq_lv",
+                        out=str(out / "results"), config=SpotConfig(spotter="baseline", types=("micro",)),
+                        features=features, n_workers=2)
+    return {"catalog": str(out / "catalog"), "store": str(out / "spot.zarr"), "results": str(out / "results"),
+            "features": features, "summary": summary, "root": out}
 
 
 @pytest.fixture(scope="session")

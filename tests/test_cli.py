@@ -11,7 +11,8 @@ import pytest
 from merflow.flows.cli import main
 from merflow.flows.cli.parser import build_parser
 
-COMMANDS = ["synth", "ingest", "import-features", "catalog", "features", "show", "train", "tune", "results", "demo"]
+COMMANDS = ["synth", "ingest", "import-features", "catalog", "features", "show", "train", "tune", "spot", "results",
+            "demo"]
 
 
 def test_the_parser_has_exactly_the_ten_commands_in_order():

@@ -226,3 +226,30 @@ def test_a_run_another_command_writes_is_refused_with_one_line_and_other_runs_go
         writer.wait()
     assert not list(tmp_path.glob("*/run=r1")) and not (tmp_path / "checkpoints" / "r1").exists()
     assert result_tables.read_table(tmp_path, "runs")["run"].tolist() == ["r2"]
+
+
+def test_spotting_tables_are_versioned_on_their_own(tmp_path):
+    """The spot tables (flows/spotting.py) carry spotting schema version 1; a newer part is refused by name, and
+    DuckDB reads them beside the training tables."""
+    metric = {"evaluator": "megc", "scope": "pooled", "key": "all", "type": "micro", "n_truth": 4, "n_pred": 3,
+              "tp": 2, "fp": 1, "fn": 2, "precision": 2 / 3, "recall": 0.5, "f1": 4 / 7, "chosen_on": "training subjects"}
+    interval = {"fold": "loso-samm/006", "video_key": "samm_lv/006/006_1", "subject_key": "samm/006",
+                "role": "predicted", "type": "micro", "start": 10, "end": 20, "score": 0.7, "tp": True,
+                "class_scores": [0.1, 0.2, 0.7]}
+    run_row = {"dataset": "samm_lv", "created_at": "2026-12-07T00:00:00+00:00", "spotter": "baseline",
+               "recipe": "merflow", "chosen_on": "training subjects", "leaky": False, "config": "{}",
+               "feature_config": "{}", "feature_config_hash": "abc", "versions": "{}", "timings": "{}"}
+    result_tables.write_spotting(tmp_path, "s1", "loso-samm_lv", pd.DataFrame([interval]), pd.DataFrame([metric]),
+                                 run_row)
+    part = pq.read_table(result_tables.part_location(tmp_path, "spot_metrics", "s1", "loso-samm_lv", "all"))
+    assert part.schema.metadata[result_tables.VERSION_KEY] == str(result_tables.SPOTTING_SCHEMA_VERSION).encode()
+    joined = queries.query(tmp_path, "SELECT r.spotter, m.f1 FROM spot_runs r JOIN spot_metrics m USING (run)")
+    assert joined.to_dict("records") == [{"spotter": "baseline", "f1": pytest.approx(4 / 7)}]
+    assert result_tables.read_table(tmp_path, "spot_intervals")["class_scores"].iat[0] == pytest.approx([0.1, 0.2, 0.7])
+    newer = result_tables.part_location(tmp_path, "spot_runs", "s2", "loso-samm_lv", "all")
+    Path(newer).parent.mkdir(parents=True)
+    pq.write_table(pq.read_table(result_tables.part_location(tmp_path, "spot_runs", "s1", "loso-samm_lv", "all"))
+                   .replace_schema_metadata({result_tables.VERSION_KEY: b"2"}), newer)
+    with pytest.raises(result_tables.ResultsSchemaError, match="version 2; this merflow reads versions 1 to 1"):
+        result_tables.read_table(tmp_path, "spot_runs")
+    assert len(result_tables.read_table(tmp_path, "metrics")) == 0   # the training tables are not touched

@@ -17,7 +17,7 @@ import traceback
 
 # Commands that run Prefect flows; without a configured PREFECT_API_URL they report to the local Prefect
 # server of PREFECT_HOME, started by the first such command and shared by the next (flows/local_server.py).
-FLOW_COMMANDS = ("ingest", "import-features", "features", "train", "tune", "demo")
+FLOW_COMMANDS = ("ingest", "import-features", "features", "train", "tune", "spot", "demo")
 
 
 def flow_api(args: argparse.Namespace):

@@ -9,13 +9,21 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from merflow.flows.cli.options import centroid_config, search_grids, survey_config, train_config, tune_train_config
+from merflow.flows.cli.options import (
+    centroid_config,
+    search_grids,
+    spot_configs,
+    survey_config,
+    train_config,
+    tune_train_config,
+)
 from merflow.flows.cli.render import (
     console,
     print_catalog_summary,
     print_error,
     print_features_summary,
     print_import_summary,
+    print_spot_result,
     print_train_result,
     print_tune_summary,
     progress,
@@ -25,19 +33,64 @@ from merflow.storage import locations
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """`merflow synth`: synthetic archives in a real dataset's layout (or every dataset's, with --dataset all)."""
-    from merflow.configs.synth import SynthConfig
+    from merflow.configs.synth import LONG_VIDEO_SYNTH_EMOTIONS, SynthConfig
     from merflow.tasks.synthetic import DATASETS, synthesize
 
+    if args.dataset in LONG_VIDEO_SYNTH_EMOTIONS:
+        return synth_long_videos(args)
     names = DATASETS if args.dataset == "all" else [args.dataset]
     with progress() as bar:
         for name in names:
             config = SynthConfig(dataset=name, subjects=args.subjects, samples_per_subject=args.samples_per_subject,
-                                 samples=args.samples, archive=args.archive, seed=args.seed, scale=args.scale,
+                                 samples=args.samples, archive=args.archive, seed=args.seed,
+                                 scale=args.scale,
                                  quirks=not args.no_quirks, face_image=args.face_image,
                                  emotions=tuple(e for e in (args.emotions or "").split(",") if e))
             job = bar.add_task(f"synth {config.dataset}", total=config.total)
             path = synthesize(config, Path(args.out), progress=lambda n, job=job: bar.advance(job, n))
             console.print(f"[green]wrote[/] {escape(str(path))}")
+    return 0
+
+
+def synth_long_videos(args: argparse.Namespace) -> int:
+    """`merflow synth --dataset samm_lv|casme_sq_lv`: synthetic long videos with planted expressions."""
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    settings = {"subjects": args.subjects, "videos_per_subject": args.videos_per_subject, "seconds": args.seconds,
+                "micro_per_video": args.micro_per_video, "macro_per_video": args.macro_per_video,
+                "archive": args.archive, "seed": args.seed, "quirks": not args.no_quirks,
+                "talking": not args.no_talking, "face_image": args.face_image, "scale": args.scale,
+                "emotions": tuple(e for e in (args.emotions or "").split(",") if e)}
+    config = LongVideoSynthConfig(args.dataset, **settings)
+    with progress() as bar:
+        job = bar.add_task(f"synth {config.dataset}: videos", total=config.subjects * config.videos_per_subject)
+        path = synthesize_long_videos(config, Path(args.out), progress=lambda n: bar.advance(job, n))
+    console.print(f"[green]wrote[/] {escape(str(path))}")
+    return 0
+
+
+def cmd_spot(args: argparse.Namespace) -> int:
+    """`merflow spot`: the spot flow with the options' configurations, a progress bar, then its pooled metrics."""
+    from merflow.flows.spotting import reporting, spot_flow
+
+    config, features = spot_configs(args)
+    started = time.perf_counter()
+    with progress() as bar:
+        jobs: dict[str, int] = {}
+
+        def hear(stage: str, done: int, total: int) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(stage, total=total)
+            bar.update(jobs[stage], completed=done, total=total)
+
+        with reporting(hear):
+            result = spot_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
+                               out=str(args.out), run=args.run, config=config, features=features,
+                               dask_address=args.dask_address, n_workers=args.workers)
+    print_spot_result(result)
+    console.print(f"run {result['run']}: results in {result['results']} (tables spot_runs, spot_intervals, "
+                  f"spot_metrics); took {time.perf_counter() - started:.0f} s", markup=False)
     return 0
 
 
@@ -90,15 +143,18 @@ CATALOG_CHECKS = {"megc2019": check_megc2019}  # `merflow catalog --check NAME`
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """`merflow catalog`: a catalog's summary, its quarantine (--quarantine) and a check against a list (--check)."""
-    from merflow.storage import catalog
+    from merflow.storage import catalog, long_videos
 
     locations.require(args.catalog)
-    result = catalog.summary(args.catalog) | {"catalog": locations.normalise(args.catalog)}
+    result = catalog.summary(args.catalog) | {"catalog": locations.normalise(args.catalog),
+                                              "long_videos": long_videos.summary(args.catalog)}
     print_catalog_summary(result)
     if args.quarantine:
         quarantine = catalog.read_quarantine(args.catalog)
         for row in quarantine.itertuples():
             console.print(f"  {escape(row.sample_key)}: [yellow]{escape(row.reason)}[/] {escape(str(row.detail))}")
+        for row in long_videos.read_quarantine(args.catalog).itertuples():
+            console.print(f"  {escape(row.key)}: [yellow]{escape(row.reason)}[/] {escape(str(row.detail))}")
     for warning in result.get("warnings", []):
         console.print("  [yellow]warning[/] " + escape(f"{warning['sample_key']}: {warning['warning']}: {warning['detail']}"))
     if args.check:

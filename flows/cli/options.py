@@ -72,3 +72,19 @@ def search_grids(args: argparse.Namespace) -> dict:
              "meta_lr": parse_grid(args.meta_lr) if args.meta_lr else None,
              "pretrain_lr": parse_grid(args.pretrain_lr) if args.pretrain_lr else None}
     return {name: grid for name, grid in grids.items() if grid is not None}
+
+
+# The options of `spot` that set a SpotConfig field of the same name (flows/cli/parser.py spot_options).
+SPOT_FIELDS = ("spotter", "recipe", "epochs", "batch_size", "lr", "validation_fraction", "seed", "device", "classifier")
+
+
+def spot_configs(args: argparse.Namespace):
+    """`spot`'s SpotConfig and SpotFeatureConfig from its options (a comma list for --types and --p-grid)."""
+    from merflow.configs.features import MotionConfig
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+
+    settings = {name: getattr(args, name) for name in SPOT_FIELDS}
+    settings |= {name: getattr(args, name) for name in ("types", "p_grid") if getattr(args, name)}
+    features = SpotFeatureConfig(crop=args.crop, redetect_seconds=args.redetect_seconds, drift_iou=args.drift_iou,
+                                 chunk_frames=args.chunk_frames, motion=MotionConfig(algorithm=args.flow))
+    return SpotConfig(**settings), features

@@ -51,15 +51,22 @@ class Subcommand(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------------------ per command
 def synth_options(synth: argparse.ArgumentParser) -> None:
-    """`merflow synth`'s options: SynthConfig's fields (configs/synth.py)."""
-    from merflow.configs.synth import SYNTH_DATASETS, SynthConfig
+    """`merflow synth`'s options: SynthConfig's fields (configs/synth.py), and LongVideoSynthConfig's for the
+    long-video sets (samm_lv, casme_sq_lv)."""
+    from merflow.configs.synth import LONG_VIDEO_SYNTH_EMOTIONS, SYNTH_DATASETS, LongVideoSynthConfig, SynthConfig
 
     add_config_options(synth, SynthConfig, ["dataset"], required=["dataset"],
-                       overrides={"dataset": {"choices": [*SYNTH_DATASETS, CASME_SQ_ALIAS, "all"]}})
+                       overrides={"dataset": {"choices": [*SYNTH_DATASETS, CASME_SQ_ALIAS, *LONG_VIDEO_SYNTH_EMOTIONS,
+                                                          "all"],
+                                              "help": "the real dataset whose layout and sheets are written; samm_lv "
+                                                      "and casme_sq_lv write long videos for spotting"}})
     synth.add_argument("--out", required=True, type=Path, help="folder to write the archive into")
     add_config_options(synth, SynthConfig, ["subjects", "samples_per_subject", "samples", "archive", "seed", "scale",
                                             "quirks", "face_image", "emotions"],
                        overrides={"face_image": {"metavar": "PATH"}, "emotions": {"metavar": "A,B,..."}})
+    long_videos = synth.add_argument_group("long videos (--dataset samm_lv or casme_sq_lv)")
+    add_config_options(long_videos, LongVideoSynthConfig, ["videos_per_subject", "seconds", "micro_per_video",
+                                                           "macro_per_video", "talking"])
     synth.set_defaults(handler=commands.cmd_synth)
 
 
@@ -316,6 +323,37 @@ def results_options(group: argparse.ArgumentParser) -> None:
     runs.set_defaults(handler=results.cmd_results_runs)
 
 
+def spot_options(spot: argparse.ArgumentParser) -> None:
+    """`merflow spot`'s options: the spot flow's parameters, SpotConfig's and SpotFeatureConfig's fields."""
+    from merflow.configs.features import MotionConfig
+    from merflow.configs.spotting import LONG_VIDEO_DATASETS, SpotConfig, SpotFeatureConfig
+    from merflow.flows.parameters import RESULTS
+
+    spot.add_argument("--catalog", required=True, metavar="CATALOG_DIR",
+                      help="a catalog holding long videos (`merflow ingest` of SAMM Long Videos or CAS(ME)^2)")
+    spot.add_argument("--store", required=True, help="Zarr store for the per-frame features: a path or an fsspec URL")
+    spot.add_argument("--dataset", required=True, help=f"the long-video set: {', '.join(LONG_VIDEO_DATASETS)} "
+                                                       "(casme_sq and samm name them too)")
+    spot.add_argument("--out", default=RESULTS, help="results folder or URL (default %(default)s): tables spot_runs, "
+                                                     "spot_intervals, spot_metrics")
+    spot.add_argument("--run", help="run id (default: named by the dataset and the settings' hashes)")
+    add_config_options(spot, SpotConfig, ["spotter", "recipe", "types", "p_grid", "epochs", "batch_size", "lr",
+                                          "validation_fraction", "seed", "device", "classifier"],
+                       overrides={"types": {"metavar": "micro,macro", "help": "expression types to spot, a comma list "
+                                                                               "(default micro,macro)"},
+                                  "p_grid": {"metavar": "P,P,...", "help": "threshold fractions p to choose from on "
+                                                                           "training subjects (default 0.05..0.95 by "
+                                                                           "0.05)"},
+                                  "validation_fraction": {"help": "softnet: share of the training subjects held out "
+                                                                  "of fitting to choose p on (default 0.25)"}})
+    features = spot.add_argument_group("per-frame features (their hash names the store's group)")
+    add_config_options(features, SpotFeatureConfig, ["crop", "redetect_seconds", "drift_iou", "chunk_frames"])
+    add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
+    spot.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
+    spot.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    spot.set_defaults(handler=commands.cmd_spot)
+
+
 def demo_options(parser: argparse.ArgumentParser) -> None:
     """`merflow demo`'s options (the demo's own settings, flows/cli/demo.py)."""
     parser.add_argument("--out", type=Path, default=demo.DEMO_OUT, help="working folder (default ./%(default)s)")
@@ -385,6 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "subjects. Failed trials are retried and reported; rerun with the same --run to resume.",
         epilog="Example: merflow tune --catalog catalog --store features.zarr --dataset casme2 --alpha 0.1:1.0:0.1 "
                "--shots 1,3,5,10 --gpus-per-trial 0.25 --ray-address auto --out results")
+    commands_.add_parser(
+        "spot", options=spot_options, help="spot micro- and macro-expressions in long videos (LOSO), scored as MEGC",
+        description="Track the face through each long video and compute per-frame features (optical flow from frame "
+                    "i to i + k in SOFTNet's regions) on Dask into a Zarr store, chunk by chunk (a rerun computes only "
+                    "what is missing); spot under leave-one-subject-out with SOFTNet (learned) or the baseline (a "
+                    "threshold on the flow magnitude, learns nothing), every setting (k, p, length filters) chosen on "
+                    "training subjects; classify each spotted micro-expression with a model trained on the other "
+                    "subjects' clips; score as MEGC does (IoU >= 0.5, P/R/F1 per type and overall) and STRS (the "
+                    "official evaluator's and a corrected one). Tables under --out; see docs/spotting.md.",
+        epilog="Example: merflow synth --dataset casme_sq_lv --subjects 4 --out archives && merflow ingest "
+               "archives/CASME_sq_long.zip --out catalog && merflow spot --catalog catalog --store spot.zarr "
+               "--dataset casme_sq_lv --spotter baseline --out results && merflow results summary --results results")
     commands_.add_parser(
         "results", options=results_options, help="query, summarise, rank and plot result tables (read-only)",
         description="Read the result tables (runs, trials, metrics, predictions) without changing them: SQL queries "

@@ -86,6 +86,8 @@ def print_catalog_summary(result: dict) -> None:
                       ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
+    if result.get("long_videos"):
+        print_long_videos(result["long_videos"])
     for outcome in result.get("sources", []):
         console.print(f"  {outcome['status']:>9}  {outcome['source']}: {outcome['detail']}", markup=False)
     console.print(f"{result['samples']} samples, {result['quarantined']} quarantined "
@@ -109,6 +111,19 @@ def print_import_summary(result: dict) -> None:
                       f"{', '.join(outcome['groups']) or 'no group'}: feature configuration {outcome['config_hash']} "
                       "(--feature-config, where the store holds several)", markup=False)
     print_catalog_summary({k: v for k, v in result.items() if k != "sources"})
+
+
+def print_long_videos(found: dict) -> None:
+    """The catalog's long-video sets (storage/long_videos.py summary): videos, intervals, classes, quarantine."""
+    table = Table(title="long videos (spotting)")
+    for column in ("dataset", "videos", "subjects", "frames", "intervals", "classes", "quarantined"):
+        table.add_column(column)
+    for name, info in sorted(found.items()):
+        table.add_row(name, str(info["videos"]), str(info["subjects"]), str(info["frames"]),
+                      ", ".join(f"{k} {v}" for k, v in info["intervals"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info["labels"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-")
+    console.print(table)
 
 
 def print_features_summary(result: dict) -> None:
@@ -154,6 +169,31 @@ def print_verify_report(report: dict, catalog: str) -> int:
     else:
         console.print("every shard matches its checksums", markup=False)
     return 1 if trouble else 0
+
+
+def print_spot_result(result: dict) -> None:
+    """The spot flow's pooled MEGC and STRS rows, what chose the settings, and the per-frame work done."""
+    leak = " [the published recipe's settings saw the test subject: a comparison, not a result]" if result["leaky"] else ""
+    table = Table(title=f"{result['dataset']} · {result['spotter']} ({result['recipe']}): leave-one-subject-out over "
+                        f"{result['subjects']} people, {result['videos']} videos")
+    for column in ("evaluator", "type", "truth", "spotted", "TP", "precision", "recall", "F1", "analysis F1", "STRS"):
+        table.add_column(column)
+
+    def number(value) -> str:
+        return "-" if value is None or value != value else f"{value:.4f}"
+
+    for row in result["pooled"]:
+        table.add_row(row["evaluator"], row["type"], str(row.get("n_truth")), str(row.get("n_pred")), str(row.get("tp")),
+                      number(row.get("precision")), number(row.get("recall")), number(row.get("f1")),
+                      number(row.get("analysis_f1")), number(row.get("strs")))
+    console.print(table)
+    console.print(f"settings chosen on: {result['chosen_on']}{leak}", markup=False)
+    work = result["per_frame"]
+    console.print(f"per-frame features: {work['chunks_computed']} chunks computed ({work['frames_computed']} frames), "
+                  f"{work['chunks_skipped']} already done; store {result['store']}", markup=False)
+    if work.get("no_face"):
+        console.print(f"left out (no face found at any check): {', '.join(work['no_face'])}", style="yellow",
+                      markup=False)
 
 
 def note_lines(notes: dict) -> list[str]:

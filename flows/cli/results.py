@@ -53,7 +53,7 @@ def _load(results: Path, run: str | None, *tables: str) -> list[pd.DataFrame]:
 
     if run is not None:
         known = queries.query(results, "SELECT run FROM runs UNION SELECT run FROM metrics UNION SELECT run FROM trials "
-                                       "ORDER BY run", SKIPPED)["run"]
+                                       "UNION SELECT run FROM spot_runs ORDER BY run", SKIPPED)["run"]
         if run not in set(known):
             raise LookupError(f"no run {run!r} in {results}; the runs are: {', '.join(known) or 'none'}")
     return [queries.table(results, name, run, SKIPPED) for name in tables]
@@ -77,13 +77,19 @@ def cmd_results_query(args: argparse.Namespace) -> int:
 def print_results_summary(results, run: str | None = None) -> None:
     """The paper-style tables of the honest test results in ``results`` (one run's, if given)."""
     from merflow.training.report import summary_tables
+    from merflow.training.spotting.report import summary_table as spotting_summary
 
-    metrics, runs, floor = _load(results, run, "metrics", "runs", "floor_metrics")
+    metrics, runs, floor, spot_metrics, spot_runs = _load(results, run, "metrics", "runs", "floor_metrics",
+                                                          "spot_metrics", "spot_runs")
     tables = summary_tables(metrics, runs, floor=floor)
+    if not spot_runs.empty:
+        tables.append(("spotting (leave-one-subject-out; MEGC F1 pooled over videos; STRS of the micro-expressions; "
+                       "published figures of the same dataset beside: docs/spotting.md)",
+                       spotting_summary(spot_metrics, spot_runs)))
     if not tables:
-        raise LookupError(f"no test metrics of a plain run or a search's selected result in {results}")
+        raise LookupError(f"no test metrics of a plain run, a search's selected result or a spotting run in {results}")
     for title, table in tables:
-        render.print_frame(table, title=title, float_format="{:.3f}")
+        render.print_frame(table, title=title, float_format="{:.4f}" if title.startswith("spotting") else "{:.3f}")
     warn_skipped()
 
 
