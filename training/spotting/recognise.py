@@ -16,15 +16,19 @@ from collections.abc import Callable
 
 import numpy as np
 
+from merflow.configs.features import FLOW_CHANNELS
 from merflow.training.data import FlowScale
-from merflow.training.models.nearest_centroid import FLOW_CHANNELS, centroid_scores
+from merflow.training.models.nearest_centroid import centroid_scores
+
+# u and v of the computed flow (u, v, magnitude, strain): what the floor reads of a flow.
+UV = [FLOW_CHANNELS.index("u"), FLOW_CHANNELS.index("v")]
 
 
 def nearest_centroid(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, classes: tuple[str, ...]
                      ) -> np.ndarray:
     """Scores (len(test_x), classes): minus the distance to each class's mean flow u, v, scaled on training clips."""
-    train = np.asarray(train_x, dtype=np.float32)[:, :FLOW_CHANNELS]
-    test = np.asarray(test_x, dtype=np.float32)[:, :FLOW_CHANNELS]
+    train = np.asarray(train_x, dtype=np.float32)[:, UV]
+    test = np.asarray(test_x, dtype=np.float32)[:, UV]
     scale = FlowScale.fit(train)
     labels = np.array([classes.index(y) for y in train_y], dtype=np.int64)
     return centroid_scores(scale.apply(train), labels, scale.apply(test), len(classes))
