@@ -39,6 +39,7 @@ __all__ = [
     "NoFaceError",
     "crop_face",
     "crop_frames",
+    "crop_points",
     "detect_face",
 ]
 
@@ -289,6 +290,13 @@ def crop_face(image: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
     """
     _check_image(image)
     return _apply(image, _crop_plan(box, size))
+
+
+def crop_points(box: FaceBox, size: int, points) -> np.ndarray:
+    """Frame-pixel points (N, 2) where ``crop_face(image, box, size)`` shows them: crop pixels, (N, 2) float."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    matrix = _crop_matrix(box, size)
+    return points @ matrix[:, :2].T + matrix[:, 2]
 
 
 def crop_frames(frames: list[np.ndarray] | np.ndarray, box: FaceBox, size: int) -> np.ndarray:

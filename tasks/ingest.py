@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from merflow.configs.ingest import IngestConfig
-from merflow.tasks.datasets import adapter, detect_datasets
+from merflow.tasks.datasets import LONG_VIDEO_ADAPTERS, adapter, detect_datasets, detect_long_videos
 from merflow.tasks.datasets.base import JUNK_NAMES, CorruptSheetError, corrupt_sheets
+from merflow.tasks.datasets.long_videos import LongVideoResult
 
 
 class UnrecognisedDatasetError(ValueError):
@@ -55,12 +56,16 @@ def prepared_source(source: str, sha: str, kind: str, folder: Path,
 
 def read(prepared: PreparedSource, config: IngestConfig) -> tuple[list[str], list[dict], list[dict]]:
     """(datasets found, sample rows, quarantine rows) of a prepared source."""
+    if config.dataset in LONG_VIDEO_ADAPTERS:  # --dataset samm_lv: long videos only (read_long_videos)
+        return [], [], []
     names = [config.dataset] if config.dataset else detect_datasets(prepared.root)
+    if not names and detect_long_videos(prepared.root):  # long videos without clips (SAMM Long Videos)
+        return [], [], []
     if not names:
         _raise_if_corrupt_sheets(prepared)
         raise UnrecognisedDatasetError(
             f"{prepared.source}: no known dataset layout found (looked for the CASME, CASME II, "
-            "CAS(ME)^2 and SAMM sheets, SMIC's HS/VIS/NIR folders and CK+'s cohn-kanade-images/); "
+            "CAS(ME)^2, SAMM and SAMM Long Videos sheets, SMIC's HS/VIS/NIR folders and CK+'s cohn-kanade-images/); "
             "pass --dataset to name it")
     samples, problems = [], []
     for name in names:
@@ -72,6 +77,17 @@ def read(prepared: PreparedSource, config: IngestConfig) -> tuple[list[str], lis
         samples.extend(result.samples)
         problems.extend(result.problems)
     return names, samples, problems
+
+
+def read_long_videos(prepared: PreparedSource, config: IngestConfig) -> dict[str, LongVideoResult]:
+    """The long-video sets of a prepared source (spotting; tasks/datasets/long_videos.py), by name: the one
+    ``config.dataset`` names, or every one detected (a CAS(ME)^2 source gives its clips to ``read`` and its
+    long videos here); empty when it holds none."""
+    if config.dataset:
+        names = [config.dataset] if config.dataset in LONG_VIDEO_ADAPTERS else []
+    else:
+        names = detect_long_videos(prepared.root)
+    return {name: LONG_VIDEO_ADAPTERS[name].read(prepared.root) for name in names}
 
 
 def _raise_if_corrupt_sheets(prepared: PreparedSource) -> None:

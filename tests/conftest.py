@@ -13,6 +13,9 @@ from requires import REFERENCE, requires_ray, requires_reference, requires_s3
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# A `merflow` flow command that a test runs without a Prefect API (a CLI subprocess) starts the shared local
+# server of PREFECT_HOME (flows/local_server.py): it stops 30 s after the suite's last such command, not 10 min.
+os.environ.setdefault("MERFLOW_PREFECT_SERVER_IDLE", "30")
 
 __all__ = ["REFERENCE", "SCALE", "requires_reference"]  # `from conftest import ...` of these keeps working
 
@@ -28,6 +31,7 @@ FIXTURE_MARKERS = {
     "prefect_backend": [pytest.mark.integration],
     "training_set": [pytest.mark.integration],
     "fused_set": [pytest.mark.integration],
+    "spotting_set": [pytest.mark.integration],
 }
 
 
@@ -56,6 +60,50 @@ def synth_folders(tmp_path_factory) -> dict[str, Path]:
     return {name: synthesize(SynthConfig(dataset=name, subjects=3, samples_per_subject=4, archive="none",
                                          seed=7, scale=SCALE), out)
             for name in DATASETS}
+
+
+def tiny_archive(dataset: str, samples: int, out: Path, seed: int = 0) -> Path:
+    """A zip in ``dataset``'s real layout (tasks/synthetic's writer and sheet) whose samples are 3 frames of
+    16x16 noise each, without quirks: 1,000 samples in about a second, for tests of many samples that never
+    look at the pixels (concurrent ingests)."""
+    import tempfile
+    from unittest import mock
+
+    import numpy as np
+
+    from merflow.tasks.synthetic import layouts, pack
+
+    spec = layouts.SPECS[dataset]
+    rng = np.random.default_rng(seed)
+    plans = [layouts.Plan(subject=index % 26 + 1, emotion=emotion, n_frames=3, first=index + 1, onset=0, apex=1,
+                          offset=2) for index, emotion in enumerate(layouts.emotion_list(spec, samples, rng))]
+
+    def noise(spec, plan, scale, seed, rng, macro=False):
+        return rng.integers(0, 255, (plan.n_frames, 16, 16, 3) if spec.colour else (plan.n_frames, 16, 16), np.uint8)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work, mock.patch.object(layouts, "render", noise):
+        root = Path(work) / spec.folder
+        root.mkdir()
+        layouts.WRITERS[dataset](root, plans, 0.05, seed, rng, False, None)
+        pack(root, out, "zip")
+    return out
+
+
+@pytest.fixture(scope="session")
+def long_video_folders(tmp_path_factory) -> dict[str, Path]:
+    """One tiny synthetic long-video set per layout (SAMM Long Videos at 200 fps, CAS(ME)^2 at 30 fps), as
+    folders, quirks included; each holds its planted intervals in merflow-synthetic.json ("truth")."""
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    out = tmp_path_factory.mktemp("long_videos")
+    return {"samm_lv": synthesize_long_videos(LongVideoSynthConfig(
+                "samm_lv", subjects=2, videos_per_subject=1, seconds=6.0, micro_per_video=2, macro_per_video=1,
+                archive="none", seed=3, scale=0.12), out),
+            "casme_sq_lv": synthesize_long_videos(LongVideoSynthConfig(
+                "casme_sq_lv", subjects=2, videos_per_subject=2, seconds=8.0, micro_per_video=2, macro_per_video=2,
+                archive="none", seed=3, scale=0.2), out)}
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +145,42 @@ def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
     features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
+
+
+@pytest.fixture(scope="session")
+def spotting_set(tmp_path_factory, prefect_backend) -> dict:
+    """Five people's synthetic long videos in CAS(ME)^2's layout (16 s each, talking, blinking, nodding, with
+    planted micro- and macro-expressions) and one faceless video, through the real ingest flow and the spot
+    flow with the baseline on the micro-expressions (per-frame features on 2 Dask workers, at test size:
+    64-pixel crops, 24-pixel regions)."""
+    import cv2
+    import numpy as np
+
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.flows.ingest import ingest_flow
+    from merflow.flows.spotting import spot_flow
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    out = tmp_path_factory.mktemp("spotting")
+    source = synthesize_long_videos(LongVideoSynthConfig("casme_sq_lv", subjects=5, videos_per_subject=1, seconds=16,
+                                                         micro_per_video=4, macro_per_video=1, archive="none", seed=2,
+                                                         scale=0.25), out)
+    # One more video of the first person, without an interval and without a face (a camera left on an empty
+    # chair): the spot flow leaves it out and says so.
+    empty = source / "rawpic" / "s15" / "15_0102eatingworms"
+    empty.mkdir()
+    for index in range(1, 41):
+        cv2.imwrite(str(empty / f"img{index}.jpg"), np.full((120, 160, 3), 90 + index % 3, np.uint8))
+    ingest_flow(sources=[str(source)], out=str(out / "catalog"))
+    features = SpotFeatureConfig(crop=64, roi=24, chunk_frames=128)
+    # Micro-expressions only: one window k for every fold (the macro windows differ by fold, each a pass over
+    # every frame); tests/test_spotting_loso.py spots both types on signals.
+    summary = spot_flow(catalog_dir=str(out / "catalog"), store=str(out / "spot.zarr"), dataset="casme_sq_lv",
+                        out=str(out / "results"), config=SpotConfig(spotter="baseline", types=("micro",)),
+                        features=features, n_workers=2)
+    return {"catalog": str(out / "catalog"), "store": str(out / "spot.zarr"), "results": str(out / "results"),
+            "features": features, "summary": summary, "root": out}
 
 
 @pytest.fixture(scope="session")

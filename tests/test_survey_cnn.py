@@ -4,14 +4,13 @@ datasets (LOVO and LOSO) through the real ingest and features flows."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
+from merflow.tasks.matlab import structs
 from merflow.training.models import survey_cnn as sc
 
 from requires import requires_c_compiler
@@ -19,61 +18,18 @@ from requires import requires_c_compiler
 # ------------------------------------------------------------------------------------------ net4.mat
 
 
-def _elements(buffer: bytes):
-    position = 0
-    while position + 8 <= len(buffer):
-        kind, size = struct.unpack("<II", buffer[position:position + 8])
-        if kind >> 16:  # small data element: 4 bytes of data in the tag
-            yield kind & 0xFFFF, buffer[position + 4:position + 4 + (kind >> 16)]
-            position += 8
-            continue
-        yield kind, buffer[position + 8:position + 8 + size]
-        position += 8 + (size + 7) // 8 * 8 if kind != 15 else 8 + size
-
-
-_NUMERIC = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8", 16: "u1"}
-
-
-def _matrix(body: bytes, out: list):
-    """Walk one miMATRIX (MAT-file v5 format), appending every struct as {field: value} to ``out``."""
-    parts = list(_elements(body))
-    if not parts:  # an empty matrix
-        return None
-    mx_class = parts[0][1][0]
-    if mx_class == 17:  # MCOS opaque object: its contents follow as matrices
-        for kind, data in parts[4:]:
-            if kind == 14:
-                _matrix(data, out)
-        return None
-    if mx_class in (1, 2):  # cell, struct
-        children = parts[3:] if mx_class == 1 else parts[5:]
-        values = [_matrix(data, out) for kind, data in children if kind == 14]
-        if mx_class == 2:
-            width = struct.unpack("<i", parts[3][1][:4])[0]
-            names = [parts[4][1][i:i + width].split(b"\0")[0].decode() for i in range(0, len(parts[4][1]), width)]
-            out.append(dict(zip(names, values)))
-            return out[-1]
-        return values
-    kind, data = parts[3]
-    values = np.frombuffer(data, _NUMERIC[kind])
-    if mx_class == 4:  # char
-        return values.astype(np.uint16).tobytes().decode("utf-16le")
-    if mx_class == 9 and values.size > 1000:  # the uint8 subsystem: a MAT stream of its own after 8 bytes
-        for kind, data in _elements(values.tobytes()[8:]):
-            if kind == 14:
-                _matrix(data, out)
-    return values.tolist()
+def _plain(value):
+    """A struct's values as the assertions below compare them: numbers as flat lists (column-major)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.ravel(order="F").tolist()
+    return value
 
 
 def layer_structs(path) -> list[dict]:
-    data = path.read_bytes()
-    found: list[dict] = []
-    for kind, body in _elements(data[128:]):
-        if kind == 15:  # miCOMPRESSED
-            for inner_kind, inner in _elements(zlib.decompress(body)):
-                if inner_kind == 14:
-                    _matrix(inner, found)
-    return [s for s in found if "Name" in s]
+    """The layers' settings in net4.mat / net9.mat (MCOS objects: tasks/matlab.py reads them)."""
+    return [_plain(s) for s in structs(path) if "Name" in s]
 
 
 @pytest.mark.parametrize("name, classes", [("net4.mat", 4), ("net9.mat", 9)])
@@ -400,15 +356,20 @@ def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
 
     from merflow.flows.protocol import load_protocol
     from merflow.storage.features import open_features
+    from merflow.training.models.survey_cnn import SurveyConfig, load_images
 
     store = tmp_path / "old.zarr"
     shutil.copytree(fused_set["store"], store)
-    group = open_features(str(store), "samm").name
+    group = open_features(str(store), "smic_hs").name
     del zarr.open_group(str(store), mode="r+")[group]["middle"]
-    with pytest.raises(LookupError, match=r"no 'middle' crops.*recompute the features with `merflow features"):
-        load_protocol(fused_set["catalog"], str(store), "loso", "samm", model="survey-cnn")
+    # The middle frame is optional (an annotated apex or an imported image needs none); SMIC has no apex.
+    data = load_protocol(fused_set["catalog"], str(store), "loso", "smic_hs", model="survey-cnn")
+    samples = data.samples.reset_index(drop=True)
+    with pytest.raises(LookupError, match=r"middle crops.*recompute the features with `merflow features"):
+        load_images(data.source, samples, SurveyConfig())
+    assert len(load_images(data.source, samples, SurveyConfig(unannotated_apex="spotted"))[0]) == len(samples)
     # Meta-MMFNet reads no crops: the same store still trains it.
-    assert load_protocol(fused_set["catalog"], str(store), "loso", "samm").folds
+    assert load_protocol(fused_set["catalog"], str(store), "loso", "smic_hs").folds
 
 
 @pytest.mark.integration

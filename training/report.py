@@ -236,7 +236,7 @@ def summary_blocks(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
             chosen += "; floor: nearest-centroid on flow u, v (learns nothing), the same folds"
         leaks = run_leaks(record, protocol)
         if leaks:
-            chosen += "; leaky, the numbers use test labels: " + "; ".join(leaks)
+            chosen += "; leaky, uses test labels: " + "; ".join(leaks)
         title = (f"{run_id} · {protocol}{f' ({dataset})' if dataset else ''}: test, pooled over folds"
                  f"{' and per dataset' if composite else ''}; {chosen}")
         honest = [honesty(record, protocol, method, model, trial) for model in shown["model"]]

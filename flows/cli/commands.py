@@ -12,6 +12,7 @@ from rich.markup import escape
 from merflow.flows.cli.options import (
     centroid_config,
     search_grids,
+    spot_configs,
     ststnet_config,
     survey_config,
     train_config,
@@ -22,6 +23,8 @@ from merflow.flows.cli.render import (
     print_catalog_summary,
     print_error,
     print_features_summary,
+    print_import_summary,
+    print_spot_result,
     print_train_result,
     print_tune_summary,
     progress,
@@ -31,19 +34,64 @@ from merflow.storage import locations
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """`merflow synth`: synthetic archives in a real dataset's layout (or every dataset's, with --dataset all)."""
-    from merflow.configs.synth import SynthConfig
+    from merflow.configs.synth import LONG_VIDEO_SYNTH_EMOTIONS, SynthConfig
     from merflow.tasks.synthetic import DATASETS, synthesize
 
+    if args.dataset in LONG_VIDEO_SYNTH_EMOTIONS:
+        return synth_long_videos(args)
     names = DATASETS if args.dataset == "all" else [args.dataset]
     with progress() as bar:
         for name in names:
             config = SynthConfig(dataset=name, subjects=args.subjects, samples_per_subject=args.samples_per_subject,
-                                 samples=args.samples, archive=args.archive, seed=args.seed, scale=args.scale,
+                                 samples=args.samples, archive=args.archive, seed=args.seed,
+                                 scale=args.scale,
                                  quirks=not args.no_quirks, face_image=args.face_image,
                                  emotions=tuple(e for e in (args.emotions or "").split(",") if e))
             job = bar.add_task(f"synth {config.dataset}", total=config.total)
             path = synthesize(config, Path(args.out), progress=lambda n, job=job: bar.advance(job, n))
             console.print(f"[green]wrote[/] {escape(str(path))}")
+    return 0
+
+
+def synth_long_videos(args: argparse.Namespace) -> int:
+    """`merflow synth --dataset samm_lv|casme_sq_lv`: synthetic long videos with planted expressions."""
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    settings = {"subjects": args.subjects, "videos_per_subject": args.videos_per_subject, "seconds": args.seconds,
+                "micro_per_video": args.micro_per_video, "macro_per_video": args.macro_per_video,
+                "archive": args.archive, "seed": args.seed, "quirks": not args.no_quirks,
+                "talking": not args.no_talking, "face_image": args.face_image, "scale": args.scale,
+                "emotions": tuple(e for e in (args.emotions or "").split(",") if e)}
+    config = LongVideoSynthConfig(args.dataset, **settings)
+    with progress() as bar:
+        job = bar.add_task(f"synth {config.dataset}: videos", total=config.subjects * config.videos_per_subject)
+        path = synthesize_long_videos(config, Path(args.out), progress=lambda n: bar.advance(job, n))
+    console.print(f"[green]wrote[/] {escape(str(path))}")
+    return 0
+
+
+def cmd_spot(args: argparse.Namespace) -> int:
+    """`merflow spot`: the spot flow with the options' configurations, a progress bar, then its pooled metrics."""
+    from merflow.flows.spotting import reporting, spot_flow
+
+    config, features = spot_configs(args)
+    started = time.perf_counter()
+    with progress() as bar:
+        jobs: dict[str, int] = {}
+
+        def hear(stage: str, done: int, total: int) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(stage, total=total)
+            bar.update(jobs[stage], completed=done, total=total)
+
+        with reporting(hear):
+            result = spot_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
+                               out=str(args.out), run=args.run, config=config, features=features,
+                               dask_address=args.dask_address, n_workers=args.workers)
+    print_spot_result(result)
+    console.print(f"run {result['run']}: results in {result['results']} (tables spot_runs, spot_intervals, "
+                  f"spot_metrics); took {time.perf_counter() - started:.0f} s", markup=False)
     return 0
 
 
@@ -56,6 +104,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                          max_total_gb=args.max_total_gb, max_ratio=args.max_ratio)
     print_catalog_summary(result)
     console.print(f"ingest took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`merflow import-features`: the import flow, then what each source brought, what was quarantined and why,
+    and the catalog's summary."""
+    from merflow.flows.imports import import_flow
+
+    started = time.perf_counter()
+    result = import_flow(sources=[str(s) for s in args.sources], catalog_dir=str(args.catalog), store=str(args.store),
+                         sample_list=args.sample_list, dataset=args.dataset, fmt=args.fmt, size=args.size,
+                         shard_size=args.shard_size)
+    print_import_summary(result)
+    console.print(f"import took {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -82,15 +144,18 @@ CATALOG_CHECKS = {"megc2019": check_megc2019}  # `merflow catalog --check NAME`
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """`merflow catalog`: a catalog's summary, its quarantine (--quarantine) and a check against a list (--check)."""
-    from merflow.storage import catalog
+    from merflow.storage import catalog, long_videos
 
     locations.require(args.catalog)
-    result = catalog.summary(args.catalog) | {"catalog": locations.normalise(args.catalog)}
+    result = catalog.summary(args.catalog) | {"catalog": locations.normalise(args.catalog),
+                                              "long_videos": long_videos.summary(args.catalog)}
     print_catalog_summary(result)
     if args.quarantine:
         quarantine = catalog.read_quarantine(args.catalog)
         for row in quarantine.itertuples():
             console.print(f"  {escape(row.sample_key)}: [yellow]{escape(row.reason)}[/] {escape(str(row.detail))}")
+        for row in long_videos.read_quarantine(args.catalog).itertuples():
+            console.print(f"  {escape(row.key)}: [yellow]{escape(row.reason)}[/] {escape(str(row.detail))}")
     for warning in result.get("warnings", []):
         console.print("  [yellow]warning[/] " + escape(f"{warning['sample_key']}: {warning['warning']}: {warning['detail']}"))
     if args.check:
@@ -99,7 +164,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    """`merflow features`: the features flow, then the store's summary."""
+    """`merflow features`: the features flow, then the store's summary (`--verify`: check the store instead)."""
+    if args.verify:
+        return verify_features(args)
     from merflow.flows.features import features_flow
 
     started = time.perf_counter()
@@ -110,6 +177,24 @@ def cmd_features(args: argparse.Namespace) -> int:
     print_features_summary(result)
     console.print(f"features took {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def verify_features(args: argparse.Namespace) -> int:
+    """`merflow features --verify`: every group of the store read back and checked against its shards'
+    checksums, and against the catalog's samples; exit 1 when something is damaged or missing."""
+    from merflow.flows.cli.render import print_verify_report
+    from merflow.storage import catalog
+    from merflow.storage.features import verify_store
+    from merflow.tasks.features import input_fingerprint
+
+    locations.require(args.catalog, args.store)
+    samples = catalog.read_samples(args.catalog)
+    if args.dataset:
+        samples = samples[(samples["dataset"] == args.dataset) | samples["dataset"].str.startswith(f"{args.dataset}_")]
+    records = samples.astype(object).where(samples.notna(), None).to_dict("records")
+    fingerprints = {r["sample_key"]: input_fingerprint(r) for r in records}
+    report = verify_store(str(args.store), fingerprints, set(samples["dataset"]) if args.dataset else None)
+    return print_verify_report(report, str(args.catalog))
 
 
 def draw_sample(store: str, sample_key: str, out: Path) -> None:

@@ -11,6 +11,22 @@ TRAIN_FIELDS = ("encoder", "layout", "macro_epochs", "pretrain_epochs", "meta_ep
                 "batch_size", "epoch_choice")
 
 
+# Options whose value becomes a folder or file name, per command (configs/names.py): checked before anything
+# starts, so that a bad one is one line (`results --run` only filters rows: runs written before names were
+# checked stay readable).
+NAMED_OPTIONS = {"train": {"run": "run id"}, "tune": {"run": "run id"}}
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """An ``InvalidName`` (one line naming the allowed form) for a named option that is not a name."""
+    from merflow.configs.names import check_name
+
+    for option, what in NAMED_OPTIONS.get(args.command, {}).items():
+        value = getattr(args, option, None)
+        if value is not None:
+            check_name(value, what)
+
+
 def train_config(args: argparse.Namespace, **fixed):
     """The TrainConfig of the options `train` and `tune` share: the --recipe's settings (configs/train.py
     RECIPES), with the options given on top; unset options keep the recipe's."""
@@ -65,3 +81,19 @@ def search_grids(args: argparse.Namespace) -> dict:
              "meta_lr": parse_grid(args.meta_lr) if args.meta_lr else None,
              "pretrain_lr": parse_grid(args.pretrain_lr) if args.pretrain_lr else None}
     return {name: grid for name, grid in grids.items() if grid is not None}
+
+
+# The options of `spot` that set a SpotConfig field of the same name (flows/cli/parser.py spot_options).
+SPOT_FIELDS = ("spotter", "recipe", "epochs", "batch_size", "lr", "validation_fraction", "seed", "device", "classifier")
+
+
+def spot_configs(args: argparse.Namespace):
+    """`spot`'s SpotConfig and SpotFeatureConfig from its options (a comma list for --types and --p-grid)."""
+    from merflow.configs.features import MotionConfig
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+
+    settings = {name: getattr(args, name) for name in SPOT_FIELDS}
+    settings |= {name: getattr(args, name) for name in ("types", "p_grid") if getattr(args, name)}
+    features = SpotFeatureConfig(crop=args.crop, redetect_seconds=args.redetect_seconds, drift_iou=args.drift_iou,
+                                 chunk_frames=args.chunk_frames, motion=MotionConfig(algorithm=args.flow))
+    return SpotConfig(**settings), features

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from merflow.configs.names import NAME_FORM
 from merflow.flows.cli import commands, demo, results
 from merflow.flows.cli.fields import add_config_options, default_text
 from merflow.flows.defaults import default, parameter
@@ -50,15 +51,22 @@ class Subcommand(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------------------ per command
 def synth_options(synth: argparse.ArgumentParser) -> None:
-    """`merflow synth`'s options: SynthConfig's fields (configs/synth.py)."""
-    from merflow.configs.synth import SYNTH_DATASETS, SynthConfig
+    """`merflow synth`'s options: SynthConfig's fields (configs/synth.py), and LongVideoSynthConfig's for the
+    long-video sets (samm_lv, casme_sq_lv)."""
+    from merflow.configs.synth import LONG_VIDEO_SYNTH_EMOTIONS, SYNTH_DATASETS, LongVideoSynthConfig, SynthConfig
 
     add_config_options(synth, SynthConfig, ["dataset"], required=["dataset"],
-                       overrides={"dataset": {"choices": [*SYNTH_DATASETS, CASME_SQ_ALIAS, "all"]}})
+                       overrides={"dataset": {"choices": [*SYNTH_DATASETS, CASME_SQ_ALIAS, *LONG_VIDEO_SYNTH_EMOTIONS,
+                                                          "all"],
+                                              "help": "the real dataset whose layout and sheets are written; samm_lv "
+                                                      "and casme_sq_lv write long videos for spotting"}})
     synth.add_argument("--out", required=True, type=Path, help="folder to write the archive into")
     add_config_options(synth, SynthConfig, ["subjects", "samples_per_subject", "samples", "archive", "seed", "scale",
                                             "quirks", "face_image", "emotions"],
                        overrides={"face_image": {"metavar": "PATH"}, "emotions": {"metavar": "A,B,..."}})
+    long_videos = synth.add_argument_group("long videos (--dataset samm_lv or casme_sq_lv)")
+    add_config_options(long_videos, LongVideoSynthConfig, ["videos_per_subject", "seconds", "micro_per_video",
+                                                           "macro_per_video", "talking"])
     synth.set_defaults(handler=commands.cmd_synth)
 
 
@@ -77,6 +85,34 @@ def ingest_options(ingest: argparse.ArgumentParser) -> None:
                         help="refuse archives whose unpacked size exceeds this multiple of their size "
                              "(default %(default)g)")
     ingest.set_defaults(handler=commands.cmd_ingest)
+
+
+def import_options(parser: argparse.ArgumentParser) -> None:
+    """`merflow import-features`'s options: the import flow's parameters."""
+    from merflow.configs.catalog import SURVEY_SETS
+    from merflow.configs.features import IMPORT_FORMATS, SIZES
+    from merflow.flows.imports import import_flow
+
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="the survey's images and their label file (C4.mat label4.mat, C9.mat label9.mat), a "
+                             "folder of STSTNet flow images '<subject>_<clip> .png', STSTNet's per-fold tree "
+                             "(<subject>/u_train|u_test/<label>/), or a folder of apex frames '<subject>_<clip>.jpg' "
+                             "(or an archive of one)")
+    parser.add_argument("--catalog", required=True, metavar="CATALOG_DIR", help="a folder or an fsspec URL")
+    parser.add_argument("--store", required=True, help="Zarr store: a path or an fsspec URL (s3://...)")
+    parser.add_argument("--list", dest="sample_list", metavar="CSV",
+                        help="for folders: the list that names, labels and groups their samples by person (the "
+                             "MEGC2019 combined_3class_gt.csv, or HTNet's combined_3_class2_for_optical_flow.csv)")
+    parser.add_argument("--dataset", help="folders: only this dataset's rows of the list (casme2, samm, smic); the "
+                                          f"survey's images: {' or '.join(SURVEY_SETS)} (default: from its labels)")
+    parser.add_argument("--format", dest="fmt", choices=IMPORT_FORMATS,
+                        help="the sources' format (default: told from their content)")
+    parser.add_argument("--size", type=int, choices=SIZES, default=parameter(import_flow, "size"),
+                        help="the images' side in pixels: flow and survey images must have it, apex frames are "
+                             "resized to it (default %(default)s)")
+    parser.add_argument("--shard-size", type=int, default=parameter(import_flow, "shard_size"),
+                        help="samples per Zarr shard (default %(default)s)")
+    parser.set_defaults(handler=commands.cmd_import)
 
 
 def catalog_options(summary: argparse.ArgumentParser) -> None:
@@ -100,6 +136,10 @@ def features_options(features: argparse.ArgumentParser) -> None:
     features.add_argument("--dataset", help="only this dataset (e.g. casme2, smic); default: every one")
     features.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
     features.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    features.add_argument("--verify", action="store_true",
+                          help="compute nothing: read every group of the store back, check each shard against the "
+                               "checksums its mark recorded and against the catalog's samples, report per group "
+                               "(exit 1 if anything is damaged or missing; a run without --verify repairs it)")
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])
@@ -125,7 +165,8 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=parameter(flow, "protocol"))
     # No default here, unlike the flows' (casme2): a per-dataset protocol on the command line names its dataset.
     parser.add_argument("--dataset", default=None,
-                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq")
+                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq; the "
+                             "imported survey images: survey_c4, survey_c9 (lovo only)")
     parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
     parser.add_argument("--sample-list", choices=SAMPLE_LISTS,
                         help="only the samples of a published list: survey = the survey baseline's own lists "
@@ -188,7 +229,7 @@ def train_options(train: argparse.ArgumentParser) -> None:
                        help="support shots per class (default %(default)s)")
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
-    train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
+    train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
     train.set_defaults(handler=commands.cmd_train)
 
 
@@ -209,7 +250,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
     add_training_options(tune, tune_flow)
     add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
                                             "gpus_per_trial", "max_failures", "max_folds"])
-    tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
+    tune.add_argument("--run", help="run id (the search's name): reuse one to resume an interrupted search; " + NAME_FORM)
     tune.set_defaults(handler=commands.cmd_tune)
 
 
@@ -222,8 +263,8 @@ def _positive(text: str) -> int:
 
 def results_options(group: argparse.ArgumentParser) -> None:
     """`merflow results` and its subcommands: query, summary, best, plot, runs (handlers in ``results``)."""
+    from merflow.configs.results import RESULTS
     from merflow.flows.cli.render import CELL_WIDTH
-    from merflow.flows.parameters import RESULTS
     from merflow.training.report import SCORES, SPLITS, alpha_shots_heatmaps, best_table
 
     location = argparse.ArgumentParser(add_help=False)
@@ -295,6 +336,37 @@ def results_options(group: argparse.ArgumentParser) -> None:
     runs.set_defaults(handler=results.cmd_results_runs)
 
 
+def spot_options(spot: argparse.ArgumentParser) -> None:
+    """`merflow spot`'s options: the spot flow's parameters, SpotConfig's and SpotFeatureConfig's fields."""
+    from merflow.configs.features import MotionConfig
+    from merflow.configs.spotting import LONG_VIDEO_DATASETS, SpotConfig, SpotFeatureConfig
+    from merflow.flows.parameters import RESULTS
+
+    spot.add_argument("--catalog", required=True, metavar="CATALOG_DIR",
+                      help="a catalog holding long videos (`merflow ingest` of SAMM Long Videos or CAS(ME)^2)")
+    spot.add_argument("--store", required=True, help="Zarr store for the per-frame features: a path or an fsspec URL")
+    spot.add_argument("--dataset", required=True, help=f"the long-video set: {', '.join(LONG_VIDEO_DATASETS)} "
+                                                       "(casme_sq and samm name them too)")
+    spot.add_argument("--out", default=RESULTS, help="results folder or URL (default %(default)s): tables spot_runs, "
+                                                     "spot_intervals, spot_metrics")
+    spot.add_argument("--run", help="run id (default: named by the dataset and the settings' hashes)")
+    add_config_options(spot, SpotConfig, ["spotter", "recipe", "types", "p_grid", "epochs", "batch_size", "lr",
+                                          "validation_fraction", "seed", "device", "classifier"],
+                       overrides={"types": {"metavar": "micro,macro", "help": "expression types to spot, a comma list "
+                                                                               "(default micro,macro)"},
+                                  "p_grid": {"metavar": "P,P,...", "help": "threshold fractions p to choose from on "
+                                                                           "training subjects (default 0.05..0.95 by "
+                                                                           "0.05)"},
+                                  "validation_fraction": {"help": "softnet: share of the training subjects held out "
+                                                                  "of fitting to choose p on (default 0.25)"}})
+    features = spot.add_argument_group("per-frame features (their hash names the store's group)")
+    add_config_options(features, SpotFeatureConfig, ["crop", "redetect_seconds", "drift_iou", "chunk_frames"])
+    add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
+    spot.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
+    spot.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    spot.set_defaults(handler=commands.cmd_spot)
+
+
 def demo_options(parser: argparse.ArgumentParser) -> None:
     """`merflow demo`'s options (the demo's own settings, flows/cli/demo.py)."""
     parser.add_argument("--out", type=Path, default=demo.DEMO_OUT, help="working folder (default ./%(default)s)")
@@ -323,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unpack archives safely (zip, tar, tar.gz, tar.bz2, tar.xz, 7z) or read folders, local or fsspec "
                     "URLs; recognise each dataset; write CATALOG_DIR/samples.parquet and quarantine.parquet. "
                     "Rerunning skips unchanged sources.")
+    commands_.add_parser(
+        "import-features", options=import_options,
+        help="import features made elsewhere (the survey's C4/C9.mat, STSTNet flow images) into a catalog and store",
+        description="Bring inputs someone else's pipeline made into the catalog and the feature store, as they are: "
+                    "the survey's balanced images (qutrain_C, with its categorical label file: images named by "
+                    "position, person unknown), STSTNet-style flow images (one 28x28 PNG a sample, BGR = strain, v, u, "
+                    "min-max scaled per image) or STSTNet's per-fold trees, and apex frames; the folders named, "
+                    "labelled and grouped by person by --list. The feature group records the source, its checksum, "
+                    "the channel order and scaling. Files the list does not name, list rows without a file, "
+                    "unreadable or mis-shaped images and a label file of another length are quarantined and printed. "
+                    "Rerunning skips unchanged sources.",
+        epilog="Example: merflow import-features STSNet_whole_norm_u_v_os --list combined_3class_gt.csv --catalog "
+               "cat --store features.zarr && merflow train --model nearest-centroid --protocol megc2019 --catalog cat "
+               "--store features.zarr")
     commands_.add_parser("catalog", options=catalog_options, help="summarise an existing catalog",
                          description="Print the per-dataset counts and quarantine reasons of a catalog.")
     commands_.add_parser(
@@ -350,6 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "subjects. Failed trials are retried and reported; rerun with the same --run to resume.",
         epilog="Example: merflow tune --catalog catalog --store features.zarr --dataset casme2 --alpha 0.1:1.0:0.1 "
                "--shots 1,3,5,10 --gpus-per-trial 0.25 --ray-address auto --out results")
+    commands_.add_parser(
+        "spot", options=spot_options, help="spot micro- and macro-expressions in long videos (LOSO), scored as MEGC",
+        description="Track the face through each long video and compute per-frame features (optical flow from frame "
+                    "i to i + k in SOFTNet's regions) on Dask into a Zarr store, chunk by chunk (a rerun computes only "
+                    "what is missing); spot under leave-one-subject-out with SOFTNet (learned) or the baseline (a "
+                    "threshold on the flow magnitude, learns nothing), every setting (k, p, length filters) chosen on "
+                    "training subjects; classify each spotted micro-expression with a model trained on the other "
+                    "subjects' clips; score as MEGC does (IoU >= 0.5, P/R/F1 per type and overall) and STRS (the "
+                    "official evaluator's and a corrected one). Tables under --out; see docs/spotting.md.",
+        epilog="Example: merflow synth --dataset casme_sq_lv --subjects 4 --out archives && merflow ingest "
+               "archives/CASME_sq_long.zip --out catalog && merflow spot --catalog catalog --store spot.zarr "
+               "--dataset casme_sq_lv --spotter baseline --out results && merflow results summary --results results")
     commands_.add_parser(
         "results", options=results_options, help="query, summarise, rank and plot result tables (read-only)",
         description="Read the result tables (runs, trials, metrics, predictions) without changing them: SQL queries "

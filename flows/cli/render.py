@@ -48,10 +48,18 @@ def validation_text(error: ValidationError) -> str:
     return f"invalid {error.title}: " + "; ".join(problems)
 
 
+# botocore's errors when an object store did not answer (they name the endpoint URL); by name, so that
+# this module imports no botocore.
+STORE_TIMEOUTS = ("ReadTimeoutError", "ConnectTimeoutError")
+
+
 def error_line(error: BaseException) -> str:
     """One line for an error: its own message for the user's errors, its type and last line otherwise."""
     if isinstance(error, ValidationError):
         return validation_text(error)
+    if type(error).__name__ in STORE_TIMEOUTS and type(error).__module__.startswith("botocore"):
+        return (f"{error}: no answer within {locations.s3_timeout():g} s, {locations.S3_ATTEMPTS} attempts "
+                f"({locations.S3_TIMEOUT_ENV} sets the wait)")
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if is_user_error(error):
         return " ".join(lines) or type(error).__name__
@@ -72,14 +80,51 @@ def print_catalog_summary(result: dict) -> None:
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
         reasons = result["quarantine_reasons"].get(name, {})
-        table.add_row(name, str(info["samples"]), str(info["subjects"]),
+        imported = info.get("imported", 0)  # features imported, no frames (`merflow import-features`)
+        label = name + (" (imported)" if imported == info["samples"] and imported else
+                        f" ({imported} imported)" if imported else "")
+        table.add_row(label, str(info["samples"]), str(info["subjects"]),
                       ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
+    if result.get("long_videos"):
+        print_long_videos(result["long_videos"])
     for outcome in result.get("sources", []):
         console.print(f"  {outcome['status']:>9}  {outcome['source']}: {outcome['detail']}", markup=False)
     console.print(f"{result['samples']} samples, {result['quarantined']} quarantined "
                   f"(reasons in {locations.join(result['catalog'], 'quarantine.parquet')})", markup=False)
+
+
+def print_import_summary(result: dict) -> None:
+    """The import flow's result: per source its format and outcome, what it says of its samples, every quarantined
+    sample by name and why, the feature groups it filled (and their configuration, for --feature-config), then the
+    catalog's summary."""
+    for outcome in result["sources"]:
+        labels = f" with {outcome['labels']}" if outcome.get("labels") else ""
+        console.print(f"{outcome['status']} {outcome['source']}{labels} ({outcome['format']}): {outcome['detail']}",
+                      markup=False)
+        for note in outcome["notes"]:
+            console.print(f"  {note}", markup=False)
+        for problem in outcome["quarantined"]:
+            console.print(Text.assemble("  quarantined ", problem["sample_key"], ": ", (problem["reason"], "yellow"),
+                                        f" ({problem['detail']})"), soft_wrap=True)
+        console.print(f"  stored as {outcome['array']} ({', '.join(outcome['channels'])}) in "
+                      f"{', '.join(outcome['groups']) or 'no group'}: feature configuration {outcome['config_hash']} "
+                      "(--feature-config, where the store holds several)", markup=False)
+    print_catalog_summary({k: v for k, v in result.items() if k != "sources"})
+
+
+def print_long_videos(found: dict) -> None:
+    """The catalog's long-video sets (storage/long_videos.py summary): videos, intervals, classes, quarantine."""
+    table = Table(title="long videos (spotting)")
+    for column in ("dataset", "videos", "subjects", "frames", "intervals", "classes", "quarantined"):
+        table.add_column(column)
+    for name, info in sorted(found.items()):
+        table.add_row(name, str(info["videos"]), str(info["subjects"]), str(info["frames"]),
+                      ", ".join(f"{k} {v}" for k, v in info["intervals"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info["labels"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-")
+    console.print(table)
 
 
 def print_features_summary(result: dict) -> None:
@@ -91,7 +136,65 @@ def print_features_summary(result: dict) -> None:
         table.add_row(name, str(info["samples"]), ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-",
                       str(info["apex_spotted"]), str(info["no_face_centre_crop"]))
     console.print(table)
-    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
+    others = result.get("shards_by_others")
+    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done"
+                  + (f", {others} computed by another run at the same time" if others else ""))
+    for damage in result.get("repaired", []):
+        shown = ", ".join(damage["samples"][:10]) + (" ..." if len(damage["samples"]) > 10 else "")
+        console.print(Text.assemble(("repaired ", "yellow"), f"{damage['group']} shard {damage['shard']}: "
+                                    f"{damage['problem']}; recomputed samples: {shown or 'none of the catalog'}"),
+                      soft_wrap=True)
+
+
+def print_verify_report(report: dict, catalog: str) -> int:
+    """`merflow features --verify`'s report, a line per group and one per damaged shard; returns the exit
+    status (1: something damaged, not computed, or computed from other inputs than the catalog's)."""
+    trouble = False
+    console.print(f"verified {report['store']}", markup=False)
+    for name, info in report["groups"].items():
+        missing, changed = info.get("samples_missing", 0), info.get("samples_changed", 0)
+        trouble |= bool(info["damaged"] or missing or changed)
+        line = (f"{name} ({info['dataset']}): {info['shards']} shards, {info['verified']} intact, "
+                f"{len(info['damaged'])} damaged, {info['not_computed']} not computed, {info['unverifiable']} without "
+                f"checksums (written before merflow recorded them)")
+        if "samples_missing" in info:
+            line += f"; catalog samples: {missing} missing, {changed} from changed inputs"
+        console.print(Text(line, style="red" if info["damaged"] else ""), soft_wrap=True)
+        for damage in info["damaged"]:
+            console.print(Text.assemble(("  damaged ", "red"), damage.line()), soft_wrap=True)
+    if not report["groups"]:
+        console.print(f"no feature groups in {report['store']}", markup=False)
+    elif trouble:
+        console.print(f"run `merflow features --catalog {catalog} --store {report['store']}` with each group's settings "
+                      "to recompute what is damaged or missing", markup=False, soft_wrap=True)
+    else:
+        console.print("every shard matches its checksums", markup=False)
+    return 1 if trouble else 0
+
+
+def print_spot_result(result: dict) -> None:
+    """The spot flow's pooled MEGC and STRS rows, what chose the settings, and the per-frame work done."""
+    leak = " [the published recipe's settings saw the test subject: a comparison, not a result]" if result["leaky"] else ""
+    table = Table(title=f"{result['dataset']} · {result['spotter']} ({result['recipe']}): leave-one-subject-out over "
+                        f"{result['subjects']} people, {result['videos']} videos")
+    for column in ("evaluator", "type", "truth", "spotted", "TP", "precision", "recall", "F1", "analysis F1", "STRS"):
+        table.add_column(column)
+
+    def number(value) -> str:
+        return "-" if value is None or value != value else f"{value:.4f}"
+
+    for row in result["pooled"]:
+        table.add_row(row["evaluator"], row["type"], str(row.get("n_truth")), str(row.get("n_pred")), str(row.get("tp")),
+                      number(row.get("precision")), number(row.get("recall")), number(row.get("f1")),
+                      number(row.get("analysis_f1")), number(row.get("strs")))
+    console.print(table)
+    console.print(f"settings chosen on: {result['chosen_on']}{leak}", markup=False)
+    work = result["per_frame"]
+    console.print(f"per-frame features: {work['chunks_computed']} chunks computed ({work['frames_computed']} frames), "
+                  f"{work['chunks_skipped']} already done; store {result['store']}", markup=False)
+    if work.get("no_face"):
+        console.print(f"left out (no face found at any check): {', '.join(work['no_face'])}", style="yellow",
+                      markup=False)
 
 
 def note_lines(notes: dict) -> list[str]:

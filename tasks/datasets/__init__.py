@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from merflow.tasks.datasets import casme, casme2, casme_sq, ckplus, samm, smic
+from merflow.tasks.datasets import casme, casme2, casme_sq, casme_sq_lv, ckplus, samm, samm_lv, smic
 
 ADAPTERS: dict[str, ModuleType] = {
     "casme": casme, "casme2": casme2, "casme_sq": casme_sq, "smic": smic, "samm": samm, "ckplus": ckplus,
@@ -17,6 +17,9 @@ ADAPTERS: dict[str, ModuleType] = {
 # Names users type for the same dataset.
 ALIASES = {"casme2sq": "casme_sq", "casme^2": "casme_sq", "cas(me)^2": "casme_sq", "ck+": "ckplus",
            "smic_hs": "smic", "smic_vis": "smic", "smic_nir": "smic", "casme_ii": "casme2", "casmeii": "casme2"}
+# The long-video sets (spotting, tasks/datasets/long_videos.py): their own interface (``read`` gives videos and
+# intervals, storage/long_videos.py's tables), read from the same sources as the clips beside them.
+LONG_VIDEO_ADAPTERS: dict[str, ModuleType] = {"samm_lv": samm_lv, "casme_sq_lv": casme_sq_lv}
 
 
 def adapter(name: str) -> ModuleType:
@@ -30,3 +33,8 @@ def adapter(name: str) -> ModuleType:
 def detect_datasets(root: Path) -> list[str]:
     """Every dataset whose layout is found under root (a folder may hold several)."""
     return [name for name, module in ADAPTERS.items() if module.detect(root)]
+
+
+def detect_long_videos(root: Path) -> list[str]:
+    """Every long-video set whose sheet is found under root."""
+    return [name for name, module in LONG_VIDEO_ADAPTERS.items() if module.detect(root)]

@@ -112,6 +112,10 @@ _AU: dict[str, list[_Handle]] = {
     # lip pressor: lips pressed together
     "24": [("mouth_center", (0.0, -0.09), (0.28, 0.06), (0.0, 0.7)),
            ("mouth_center", (0.0, 0.10), (0.28, 0.06), (0.0, -0.7))],
+    # jaw drop: the lower lip and chin down, the mouth opening as in speech (tasks/synthetic/long_videos.py's
+    # talking face; no emotion's recipe uses it)
+    "26": [("mouth_center", (0.0, 0.45), (0.42, 0.32), (0.0, 1.0)),
+           ("mouth_center", (0.0, 0.1), (0.3, 0.08), (0.0, 0.7))],
     # unilateral dimpler on the subject's right (the image's left): one corner up and in
     "R14": [("mouth_left", (0.02, 0.0), (0.14, 0.13), (0.7, -0.7))],
     # eye movement (gaze shift to the image's right); the 'others' class often is one

@@ -187,27 +187,21 @@ def initial_network(seed: int, classes: int, dropout: float = 0.5) -> STSTNet:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-# MERGE SEAM (issue 17 section 1, branch i17a): the feature source's conventions, array name -> {"origin",
-# "channels", "scaling", ...}, and its one-line check for a missing array. Until `FeatureSource.conventions`
-# and `FeatureSource.require` land, a source without them holds merflow's computed flow. The lead wires
-# these two to the FeatureSource at merge (and may then drop the fallbacks).
+# How the source stores the flow (training/data.py FeatureSource.conventions: array name -> {"origin",
+# "channels", "scaling", ...}) and its one-line check of a missing array (FeatureSource.require).
 COMPUTED_FLOW = {"origin": "computed", "channels": list(FLOW_CHANNELS), "scaling": "pixels (flow), strain unitless"}
 
 
 def source_conventions(source, name: str) -> dict:
-    """MERGE SEAM: how ``source`` stores array ``name`` (``FeatureSource.conventions[name]``); without a record,
-    merflow's computed flow (u, v, magnitude, strain, floats)."""
+    """How ``source`` stores array ``name`` (``FeatureSource.conventions[name]``); without a record (an
+    in-memory source built by hand), merflow's computed flow (u, v, magnitude, strain, floats)."""
     conventions = getattr(source, "conventions", None) or {}
     return dict(conventions.get(name) or COMPUTED_FLOW)
 
 
 def require_array(source, name: str, model: str) -> None:
-    """MERGE SEAM: ``FeatureSource.require(name, model)``, the one line naming a missing array."""
-    if hasattr(source, "require"):
-        source.require(name, model)
-    elif name not in source.arrays:
-        raise LookupError(f"{model} reads the {name!r} array, which the loaded features lack "
-                          f"(they hold {', '.join(sorted(source.arrays)) or 'none'})")
+    """``FeatureSource.require(name, model)``: the one line naming a missing array."""
+    source.require(name, model)
 
 
 def is_byte_range(array: np.ndarray, scaling: str) -> bool:

@@ -600,13 +600,17 @@ def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np
     Grey images: ``first`` leaves channels 2 and 3 at zero for the survey's grey datasets (apex4.m), as the
     survey's arrays already store them; ``replicate`` copies channel 1 into them (for a grey dataset's crop
     and for an imported image whose channels 2 and 3 are exact zeros)."""
-    sources = [source.apex_source.get(key) for key in samples["sample_key"]]
+    # An imported image's features row says "imported" (flows/imports.py); an in-memory source may say nothing.
+    sources = [None if source.apex_source.get(key) in (None, "", "imported") else source.apex_source.get(key)
+               for key in samples["sample_key"]]
     needed = {"apex"} | ({"middle"} if config.unannotated_apex == "middle" and any(
         kind not in (None, "annotated") for kind in sources) else set())
     absent = sorted(name for name in needed if name not in source.arrays)
     if absent:
-        raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops, which the loaded features lack: "
-                          "load the protocol with the model's inputs (training.models.MODELS['survey-cnn'].inputs)")
+        raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops of these samples (no annotated "
+                          f"apex: the middle frame, as apex4.m), which the loaded features lack (a store written "
+                          f"before crops were stored, or imported inputs): recompute the features with `merflow "
+                          f"features`, or train with --unannotated-apex spotted")
     images = np.zeros((len(samples), INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), np.float32)
     frames = [""] * len(samples)
     for i, (key, dataset, kind) in enumerate(zip(samples["sample_key"], samples["dataset"], sources)):
