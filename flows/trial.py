@@ -28,7 +28,7 @@ from merflow.storage import catalog as catalog_store
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import run_checkpoints
 from merflow.training.errors import DataError
-from merflow.training.run import fold_predictions
+from merflow.training.models.meta_mmfnet import fold_predictions, prepare
 from merflow.training.search.reports import COMPLETED, DATA_ERROR, METRIC, TIME_ATTR
 from merflow.training.search.space import safe_name, trial_train_config
 from merflow.training.stages import run_fold
@@ -61,7 +61,7 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
     started = time.perf_counter()
     data = protocol_data(search)
     fold = data.fold(spec["fold"])
-    macro = data.macro_model(config, checkpoints)
+    macro = prepare(data, config, checkpoints)
 
     def on_epoch(epoch: int, accuracy: float) -> None:
         tune.report({METRIC: accuracy, TIME_ATTR: epoch, "stage": "micro_meta"})
