@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# What each folder must never import (ARCHITECTURE.md, "What each folder may import").
+# What each folder must never import (ARCHITECTURE.md, "Layers").
 NEVER = {
     "training": ("flows", "storage"),
     "storage": ("flows", "training", "tasks"),
