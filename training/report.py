@@ -154,7 +154,8 @@ def _what_chose(record: dict, protocol: str, method: str, trial) -> str:
     differences = data.get("recipe_differences") or []
     recipe = record.get("recipe")
     if run_chooses(record, method) == "nothing":  # one model on a fixed schedule, or nothing learned
-        if recipe is None:
+        # Nothing learned (no schedule: the record has no epochs; the run's choices say "model": nothing learned).
+        if "model" in (data.get("chosen") or {}) or "epochs" not in record:
             title = data.get("title")
             return f"{method}: {title}, nothing learned or chosen" if title else (
                 f"{method}: " + (data.get("chosen") or {}).get("model", "nothing learned or chosen"))

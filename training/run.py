@@ -4,12 +4,11 @@ The units of a run, for any registered model (training/models/), all pure (no st
 write): ``build_protocol`` (folds and rows from a catalog and its features in memory; flows/protocol.py
 ``load_protocol`` reads them), ``train_folds`` (folds through the model's ``run_folds``), ``collect``
 (skipped folds and shortfalls into the notes) and ``finish`` (metrics, floor, the runs row: a
-``TrainedRun``). The train flow (flows/train.py) runs them as Prefect tasks and writes the tables through
-storage/results.py ``write_run``; flows/protocol.py ``train_protocol`` runs them in a plain loop, for a
-notebook, and returns the tables unwritten. The Ray Tune trainable (flows/trial.py) uses
-``fold_predictions``. Fused rows
-exist for every α of the grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's
-validation subjects (the honest number to report).
+``TrainedRun``: what chose what and the model's title recorded from the registry). flows/protocol.py
+``run_protocol`` runs them in the one sequence (the train flow with each a Prefect task, ``train_protocol``
+directly, for a notebook); storage/results.py ``write_run`` writes the tables. ``metric_rows`` scores every
+(split, model, α) of the prediction rows (training/predictions.py); rows marked ``chosen`` (a model that
+chooses on validation subjects: Meta-MMFNet's fused rows at each fold's α) add their own metrics rows.
 """
 
 from __future__ import annotations

@@ -265,8 +265,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     info = models.get(args.model)
     if not info.tunable:
-        raise ValueError(f"merflow tune: --model {info.name} declares no search space ({info.description}): nothing "
-                         f"to search; run it with `merflow train --model {info.name}`")
+        tunable = [name for name, other in models.MODELS.items() if other.tunable]
+        raise ValueError(f"merflow tune supports --model {' / '.join(tunable)} only: --model {info.name} declares no "
+                         f"search space ({info.description}), nothing to search; run it with `merflow train --model "
+                         f"{info.name}`")
     grids = search_grids(args)
     return search(str(args.out), catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
                   dataset=args.dataset, config=tune_model_config(args), class_set=args.class_set,

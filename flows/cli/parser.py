@@ -202,8 +202,9 @@ def add_training_options(parser: argparse.ArgumentParser, flow, taken: set[str] 
 def add_model_options(parser: argparse.ArgumentParser, registered: dict, taken: set[str] = frozenset()) -> None:
     """Each registered model's options (``ModelInfo.options``: fields of its configuration, made by
     ``add_config_options``), in one group per model; an option several models share (--seed, --epochs) is added
-    once, by the first model, its help naming each model's default. Every option defaults to None (not given:
-    the model's configuration decides), so a model receives only what was typed (``given_options``)."""
+    once, by the first model, its help naming each model's default, and defaults to None (not given: each
+    model's configuration decides), as does one whose default the model words itself (``unset_help``: the
+    recipe's); the others show their configuration's default."""
     added = set(taken)
     for info in registered.values():
         fields = [name for name in info.options if option_name(name, info.rename) not in added]
@@ -214,6 +215,8 @@ def add_model_options(parser: argparse.ArgumentParser, registered: dict, taken: 
         for name in fields:
             sharing = [other for other in registered.values() if name in other.options
                        and other.rename.get(name, name) == info.rename.get(name, name)]
+            if len(sharing) == 1 and name not in info.unset_help:
+                continue  # its own default, shown and parsed as the configuration's
             texts = [other.unset_help.get(name) or _default_text(other, name) for other in sharing]
             unset[name] = texts[0] if len(sharing) == 1 else "default: the model's (" + ", ".join(
                 f"{other.name} {text.removeprefix('default ')}" for other, text in zip(sharing, texts)) + ")"
@@ -444,10 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands_.add_parser("show", options=show_options, help="draw a sample's stored features as a PNG",
                          description="Onset crop, apex crop, difference, flow as HSV colour and strain, side by side.")
     commands_.add_parser(
-        "train", options=train_options, help="train and evaluate Meta-MMFNet on every fold of a protocol",
-        description="Macro encoder pretrained on CK+, micro encoder per fold, both meta-trained as prototype "
-                    "classifiers, scores fused as d_micro + α·d_macro over an α grid. α (and, with --epoch-choice, "
-                    "each stage's epoch) is chosen on an inner validation split of the training subjects only. Results go to Parquet under --out; "
+        "train", options=train_options, help="train and evaluate a model (--model) on every fold of a protocol",
+        description="Train and evaluate a registered model (--model, training/models/; default Meta-MMFNet) on every "
+                    "fold of a protocol, with the floor (a nearest centroid) on the same folds. Each model's options "
+                    "are listed under its name; what chooses its settings (nothing, or an inner validation split of "
+                    "the training subjects only) is recorded with the run. Results go to Parquet under --out; "
                     "interrupted runs resume from their checkpoints when given the same --run.")
     commands_.add_parser(
         "tune", options=tune_options,

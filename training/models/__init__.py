@@ -96,7 +96,7 @@ class FoldResult:
     """One fold's outcome, the same for every model."""
 
     fold: Fold
-    predictions: pd.DataFrame | None   # training.run.fold_predictions' columns; None where the fold was skipped
+    predictions: pd.DataFrame | None   # training/predictions.py's columns (PREDICTION_COLUMNS); None where the fold was skipped
     chosen: dict                       # what the fold chose on its validation subjects ({} where nothing is)
     skipped: str | None = None         # why nothing could be trained on the fold
 
