@@ -32,6 +32,8 @@ def test_every_registered_model_trains_one_step(name):
     assert math.isfinite(step["loss"]) and step["loss"] > 0
     assert step["change"] > 0  # the optimiser step moved the weights
     assert step["logits"][1] == 4
+    if hasattr(module, "PARAMETERS"):  # the published parameter count, where the module declares it
+        assert sum(p.numel() for p in module.network().parameters()) == module.PARAMETERS
     again = module.smoke_step(seed=0)
     assert again["loss"] == pytest.approx(step["loss"])  # seeded: the same tiny step twice
 

@@ -20,6 +20,8 @@ A model module (``training/models/<name>.py``) defines, and registers at import:
   comes back with ``skipped`` (its reason) and no predictions;
 - ``smoke_step(seed=0) -> dict``: a forward pass and one optimisation step on a tiny random batch
   (tests/test_models.py): ``{"loss": float, "change": float, "logits": (n, classes)}``;
+- ``PARAMETERS`` and ``network()`` (optional, together): the parameter count its authors published and the
+  network at that shape (a torch module); the registry's test checks that they agree;
 - ``TINY_SETTINGS`` (optional): ``default_config``'s overrides that train the registry test's one tiny fold
   in seconds on a CPU (a few epochs, ``device`` cpu);
 - ``MODEL = register_model(ModelInfo(NAME, __name__, description, Config, inputs=..., options=..., ...))``:

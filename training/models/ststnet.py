@@ -123,6 +123,11 @@ class StstnetConfig(PublishedSettings, ConfigBase):
 Config = StstnetConfig
 
 
+def network() -> nn.Module:
+    """The network at its published shape (3 classes), whose parameters the registry's test counts (``PARAMETERS``)."""
+    return STSTNet()
+
+
 def default_config(**overrides) -> StstnetConfig:
     """main.py's settings, with ``overrides``."""
     return StstnetConfig(**overrides)
