@@ -24,7 +24,8 @@ def test_every_registered_model_trains_one_step(name):
     module = info.load()
     for attribute in INTERFACE:
         assert hasattr(module, attribute), f"{info.module} lacks {attribute}"
-    assert module.NAME == name
+    assert module.NAME == name and module.Config is info.config and models.for_config(module.default_config()) is info
+    assert not info.tunable or hasattr(module, "search_fold")  # a search space needs a search's fold
     assert info.default_balance in models.BALANCES and (info.inputs or info.optional_inputs)
     config = module.default_config()
     assert isinstance(config.to_dict(), dict) and hasattr(config, "seed")

@@ -22,6 +22,9 @@ A model module (``training/models/<name>.py``) defines, and registers at import:
   (tests/test_models.py): ``{"loss": float, "change": float, "logits": (n, classes)}``;
 - ``PARAMETERS`` and ``network()`` (optional, together): the parameter count its authors published and the
   network at that shape (a torch module); the registry's test checks that they agree;
+- ``search_fold(data, fold, config, checkpoints, *, on_epoch=None) -> FoldResult`` (where ``search_space``
+  is set): one fold of a search's trial (flows/trial.py), ``on_epoch(epoch, validation_accuracy)`` after
+  each epoch for early stopping, ``chosen`` holding ``validation_accuracy`` and what it chose;
 - ``TINY_SETTINGS`` (optional): ``default_config``'s overrides that train the registry test's one tiny fold
   in seconds on a CPU (a few epochs, ``device`` cpu);
 - ``MODEL = register_model(ModelInfo(NAME, __name__, description, Config, inputs=..., options=..., ...))``:
@@ -270,6 +273,14 @@ def get(name: str) -> ModelInfo:
     if name not in models:
         raise ValueError(f"unknown model {name!r}; the models are {', '.join(models)}")
     return models[name]
+
+
+def for_config(config) -> ModelInfo:
+    """The registered model whose configuration model ``config`` is (a search's base configuration names its model)."""
+    for info in registry().values():
+        if type(config) is info.config:
+            return info
+    raise ValueError(f"no registered model takes a {type(config).__name__}")
 
 
 def load(name: str) -> ModuleType:

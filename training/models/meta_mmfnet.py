@@ -109,6 +109,16 @@ def run_folds(data, folds, config: TrainConfig, checkpoints, *, prepared: dict |
     return outcomes
 
 
+def search_fold(data, fold, config: TrainConfig, checkpoints, *, on_epoch=None) -> FoldResult:
+    """One fold of a search's trial (flows/trial.py): the fold as ``run_folds`` trains it (the CK+ encoder
+    from ``prepare``, checkpointed and so shared by the search's trials), ``on_epoch(epoch, accuracy)``
+    hearing the micro model's validation accuracy after each meta-training epoch (early stopping). A fold
+    nothing can be trained on raises ``FoldSkipped`` (a ``DataError``: the trial ends at once)."""
+    macro = prepare(data, config, checkpoints)
+    result = run_fold(fold, data.source, data.samples, macro, config, checkpoints, on_epoch=on_epoch)
+    return FoldResult(fold, fold_predictions(result, data.samples, config.alphas), result["chosen"])
+
+
 def smoke_step(seed: int = 0) -> dict:
     """The small encoder as a classifier: one forward pass and one SGD step on random inputs."""
     config = TrainConfig(seed=seed)
