@@ -10,18 +10,21 @@ from merflow.configs.base import Config, config_hash
 from merflow.configs.catalog import APEX_OUTSIDE_CLIP, APEX_SOURCES, LABEL_COLUMNS
 from merflow.configs.features import (
     ARRAYS,
+    COMPUTED_CONVENTIONS,
     DETECTORS,
     DIS_PRESET_NAMES,
     FEATURE_SCHEMA_VERSION,
     FIRST_FRAMES,
     FLOW_ALGORITHMS,
     FLOW_CHANNELS,
+    IMPORT_FORMATS,
     NO_FACE_POLICIES,
     OPTFLOW_FARNEBACK_GAUSSIAN,
     SIZES,
     FaceConfig,
     FarnebackParameters,
     FeatureConfig,
+    ImportedConfig,
     MotionConfig,
 )
 from merflow.configs.ingest import ExtractionLimits, IngestConfig
@@ -30,6 +33,7 @@ __all__ = [
     "APEX_OUTSIDE_CLIP",
     "APEX_SOURCES",
     "ARRAYS",
+    "COMPUTED_CONVENTIONS",
     "Config",
     "DETECTORS",
     "DIS_PRESET_NAMES",
@@ -41,6 +45,8 @@ __all__ = [
     "FaceConfig",
     "FarnebackParameters",
     "FeatureConfig",
+    "IMPORT_FORMATS",
+    "ImportedConfig",
     "IngestConfig",
     "LABEL_COLUMNS",
     "MotionConfig",

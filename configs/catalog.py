@@ -8,6 +8,16 @@ from __future__ import annotations
 APEX_SOURCES = ("annotated", "missing", "outside_clip")
 APEX_OUTSIDE_CLIP = "outside_clip"
 
+# What a catalog row is (its ``origin`` column, catalog schema 3): a sample ingested from its frames, or one
+# whose features were imported as someone else's pipeline made them (flows/imports.py): it has no frames.
+ORIGINS = ("ingested", "imported")
+INGESTED, IMPORTED = ORIGINS
+# Sets of images that name no sample and no person (the survey's C4.mat and C9.mat: `merflow import-features`
+# names their images by position) -> the class set that labels them. Their subject is UNKNOWN_SUBJECT, so
+# only leave-one-video-out runs on them (training/folds.py refuses protocols that group by person).
+SURVEY_SETS = {"survey_c4": "fused4", "survey_c9": "fused9"}
+UNKNOWN_SUBJECT = "unknown"
+
 # One column per class set of tasks/labels.py (CLASS_SETS, in its order) and the MEGC2019 composite;
 # tests/test_configs.py checks that the two agree.
 LABEL_COLUMNS = ("label_casme4", "label_casme2_4", "label_casme2_5", "label_smic3", "label_samm5", "label_ckplus7",

@@ -26,6 +26,25 @@ FEATURE_SCHEMA_VERSION = 2  # 2: the middle crop (training/models/survey_cnn.py)
 ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "middle": ("uint8", 3), "diff": ("float32", 3),
           "flow": ("float32", 4)}
 FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
+CROP_CHANNELS = ("red", "green", "blue")  # tasks/features.py read_frame: OpenCV's BGR turned to RGB
+# What each computed array holds, channel by channel and in which units (training/data.py FeatureSource
+# ``conventions``; an imported group's come from its ImportedConfig instead): a model that reads a channel by
+# name, or a scale, reads it here rather than assuming it.
+_CROP_CONVENTION = {"origin": "computed", "channels": list(CROP_CHANNELS),
+                    "scaling": "uint8 0..255 as decoded; grey datasets stored as three equal channels"}
+COMPUTED_CONVENTIONS: dict[str, dict] = {
+    "onset": _CROP_CONVENTION, "apex": _CROP_CONVENTION, "middle": _CROP_CONVENTION,
+    "diff": {"origin": "computed", "channels": list(CROP_CHANNELS),
+             "scaling": "float32 in [-2, 2]: apex - first frame of the pair, each mapped to [-1, 1] first "
+                        "(tasks/motion.py frame_difference)"},
+    "flow": {"origin": "computed", "channels": list(FLOW_CHANNELS),
+             "scaling": "float32, unnormalised: u, v in pixels of the crop from the first frame of the pair to the "
+                        "apex, magnitude = hypot(u, v), strain dimensionless (tasks/motion.py flow_channels)"},
+}
+# Inputs made by someone else's pipeline (`merflow import-features`, flows/imports.py): the formats read
+# (tasks/imports.py) and the array each one fills.
+IMPORT_FORMATS = ("survey-mat", "flow-images", "flow-folds", "apex-images")
+IMPORTED_ARRAYS = ("flow", "apex")
 OPTFLOW_FARNEBACK_GAUSSIAN = 256  # cv2.OPTFLOW_FARNEBACK_GAUSSIAN (tests/test_configs.py checks it)
 
 
@@ -108,8 +127,42 @@ class MotionConfig(Config):
             raise ValueError(f"bad farneback parameters: {problems}") from None
 
 
+ImportFormat = choice(IMPORT_FORMATS)
+ImportedArray = choice(IMPORTED_ARRAYS)
+
+
+class ImportedConfig(Config):
+    """Features someone else's pipeline made, imported as they are (`merflow import-features`): where they
+    came from (path and content checksum, and those of the label file or sample list that named and labelled
+    them), the one array they fill, its channels in stored order and its scaling. A group holds one
+    imported content: another checksum is another configuration (another group)."""
+
+    format: ImportFormat
+    source: str                                   # the path or URL given, local paths made absolute
+    source_sha256: str                            # storage/sources.py import_fingerprint: of the content
+    labels: str | None = None                     # survey-mat: the categorical label file
+    labels_sha256: str | None = None
+    sample_list: str | None = None                # the --list CSV that names, labels and groups the samples
+    sample_list_sha256: str | None = None
+    array: ImportedArray                          # the array it fills (flow images: flow; images: apex)
+    dtype: Literal["uint8"] = "uint8"             # stored as read, never rescaled
+    channels: tuple[str, ...]                     # in stored order, e.g. ("strain", "v", "u")
+    scaling: str                                  # what the values mean, e.g. "min-max to 0..255 per image and channel"
+    order: str                                    # how the stored order comes from the file
+    resized: str | None = None                    # apex images of other sizes: how they were brought to ``size``
+
+    def convention(self) -> dict:
+        """This array's convention (training/data.py FeatureSource ``conventions``)."""
+        return {"origin": "imported", "channels": list(self.channels), "scaling": self.scaling, "order": self.order,
+                "format": self.format, "source": self.source, "source_sha256": self.source_sha256,
+                **({"resized": self.resized} if self.resized else {}),
+                **({"labels": self.labels} if self.labels else {}),
+                **({"sample_list": self.sample_list} if self.sample_list else {})}
+
+
 class FeatureConfig(Config):
-    """Everything that decides the features' values; its hash names the Zarr group."""
+    """Everything that decides the features' values; its hash names the Zarr group. ``imported``: the
+    features were not computed from frames but imported as someone else's pipeline made them."""
 
     face: FaceConfig = Field(default_factory=FaceConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
@@ -121,13 +174,33 @@ class FeatureConfig(Config):
     first_frame: FirstFrame = Field(
         "onset", description="the pair compared: onset and apex, or onset+1 and apex+1 as the published Meta-MMFNet "
                              "code reads them (for `merflow train --recipe published`)")
+    imported: ImportedConfig | None = None
 
     def to_dict(self) -> dict:
         """The settings and the feature schema version, as stored with the group and hashed into its name."""
         settings = self.model_dump(mode="json") | {"feature_schema": FEATURE_SCHEMA_VERSION}
         if settings["first_frame"] == "onset":  # the default leaves the hash (the group names) as before
             del settings["first_frame"]
+        if settings["imported"] is None:  # computed features: recorded and hashed as before imports existed
+            del settings["imported"]
+        else:  # no face was found and no flow computed: those settings decided nothing, so none is recorded
+            for name in ("face", "motion", "first_frame"):
+                settings.pop(name, None)
         return settings
+
+    def arrays(self) -> dict[str, tuple[str, int]]:
+        """The arrays a group of this configuration holds, name -> (dtype, channels)."""
+        if self.imported is None:
+            return dict(ARRAYS)
+        return {self.imported.array: (self.imported.dtype, len(self.imported.channels))}
+
+    def conventions(self) -> dict[str, dict]:
+        """What each array of a group of this configuration holds: origin, channels in stored order, scaling."""
+        if self.imported is not None:
+            return {self.imported.array: self.imported.convention()}
+        conventions = {name: dict(COMPUTED_CONVENTIONS[name]) for name in ARRAYS}
+        conventions["flow"]["algorithm"] = self.motion.algorithm
+        return conventions
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureConfig:

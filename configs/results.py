@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Where the train and tune flows (and `merflow train/tune --out`, `merflow results --results`) put results by
+# default; here, a leaf, so that `merflow results` reads it without importing the flows' parameters.
+RESULTS = "results"
 SELECTED = "selected"  # the trial name of a search's per-fold, validation-chosen result
 # The trials table's columns in the order stored (storage/results.py TRIALS_SCHEMA, which tests/test_results.py
 # checks against this): training/search/tables.py builds its rows with them, an empty table included.

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from merflow.configs.base import Config, choice
+from merflow.configs.names import RunId
 from merflow.configs.train import TrainConfig
 
 SCHEDULERS = ("asha", "fifo")  # ASHA with rungs per fold (training/search/scheduler.py), or none
@@ -63,7 +64,7 @@ class SearchConfig(Config):
     dataset: str | None = "casme2"
     class_set: str | None = None
     out: str = "results"
-    run: str | None = None
+    run: RunId | None = None  # a name of configs/names.py's form: it names the search's folders
     base: TrainConfig = Field(default_factory=TrainConfig)
     space: SearchSpace = Field(default_factory=SearchSpace)
     scheduler: Scheduler = Field(

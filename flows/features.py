@@ -1,9 +1,12 @@
 """The features flow: catalog -> face crops, difference and optical flow -> Zarr feature store,
 computed on a Dask cluster (a LocalCluster sized to the machine, or a scheduler by address).
 
-The driver plans shards (only those not done, or whose inputs changed), then hands one task per
-shard to Dask: every shard has exactly one writer. Progress is logged per shard; the summary and
-a few pictures are kept as Prefect artifacts.
+The driver plans shards (only those not done, whose inputs changed, or whose stored data no longer
+matches its mark's checksums: those are named and recomputed), then hands one task per shard to
+Dask: every shard has exactly one writer, which claims it first (storage/features.py). Two feature runs
+on one store split the shards: a shard claimed by the other run is left to it, and this run waits at
+the end until the other has written it (or died, and its claim is taken over). Progress is logged per
+shard; the summary and a few pictures are kept as Prefect artifacts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from merflow.configs.catalog import IMPORTED
 from merflow.configs.features import FaceConfig, FeatureConfig, MotionConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import Detector, FeatureOptions, FirstFrame, FlowAlgorithm, NoFace
@@ -25,6 +29,8 @@ from merflow.storage import catalog, locations
 from merflow.storage.features import FeatureStore, ShardPlan, first_samples, store_summary
 from merflow.tasks.features import compute_shard, with_fingerprints
 from merflow.tasks.visualise import STRIP_ARRAYS, features_markdown
+
+CLAIM_POLL_SECONDS = 2.0  # how often a run waiting for another run's shards looks again
 
 # ~135 INFO lines per cluster otherwise; the logger may already exist, so set its level too.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -55,14 +61,23 @@ def check_workers(client) -> int:
 
 
 def shard_task(plan: ShardPlan, store: str, config: FeatureConfig) -> dict:
-    """One Dask task: compute a shard (tasks/features.py) and write it, then its mark (storage/features.py),
-    as its only writer. Returns its tally."""
-    arrays, marks = compute_shard(plan.samples, plan.start, plan.length, config)
-    FeatureStore(store).write_shard(plan.group, plan.shard, plan.start, arrays, marks)
+    """One Dask task: claim a shard, compute it (tasks/features.py) and write it, then its mark
+    (storage/features.py), as its only writer. Returns its tally: ``status`` computed, ``claimed`` (another
+    live run holds it: left to it; ``holder`` says who) or ``done`` (finished by another run meanwhile)."""
+    feature_store = FeatureStore(store)
+    tally = {"group": plan.group, "shard": plan.shard}
+    with feature_store.claimed(plan.group, plan.shard) as claim:
+        if claim is None:
+            holder = feature_store.claim_holder(plan.group, plan.shard)
+            return tally | {"status": "claimed", "holder": holder.describe() if holder else "another features run"}
+        if feature_store.shard_done(plan):
+            return tally | {"status": "done"}
+        arrays, marks = compute_shard(plan.samples, plan.start, plan.length, config)
+        feature_store.write_shard(plan.group, plan.shard, plan.start, arrays, marks)
     # ru_maxrss is in KiB on Linux: the worker process's peak so far, for the memory budget per worker.
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"group": plan.group, "shard": plan.shard, "samples": len(marks),
-            "quarantined": sum(m["status"] != "ok" for m in marks.values()), "peak_rss_mb": round(peak_mb, 1)}
+    return tally | {"status": "computed", "samples": len(marks),
+                    "quarantined": sum(m["status"] != "ok" for m in marks.values()), "peak_rss_mb": round(peak_mb, 1)}
 
 
 @contextmanager
@@ -91,6 +106,12 @@ def catalog_records(catalog_dir: str, dataset: str | None) -> list[dict]:
     samples = catalog.read_samples(catalog_dir)
     if samples.empty:
         raise ValueError(f"the catalog at {catalog_dir} has no samples: run `merflow ingest` first")
+    # Imported samples came with their features and have no frames (`merflow import-features`).
+    imported = samples["origin"] == IMPORTED
+    if imported.all():
+        raise ValueError(f"every sample of the catalog at {catalog_dir} was imported with its features "
+                         f"({', '.join(sorted(samples['dataset'].unique()))}): there are no frames to compute from")
+    samples = samples[~imported]
     if dataset:
         chosen = samples[(samples["dataset"] == dataset) | samples["dataset"].str.startswith(f"{dataset}_")]
         if chosen.empty:
@@ -120,7 +141,10 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None,
     feature_store = FeatureStore(store)
     jobs, done = feature_store.plan_shards(with_fingerprints(catalog_records(catalog_dir, dataset)), config)
     logger.info("%d shards to compute, %d already done (config %s)", len(jobs), done, config.hash)
-    results, started = [], time.perf_counter()
+    repaired = [job.damage for job in jobs if job.damage is not None]
+    for damage in repaired:
+        logger.warning("damaged, computed again: %s", damage.line())
+    results, elsewhere, started = [], 0, time.perf_counter()
     ready = computed = started
     if jobs:
         from distributed import as_completed
@@ -130,21 +154,40 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None,
             ready = time.perf_counter()
             logger.info("Dask cluster %s with %d workers, up in %.1f s", client.scheduler.address, workers,
                         ready - started)
-            # No list of the futures is kept, and each is released once its result is read: a finished
-            # shard is on disk with its mark, and a future still held would make the scheduler compute
-            # it again when the worker holding its (tiny) result dies.
-            pending = as_completed(client.map(shard_task, jobs, store=feature_store.url, config=config, pure=False))
-            for finished, future in enumerate(pending, start=1):
-                result = future.result()
-                future.release()
-                del future
-                results.append(result)
-                logger.info("shard %d/%d done: %s #%d, %d samples, %d quarantined", finished, len(jobs),
-                            result["group"], result["shard"], result["samples"], result["quarantined"])
+            pending, told = jobs, set()
+            while pending:
+                by_shard = {(job.group, job.shard): job for job in pending}
+                pending = []
+                # No list of the futures is kept, and each is released once its result is read: a finished
+                # shard is on disk with its mark, and a future still held would make the scheduler compute
+                # it again when the worker holding its (tiny) result dies.
+                for future in as_completed(client.map(shard_task, list(by_shard.values()), store=feature_store.url,
+                                                      config=config, pure=False)):
+                    result = future.result()
+                    future.release()
+                    del future
+                    where = (result["group"], result["shard"])
+                    if result["status"] == "claimed":  # another run computes it: wait for it, then check again
+                        pending.append(by_shard[where])
+                        if where not in told:
+                            told.add(where)
+                            logger.info("shard %s #%d is computed by %s: waiting for it", *where, result["holder"])
+                    elif result["status"] == "done":
+                        elsewhere += 1
+                        logger.info("shard %s #%d was computed by another run", *where)
+                    else:
+                        results.append(result)
+                        logger.info("shard %d/%d done: %s #%d, %d samples, %d quarantined", len(results) + elsewhere,
+                                    len(jobs), result["group"], result["shard"], result["samples"],
+                                    result["quarantined"])
+                if pending:
+                    time.sleep(CLAIM_POLL_SECONDS)
             computed = time.perf_counter()
     summary = store_summary(feature_store, config) | {
         "store": feature_store.url, "config_hash": config.hash, "shards_computed": len(results),
-        "shards_skipped": done, "cluster_start_seconds": round(ready - started, 2),
+        "shards_skipped": done, "shards_by_others": elsewhere,
+        "repaired": [{"group": d.group, "shard": d.shard, "files": list(d.files), "samples": list(d.samples),
+                      "problem": d.problem} for d in repaired], "cluster_start_seconds": round(ready - started, 2),
         "compute_seconds": round(computed - ready, 2),
         "peak_worker_rss_mb": max((r["peak_rss_mb"] for r in results), default=None)}
     # One picture from each of the first few groups.

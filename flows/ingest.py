@@ -1,9 +1,10 @@
 """The ingest flow: raw dataset archives or folders -> the sample catalog (samples, quarantine, sources).
 
-One source at a time, because the catalog has one writer: storage fetches and fingerprints it, the
-sources table says whether it is unchanged (``tasks.ingest.unchanged_reason``), storage unpacks it
-safely (storage/sources.py), the adapters read it (tasks/ingest.py), storage merges it into the
-catalog. The summary is printed by the CLI and kept as a Prefect artifact of the run. ``prepare``
+One source at a time: storage fetches and fingerprints it, the sources table says whether it is
+unchanged (``tasks.ingest.unchanged_reason``), storage unpacks it safely (storage/sources.py), the
+adapters read it (tasks/ingest.py), storage merges it into the catalog. Ingests running at once (two
+users, two scheduled runs) unpack and read side by side; their merges and prunes take turns under
+the catalog's lock, and no prune removes an archive an ingest still reads (storage/sources.py ``in_use``). The summary is printed by the CLI and kept as a Prefect artifact of the run. ``prepare``
 does the fetch-to-prepared steps for one source without Prefect (notebooks, tests, benchmarks).
 """
 
@@ -90,30 +91,41 @@ def ingest_flow(sources: list[str], out: str, dataset: str | None = default(Inge
     config = ingest.IngestConfig(dataset=dataset,
                                  limits=ExtractionLimits(max_total_bytes=int(max_total_gb * 2**30), max_ratio=max_ratio))
     outcomes = []
-    for source in sources:
+    for typed in sources:
+        source = locations.normalise(typed)  # a source is its location, never the text typed (storage/catalog.py)
         local, kind, sha = fingerprint_source(source, catalog_dir)
         reason = ingest.unchanged_reason(catalog.read_sources(catalog_dir), source, sha, config)
         if reason:
             logger.info("%s: %s; skipped", source, reason)
             outcomes.append({"source": source, "status": "skipped", "detail": reason})
             continue
-        prepared = unpack_source(source, local, kind, sha, catalog_dir, config.limits)
-        try:
-            datasets, samples, problems = read_source(prepared, config)
-            long_sets = read_long_video_sets(prepared, config)
-        except BaseException:
-            removed = source_copies.discard_unpacked(prepared.unpacked)  # a failed ingest leaves no unpacked files behind
+        # From before it is unpacked until its rows are in, no prune (this ingest's or another's) removes
+        # its raw/<sha>/; the catalog's lock is taken for the merge and prune only, so ingests run side by side.
+        failed = None
+        with source_copies.in_use(catalog_dir, sha, kind):
+            prepared = unpack_source(source, local, kind, sha, catalog_dir, config.limits)
+            try:
+                datasets, samples, problems = read_source(prepared, config)
+                long_sets = read_long_video_sets(prepared, config)
+            except BaseException as error:
+                failed = error
+            else:
+                with catalog.writing(catalog_dir, on_wait=logger.info):
+                    # The long-video tables first: the sources row (catalog.merge_source) marks the source as in.
+                    for name, found in long_sets.items():
+                        counts = long_videos.merge_source(catalog_dir, prepared.source, sha, found.videos,
+                                                          found.intervals, found.problems)
+                        logger.info("%s: %s, %d long videos, %d intervals, %d quarantined", source, name,
+                                    counts["videos"], counts["intervals"], counts["quarantined"])
+                    row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples,
+                                               problems)
+                    for path in source_copies.prune_unpacked(catalog_dir):
+                        logger.info("removed %s: no source refers to it any more", path)
+        if failed is not None:
+            removed = source_copies.discard_unpacked(prepared.unpacked, catalog_dir)  # a failed ingest leaves no unpacked files behind
             if removed:
                 logger.info("removed %s: unpacked for %s, which failed", removed, source)
-            raise
-        # The long-video tables first: the sources row (catalog.merge_source) marks the source as in.
-        for name, found in long_sets.items():
-            counts = long_videos.merge_source(catalog_dir, source, sha, found.videos, found.intervals, found.problems)
-            logger.info("%s: %s, %d long videos, %d intervals, %d quarantined", source, name, counts["videos"],
-                        counts["intervals"], counts["quarantined"])
-        row = catalog.merge_source(catalog_dir, ingest.source_row(prepared, datasets, config), samples, problems)
-        for path in source_copies.prune_unpacked(catalog_dir, set(catalog.read_sources(catalog_dir)["source_sha256"])):
-            logger.info("removed %s: no source refers to it any more", path)
+            raise failed
         logger.info("%s: %s, %d samples, %d quarantined", source, "+".join(datasets), row["n_samples"],
                     row["n_quarantined"])
         detail = f"{'+'.join(datasets)}: {row['n_samples']} samples, {row['n_quarantined']} quarantined" if datasets else ""

@@ -22,6 +22,7 @@ from merflow.configs.features import (
     MotionConfig,
 )
 from merflow.configs.ingest import ExtractionLimits, IngestConfig
+from merflow.configs.results import RESULTS as DEFAULT_RESULTS
 from merflow.configs.search import SCHEDULERS, SELECTION_METRICS, SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default, description
@@ -37,7 +38,7 @@ SelectBy = Literal[SELECTION_METRICS]
 Mode = Literal["tune", "train"]
 
 # Where the train and tune flows (and `merflow train/tune --out`, `merflow results --results`) put results.
-RESULTS = "results"
+RESULTS = DEFAULT_RESULTS
 # The α grid a search scores by default: TrainConfig's (0.0..1.0, α = 0 being the micro model alone;
 # configs/train.py), as `merflow tune` always searched. SearchSpace's own default (0.1..1.0,
 # configs/search.py) applies only to a SearchSpace built without alphas, never to the tune flow or the CLI.

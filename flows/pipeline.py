@@ -18,6 +18,7 @@ import json
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from merflow.configs.names import RunId, check_name
 from merflow.configs.train import TrainConfig
 from merflow.flows.features import features_flow
 from merflow.flows.ingest import ingest_flow
@@ -39,7 +40,7 @@ def derived_run_id(mode: str, catalog_dir: str, feature_config_hash: str, settin
 
 
 @flow(name="report", log_prints=True)
-def report_flow(out: str, run: str, title: str = "") -> dict:
+def report_flow(out: str, run: RunId, title: str = "") -> dict:
     """The honest test rows of ``run`` (pooled and per dataset: micro, macro, fused at each fold's
     validation-chosen α) read back from the result tables, and where they are, as a markdown artifact."""
     metrics = results.read_table(out, "metrics", run=run)
@@ -65,7 +66,7 @@ def report_flow(out: str, run: str, title: str = "") -> dict:
 def pipeline_flow(sources: list[str], catalog_dir: str, store: str, out: str, mode: Mode = "tune",
                   evaluation: Evaluation = Evaluation(), ingest: IngestOptions = IngestOptions(),
                   features: FeatureOptions = FeatureOptions(), training: TrainConfig = TrainConfig(),
-                  search: SearchOptions = SearchOptions(), run: str | None = None) -> dict:
+                  search: SearchOptions = SearchOptions(), run: RunId | None = None) -> dict:
     """Ingest ``sources`` into ``catalog_dir``, compute what is missing of their features into ``store``,
     then search (``mode="tune"``: ``search`` over ``training``) or train (``training``) ``evaluation``'s
     protocol into ``out``, and report. ``run``: None names it by its inputs, so that a rerun resumes."""
@@ -79,7 +80,7 @@ def pipeline_flow(sources: list[str], catalog_dir: str, store: str, out: str, mo
     settings = {"mode": mode, "evaluation": evaluation.model_dump(), "training": training.to_dict()}
     if mode == "tune":
         settings["search"] = search.model_dump()
-    run = run or derived_run_id(mode, catalog_dir, computed["config_hash"], settings)
+    run = check_name(run, "run id") if run is not None else derived_run_id(mode, catalog_dir, computed["config_hash"], settings)
     logger.info("%s run %s", mode, run)
     if mode == "train":
         trained = train_flow(catalog_dir=catalog_dir, store=store, out=out, config=training, run=run,

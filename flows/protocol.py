@@ -14,6 +14,7 @@ import time
 
 from merflow.storage import catalog as catalog_store
 from merflow.storage import features as feature_store
+from merflow.storage import results
 from merflow.storage.checkpoints import check_run_identity, run_checkpoints
 from merflow.tasks import sample_lists as published_lists
 from merflow.training import models
@@ -21,9 +22,6 @@ from merflow.training import run as units
 from merflow.training.data import FeatureSource
 from merflow.training.folds import macro_samples
 from merflow.training.models import nearest_centroid
-
-# Every run reads the difference and the flow (Meta-MMFNet's inputs, and the floor's flow u, v).
-ALWAYS_READ = ("diff", "flow")
 
 
 def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None,
@@ -37,9 +35,18 @@ def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dat
     catalog, selection = published_lists.apply(catalog, sample_list, sample_lists)
     datasets = units.protocol_datasets(catalog, protocol, dataset, class_set)
     config = feature_store.resolve_feature_config(store, datasets, feature_config)
-    arrays = tuple(dict.fromkeys(ALWAYS_READ + models.get(model).inputs))
-    read = datasets + (["ckplus"] if len(macro_samples(catalog)) else [])
+    info = models.get(model)
+    # What the model reads and the floor's input (nearest_centroid.floor_array: the flow where the groups
+    # hold one, else the apex images); of those, what the groups hold is read (an imported group holds
+    # only what it imported), and an input the model cannot run without is one line here.
+    floor = nearest_centroid.floor_array(config.arrays())
+    arrays = tuple(dict.fromkeys(info.inputs + info.optional_inputs + ((floor,) if floor else ())))
+    # CK+ (Meta-MMFNet's macro pretraining) has computed features only.
+    macro = len(macro_samples(catalog)) and config.imported is None
+    read = datasets + (["ckplus"] if macro else [])
     source = FeatureSource(**feature_store.read_feature_arrays(store, read, config, arrays))
+    for name in info.inputs:
+        source.require(name, model)
     return units.build_protocol(catalog, source, protocol, dataset, class_set, seed, validation_fraction, selection,
                                 where={"catalog": str(catalog_dir), "store": str(store)})
 
@@ -70,31 +77,32 @@ def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, da
     run's row too); ``on_fold(done, total, fold)`` each finished fold. ``max_folds``: the first N folds
     only, a quick look, not a result to report."""
     started = time.perf_counter()
-    run = run or units.new_run_id()
+    run = units.run_id(run)
     info = models.get(model)
     module = info.load()
-    data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
-                         sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
-    plan = module.plan(data, config, protocol, dataset, class_set)
-    plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
-                                      feature_config)
-    check_run_identity(out, run, plan.identity)
-    note = on_note or (lambda message: None)
-    for message in plan.messages:
-        note(message)
-    checkpoints = run_checkpoints(out, run)  # out: a local path or an fsspec URL
-    timings = {}
-    stage = time.perf_counter()
-    prepared = module.prepare(data, config, checkpoints)
-    if info.macro_pretraining:
-        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    fold_list = units.first_folds(plan, max_folds)
-    outcomes = units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
-                                 timings=timings)
-    for index, outcome in enumerate(outcomes, start=1):
-        if outcome.skipped:
-            note(units.fold_message(index, len(outcomes), outcome))
-    trained = units.collect(plan, outcomes, run, protocol)
-    floor = nearest_centroid.floor(data, [o.fold for o in trained])
-    return units.finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
-                        timings=timings, started=started, prepared=prepared)
+    with results.writing_run(out, run):  # its checkpoints: another command on this run id is refused
+        data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
+                             sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
+        plan = module.plan(data, config, protocol, dataset, class_set)
+        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
+                                          feature_config)
+        check_run_identity(out, run, plan.identity)
+        note = on_note or (lambda message: None)
+        for message in plan.messages:
+            note(message)
+        checkpoints = run_checkpoints(out, run)  # out: a local path or an fsspec URL
+        timings = {}
+        stage = time.perf_counter()
+        prepared = module.prepare(data, config, checkpoints)
+        if info.macro_pretraining:
+            timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+        fold_list = units.first_folds(plan, max_folds)
+        outcomes = units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=on_fold,
+                                     timings=timings)
+        for index, outcome in enumerate(outcomes, start=1):
+            if outcome.skipped:
+                note(units.fold_message(index, len(outcomes), outcome))
+        trained = units.collect(plan, outcomes, run, protocol)
+        floor = nearest_centroid.floor(data, [o.fold for o in trained])
+        return units.finish(data, plan, trained, floor, config, run=run, protocol=protocol, dataset=dataset, model=model,
+                            timings=timings, started=started, prepared=prepared)

@@ -21,12 +21,13 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 import merflow.training.search  # noqa: F401  (Ray's offline defaults, set before ray.init)
+from merflow.configs.names import check_name
 from merflow.configs.search import SearchConfig
 from merflow.flows.trial import ending_on_data_errors, fold_trial, protocol_data
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import check_run_identity
 from merflow.training.models import nearest_centroid
-from merflow.training.run import new_run_id
+from merflow.training.run import run_id
 from merflow.training.search.reports import COMPLETED, DATA_ERROR
 from merflow.training.search.scheduler import foldwise_asha
 from merflow.training.search.space import safe_name, trial_specs
@@ -43,8 +44,9 @@ def absolute(search: SearchConfig) -> SearchConfig:
 
 
 def experiment_path(search: SearchConfig, run: str) -> str:
-    """The Tune experiment's location: RESULTS/tune/<run>, a local folder or a URL like --out."""
-    return locations.join(locations.normalise(search.out), "tune", safe_name(run))
+    """The Tune experiment's location: RESULTS/tune/<run>, a local folder or a URL like --out; the run id a
+    name (configs/names.py), never rewritten: two searches never share one experiment."""
+    return locations.join(locations.normalise(search.out), "tune", check_name(run, "run id"))
 
 
 def _experiment_storage(location: str) -> tuple[str, object]:
@@ -58,7 +60,7 @@ def _experiment_storage(location: str) -> tuple[str, object]:
 
 
 def _check_same_search(search: SearchConfig, run: str) -> None:
-    recorded = locations.join(search.out, "checkpoints", run, "search.json")
+    recorded = locations.join(search.out, "checkpoints", check_name(run, "run id"), "search.json")
     if locations.exists(recorded):
         before = json.loads(locations.read_text(recorded))
         if before != search.recorded():
@@ -121,57 +123,58 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
     locations.require(search.catalog_dir, search.store, search.out)
     locations.require_ray_client(search.ray_address)
     search = absolute(search)
-    run = search.run or new_run_id()
-    data = protocol_data(search)
-    # A fold with nothing to train on (stages.fold_problem: fewer than two classes) is left out of the
-    # grid with its reason in the run's row, instead of failing every configuration's trial on it.
-    skipped = {f.name: problem for f in data.folds if (problem := fold_problem(f, data.samples[f.label_column]))}
-    fold_names = [f.name for f in data.folds if f.name not in skipped][: search.max_folds or None]
-    specs = trial_specs(search, fold_names)
-    _check_same_search(search, run)
-    check_run_identity(search.out, run, data.identity())  # another protocol, catalog or store: refused
-    if not specs:
-        # Every fold skipped: nothing for Ray to run. Each (configuration, fold) is an error row with the
-        # fold's reason (as its trial would have ended, without retries), so the tables and the exit
-        # status say what a search of failed trials says.
-        folds = [f.name for f in data.folds][: search.max_folds or None]
-        trials = skipped_trial_rows(trial_specs(search, folds), search, run, skipped)
-        return _finish(search, run, data, trials, {"search": round(time.perf_counter() - started, 2)}, skipped)
-    started_ray = init_ray(search.ray_address, num_cpus=None)
-    try:
-        resources = {"cpu": search.cpus_per_trial} | ({"gpu": search.gpus_per_trial} if search.gpus_per_trial else {})
-        check_resources(resources, ray.cluster_resources())
-        wrapped = tune.with_resources(tune.with_parameters(ending_on_data_errors(trainable or fold_trial),
-                                                           search=search, run=run), resources)
-        path, storage = _experiment_storage(experiment_path(search, run))
-        callbacks = [ProgressCallback(on_trial)] if on_trial else []
-        if tune.Tuner.can_restore(path, storage_filesystem=storage):
-            tuner = tune.Tuner.restore(path, trainable=wrapped, resume_errored=True, storage_filesystem=storage,
-                                       param_space={"trial": tune.grid_search(specs)})
-        else:
-            scheduler = (foldwise_asha(max_t=search.base.meta_epochs + 1) if search.scheduler == "asha"
-                         else FIFOScheduler())
-            tuner = tune.Tuner(
-                wrapped, param_space={"trial": tune.grid_search(specs)},
-                tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
-                                            trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name=posixpath.basename(path), storage_path=posixpath.dirname(path),
-                                          storage_filesystem=storage, verbose=0, callbacks=callbacks,
-                                          failure_config=tune.FailureConfig(max_failures=search.max_failures)))
-        grid = tuner.fit()
-        # Tune counts each trial's failed attempts (across restores too) in its experiment state.
-        failures = {t.trial_id: t.num_failures
-                    for t in tune.ExperimentAnalysis(path, storage_filesystem=storage).trials}
-        trials = trial_rows([trial_outcome(result) for result in grid], search, run, failures)
-    finally:
-        if started_ray:
-            ray.shutdown()
-    search_seconds = round(time.perf_counter() - started, 2)
-    # The floor (nearest centroid, flow u, v) on the search's folds, once per search, into the floor tables.
-    floor = nearest_centroid.floor(data, [data.fold(n) for n in fold_names])
-    results.write_floor(search.out, run, search.protocol, floor["metrics"], floor["predictions"])
-    return _finish(search, run, data, trials, {"search": search_seconds, "floor": floor["seconds"]}, skipped,
-                   floor["metrics"])
+    run = run_id(search.run)
+    with results.writing_run(search.out, run):  # another command writing this run id: refused, one line
+        data = protocol_data(search)
+        # A fold with nothing to train on (stages.fold_problem: fewer than two classes) is left out of the
+        # grid with its reason in the run's row, instead of failing every configuration's trial on it.
+        skipped = {f.name: problem for f in data.folds if (problem := fold_problem(f, data.samples[f.label_column]))}
+        fold_names = [f.name for f in data.folds if f.name not in skipped][: search.max_folds or None]
+        specs = trial_specs(search, fold_names)
+        _check_same_search(search, run)
+        check_run_identity(search.out, run, data.identity())  # another protocol, catalog or store: refused
+        if not specs:
+            # Every fold skipped: nothing for Ray to run. Each (configuration, fold) is an error row with the
+            # fold's reason (as its trial would have ended, without retries), so the tables and the exit
+            # status say what a search of failed trials says.
+            folds = [f.name for f in data.folds][: search.max_folds or None]
+            trials = skipped_trial_rows(trial_specs(search, folds), search, run, skipped)
+            return _finish(search, run, data, trials, {"search": round(time.perf_counter() - started, 2)}, skipped)
+        started_ray = init_ray(search.ray_address, num_cpus=None)
+        try:
+            resources = {"cpu": search.cpus_per_trial} | ({"gpu": search.gpus_per_trial} if search.gpus_per_trial else {})
+            check_resources(resources, ray.cluster_resources())
+            wrapped = tune.with_resources(tune.with_parameters(ending_on_data_errors(trainable or fold_trial),
+                                                               search=search, run=run), resources)
+            path, storage = _experiment_storage(experiment_path(search, run))
+            callbacks = [ProgressCallback(on_trial)] if on_trial else []
+            if tune.Tuner.can_restore(path, storage_filesystem=storage):
+                tuner = tune.Tuner.restore(path, trainable=wrapped, resume_errored=True, storage_filesystem=storage,
+                                           param_space={"trial": tune.grid_search(specs)})
+            else:
+                scheduler = (foldwise_asha(max_t=search.base.meta_epochs + 1) if search.scheduler == "asha"
+                             else FIFOScheduler())
+                tuner = tune.Tuner(
+                    wrapped, param_space={"trial": tune.grid_search(specs)},
+                    tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
+                                                trial_dirname_creator=_trial_dirname),
+                    run_config=tune.RunConfig(name=posixpath.basename(path), storage_path=posixpath.dirname(path),
+                                              storage_filesystem=storage, verbose=0, callbacks=callbacks,
+                                              failure_config=tune.FailureConfig(max_failures=search.max_failures)))
+            grid = tuner.fit()
+            # Tune counts each trial's failed attempts (across restores too) in its experiment state.
+            failures = {t.trial_id: t.num_failures
+                        for t in tune.ExperimentAnalysis(path, storage_filesystem=storage).trials}
+            trials = trial_rows([trial_outcome(result) for result in grid], search, run, failures)
+        finally:
+            if started_ray:
+                ray.shutdown()
+        search_seconds = round(time.perf_counter() - started, 2)
+        # The floor (nearest centroid, flow u, v) on the search's folds, once per search, into the floor tables.
+        floor = nearest_centroid.floor(data, [data.fold(n) for n in fold_names])
+        results.write_floor(search.out, run, search.protocol, floor["metrics"], floor["predictions"])
+        return _finish(search, run, data, trials, {"search": search_seconds, "floor": floor["seconds"]}, skipped,
+                       floor["metrics"])
 
 
 def _finish(search: SearchConfig, run: str, data, trials, timings: dict, skipped: dict, floor_metrics=None) -> dict:

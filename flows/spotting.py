@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from merflow.configs.features import FeatureConfig
+from merflow.configs.names import RunId, check_name
 from merflow.configs.spotting import LONG_VIDEO_DATASETS, SpotConfig, SpotFeatureConfig
 from merflow.flows.features import dask_client
 from merflow.flows.parameters import RESULTS
@@ -283,7 +284,7 @@ def recognise_task(predictions: pd.DataFrame, videos: pd.DataFrame, intervals: p
 
 # ------------------------------------------------------------------------------------------ the flow
 @flow(name="spot", log_prints=True)
-def spot_flow(catalog_dir: str, store: str, dataset: str, out: str = RESULTS, run: str | None = None,
+def spot_flow(catalog_dir: str, store: str, dataset: str, out: str = RESULTS, run: RunId | None = None,
               config: SpotConfig | None = None, features: SpotFeatureConfig | None = None,
               dask_address: str | None = None, n_workers: int | None = None) -> dict:
     """Spot the micro- and macro-expressions of a catalog's long videos (``dataset``: samm_lv or casme_sq_lv)
@@ -337,7 +338,7 @@ def spot_flow(catalog_dir: str, store: str, dataset: str, out: str = RESULTS, ru
         timings["recognition"] = time.perf_counter() - stage
     truths = intervals[["video_key", "subject_key", "type", "onset", "offset", "interval_key", "label"]].copy()
     table_intervals, metrics = spotting_tables(predictions, truths, settings, config, ANALYSIS_CLASSES)
-    run = run or f"spot-{dataset}-{config.spotter}-{config.recipe}-{config.hash[:6]}-{features.hash[:6]}"
+    run = check_name(run, "run id") if run is not None else f"spot-{dataset}-{config.spotter}-{config.recipe}-{config.hash[:6]}-{features.hash[:6]}"
     protocol = f"loso-{dataset}"
     timings["total"] = time.perf_counter() - started
     # Where the run read its data: `merflow export` reads them back to fit the run's spotter on every subject.

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from merflow.configs.names import RunId
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol
@@ -100,7 +101,7 @@ def model_config(model: str, config: TrainConfig | None, survey_config: SurveyCo
 @flow(name="train", log_prints=True)
 def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluation, "protocol"),
                dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS, class_set: str | None = None, config: TrainConfig | None = None,
-               run: str | None = None, sample_list: str | None = None, sample_lists: str | None = None,
+               run: RunId | None = None, sample_list: str | None = None, sample_lists: str | None = None,
                feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
                survey_config: SurveyConfig | None = None, balance: str | None = None,
                centroid_config: CentroidConfig | None = None, max_folds: int | None = None) -> dict:
@@ -116,42 +117,53 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
     started = time.perf_counter()
     info = models.get(model)
     settings = model_config(model, config, survey_config, centroid_config, balance)
-    run = run or units.new_run_id()
-    data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
-                              sample_lists=sample_lists, feature_config=feature_config, model=model)
-    plan = info.load().plan(data, settings, protocol, dataset, class_set)
-    plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
-                                      feature_config)  # `merflow export` reads them back
-    check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
-    for message in plan.messages:
-        logger.warning(message)
-    checkpoints = run_checkpoints(out, run)
-    timings = {}
-    stage = time.perf_counter()
-    prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
-    if info.macro_pretraining:
-        timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-    outcomes, fold_list = [], units.first_folds(plan, max_folds)
-    for batch in units.fold_batches(info, fold_list):
+    run = units.run_id(run)
+    with results.writing_run(out, run):  # another command writing this run id: refused, one line
+        data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
+                                  sample_lists=sample_lists, feature_config=feature_config, model=model)
+        plan = info.load().plan(data, settings, protocol, dataset, class_set)
+        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
+                                          feature_config)  # `merflow export` reads them back
+        check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
+        for message in plan.messages:
+            logger.warning(message)
+        checkpoints = run_checkpoints(out, run)
+        timings = {}
         stage = time.perf_counter()
-        label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
-        for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
-            outcomes.append(outcome)
-            message = units.fold_message(len(outcomes), len(fold_list), outcome)
-            if message:
-                (logger.warning if outcome.skipped else logger.info)(message)
-        key = units.timing_key(info, batch)
-        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
-    trained = units.collect(plan, outcomes, run, protocol)
-    floor = floor_task(data, [o.fold for o in trained])
-    result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
-                          model=model, timings=timings, started=started, prepared=prepared)
-    write_task(out, result)
-    table = pooled_rows(result, settings) + floor_table(result.floor_metrics)
-    create_table_artifact(table, key="train-pooled-test", description=(
-        f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
-        else f"{model} {protocol}: pooled test metrics"))
-    return result.summary() | {"pooled": table, "results": str(out)}
+        prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
+        if info.macro_pretraining:
+            timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
+        outcomes, fold_list = [], units.first_folds(plan, max_folds)
+        for batch in units.fold_batches(info, fold_list):
+            stage = time.perf_counter()
+            label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
+            for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
+                outcomes.append(outcome)
+                message = units.fold_message(len(outcomes), len(fold_list), outcome)
+                if message:
+                    (logger.warning if outcome.skipped else logger.info)(message)
+            key = units.timing_key(info, batch)
+            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
+        trained = units.collect(plan, outcomes, run, protocol)
+        floor = floor_task(data, [o.fold for o in trained])
+        result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
+                              model=model, timings=timings, started=started, prepared=prepared)
+        write_task(out, result)
+        table = pooled_rows(result, settings) + floor_rows(result)
+        create_table_artifact(table, key="train-pooled-test", description=(
+            f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
+            else f"{model} {protocol}: pooled test metrics"))
+        return result.summary() | {"pooled": table, "results": str(out)}
+
+
+def floor_rows(result: units.TrainedRun) -> list[dict]:
+    """The floor's pooled test row, named with the input it read (the run's note ``floor``: flow u, v, or the
+    apex pixels of imported images)."""
+    rows = floor_table(result.floor_metrics)
+    used = result.notes.get("floor")
+    for row in rows if used else []:
+        row["model"] = f"floor (nearest-centroid, {used['text']})"
+    return rows
 
 
 def pooled_rows(result: units.TrainedRun, config) -> list[dict]:

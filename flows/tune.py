@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from merflow.configs.names import RunId
 from merflow.configs.search import SearchConfig, SearchSpace
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
@@ -100,7 +101,7 @@ def tune_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluat
               gpus_per_trial: float = default(SearchConfig, "gpus_per_trial"),
               max_failures: int = default(SearchConfig, "max_failures"),
               max_folds: int | None = default(SearchConfig, "max_folds"),
-              ray_address: str | None = default(SearchConfig, "ray_address"), run: str | None = None,
+              ray_address: str | None = default(SearchConfig, "ray_address"), run: RunId | None = None,
               sample_list: str | None = None, sample_lists: str | None = None,
               feature_config: str | None = None) -> dict:
     """Search shots (and learning rates) on every fold of ``protocol``, scoring the whole α grid in each

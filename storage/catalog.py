@@ -4,6 +4,12 @@ per unusable one, with its reason) and ``sources.parquet`` (one row per ingested
 Schemas are explicit and versioned (``SCHEMA_VERSION`` in each file's metadata); files are written
 whole (a temporary name renamed locally, one PUT on an object store: storage/locations.py), so a
 reader never sees half a file. ``directory`` is a location: a local path or an fsspec URL.
+
+Writers coordinate through the catalog's lock (``writing``: storage/locks.py, ``.locks/catalog``):
+``merge_source`` reads, merges and writes the three files holding it, and a second writer waits for it
+(a merge takes seconds), so two ingests at once both land. A source is keyed by its location as
+``locations.normalise`` gives it (an absolute path or a URL), never by the text typed: the same
+``data.zip`` typed in two folders is two sources.
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from merflow import __version__
-from merflow.configs.catalog import APEX_OUTSIDE_CLIP, LABEL_COLUMNS
-from merflow.storage import locations
+from merflow.configs.catalog import APEX_OUTSIDE_CLIP, IMPORTED, INGESTED, LABEL_COLUMNS
+from merflow.storage import locations, locks
 
-SCHEMA_VERSION = 2  # 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined
+# 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined.
+# 3: imported samples (`merflow import-features`): features someone else made, no frames. The frame fields
+#    (clip_dir, frame_files, n_frames, fps, onset, offset, apex_source) are null for them, and ``origin``
+#    says which kind a row is (``origin_detail``: what the source says of an imported sample, e.g. that it
+#    is named by its position). Version-2 files are read as version 3 (``UPGRADES``): every row ingested.
+SCHEMA_VERSION = 3
 SAMPLES_FILE = "samples.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SOURCES_FILE = "sources.parquet"
 # apex_source takes the values of APEX_SOURCES (configs/catalog.py, where the adapters find them too).
 
 _SOURCE_FIELDS = [
-    pa.field("source", pa.string(), nullable=False),        # the path or URL the user gave
+    pa.field("source", pa.string(), nullable=False),        # its location: an absolute path or a URL
     pa.field("source_sha256", pa.string(), nullable=False),  # of the archive, or of a folder's listing
 ]
 
@@ -39,15 +50,18 @@ SAMPLES_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),      # <clip>@<onset> where a clip holds several expressions
     pa.field("clip_id", pa.string(), nullable=False),        # the clip (folder) as the sheet names it
     pa.field("is_macro", pa.bool_(), nullable=False),
-    pa.field("clip_dir", pa.string(), nullable=False),
-    pa.field("frame_files", pa.list_(pa.string()), nullable=False),  # onset..offset, in order
-    pa.field("n_frames", pa.int32(), nullable=False),
-    pa.field("fps", pa.float32(), nullable=False),
-    pa.field("onset", pa.int32(), nullable=False),
+    pa.field("origin", pa.string(), nullable=False),         # ingested (frames) | imported (features only)
+    pa.field("origin_detail", pa.string()),                  # imported: where in the source, how it is named
+    # The frames: null for an imported sample (its features came made; it has none).
+    pa.field("clip_dir", pa.string()),
+    pa.field("frame_files", pa.list_(pa.string())),          # onset..offset, in order
+    pa.field("n_frames", pa.int32()),
+    pa.field("fps", pa.float32()),
+    pa.field("onset", pa.int32()),
     pa.field("apex", pa.int32()),                             # null: to be spotted (not annotated, or outside the clip)
     pa.field("apex_annotated", pa.int32()),                   # the sheet's apex as written, null where it has none
-    pa.field("apex_source", pa.string(), nullable=False),    # annotated | missing | outside_clip
-    pa.field("offset", pa.int32(), nullable=False),
+    pa.field("apex_source", pa.string()),                    # annotated | missing | outside_clip; null: imported
+    pa.field("offset", pa.int32()),
     pa.field("action_units", pa.string()),
     pa.field("emotion_raw", pa.string()),
     pa.field("emotion", pa.string(), nullable=False),
@@ -68,16 +82,20 @@ QUARANTINE_SCHEMA = pa.schema([
 
 SOURCES_SCHEMA = pa.schema([
     *_SOURCE_FIELDS,
-    pa.field("kind", pa.string(), nullable=False),           # zip | tar | 7z | folder
+    pa.field("kind", pa.string(), nullable=False),           # zip | tar | 7z | folder; imported: its format
     pa.field("root", pa.string(), nullable=False),           # where its content lies
     pa.field("datasets", pa.list_(pa.string()), nullable=False),
     pa.field("n_samples", pa.int64(), nullable=False),
     pa.field("n_quarantined", pa.int64(), nullable=False),
     pa.field("ingested_at", pa.string(), nullable=False),
-    pa.field("config", pa.string(), nullable=False),         # the IngestConfig as JSON
+    pa.field("config", pa.string(), nullable=False),         # the IngestConfig (imported: FeatureConfig) as JSON
 ])
+# ORIGINS (configs/catalog.py): ingested | imported.
 
 _SCHEMAS = {SAMPLES_FILE: SAMPLES_SCHEMA, QUARANTINE_FILE: QUARANTINE_SCHEMA, SOURCES_FILE: SOURCES_SCHEMA}
+# Older versions this merflow reads, and what makes a file of one the current version: version 2 had no
+# imported samples, so its rows are all ingested; its non-null frame fields only became nullable.
+UPGRADES = {"2": {SAMPLES_FILE: {"origin": INGESTED, "origin_detail": None}}}
 
 
 class CatalogSchemaError(ValueError):
@@ -113,12 +131,25 @@ def read_table(directory: Location, name: str) -> pd.DataFrame:
         return schema.empty_table().to_pandas()
     table = pq.read_table(io.BytesIO(locations.read_bytes(path)))
     version = (table.schema.metadata or {}).get(b"merflow.schema_version", b"?").decode()
-    if version != str(SCHEMA_VERSION):
-        raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads "
-                                 f"version {SCHEMA_VERSION}: re-ingest the sources into a new folder "
-                                 f"(merflow ingest SOURCE ... --out NEW_CATALOG_DIR)")
+    if version in UPGRADES:
+        table = _upgraded(table, schema, UPGRADES[version].get(name, {}))
+    elif version != str(SCHEMA_VERSION):
+        raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads version "
+                                 f"{SCHEMA_VERSION} (and upgrades version {', '.join(UPGRADES)}): re-ingest the "
+                                 "sources into a new folder (merflow ingest SOURCE ... --out NEW_CATALOG_DIR)")
     # Nullable ints stay ints (apex is null where not annotated) instead of turning into floats.
     return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _upgraded(table: pa.Table, schema: pa.Schema, added: dict) -> pa.Table:
+    """An older version's table as the current ``schema``: the columns it lacks filled with ``added``'s values."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table[field.name].cast(field.type))
+        else:
+            columns.append(pa.array([added[field.name]] * len(table), type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def read_samples(directory: Location) -> pd.DataFrame:
@@ -136,12 +167,26 @@ def read_sources(directory: Location) -> pd.DataFrame:
     return read_table(directory, SOURCES_FILE)
 
 
-def merge_source(directory: Location, source: dict, samples: list[dict], problems: list[dict]) -> dict:
-    """Replace everything a source contributed before by what it gives now, and write the catalog.
+def writing(directory: Location, on_wait=None):
+    """The catalog's writer lock (a context manager): held while a writer reads, merges and writes, so no
+    other writer's rows are lost; another writer waits (``on_wait(line)`` says for whom). Re-entrant: an
+    ingest holds it across its merge and its prune (storage/sources.py)."""
+    where = locations.normalise(directory)
+    return locks.hold(locks.lock_location(where, "catalog"), f"the catalog at {where}", wait=True, on_wait=on_wait)
+
+
+def merge_source(directory: Location, source: dict, samples: list[dict], problems: list[dict], on_wait=None) -> dict:
+    """Replace everything a source contributed before by what it gives now, and write the catalog, under
+    the catalog's lock (``writing``: a concurrent writer's rows are read after it wrote them).
 
     A sample key already given by another source is quarantined as ``duplicate_id`` rather than
     overwriting it. Returns the source's row as written.
     """
+    with writing(directory, on_wait) as lock:
+        return _merge(directory, source, samples, problems, lock)
+
+
+def _merge(directory: Location, source: dict, samples: list[dict], problems: list[dict], lock: locks.Lock) -> dict:
     old_samples, old_quarantine, old_sources = (read_samples(directory), read_quarantine(directory),
                                                 read_sources(directory))
     old_samples, old_quarantine, old_sources = (frame[frame["source"] != source["source"]]
@@ -154,8 +199,8 @@ def merge_source(directory: Location, source: dict, samples: list[dict], problem
             new_problems.append({key: row[key] for key in ("sample_key", "dataset", "subject", "sample_id")}
                                 | {"reason": "duplicate_id",
                                    "detail": f"already in the catalog from {taken[row['sample_key']]}"} | stamp)
-        else:
-            new_samples.append(dict(row, **stamp))
+        else:  # rows that do not say otherwise are ingested ones (an adapter's, a test's)
+            new_samples.append({"origin": INGESTED, "origin_detail": None} | row | stamp)
     source_row = dict(source, n_samples=len(new_samples), n_quarantined=len(new_problems))
     frames = {
         SAMPLES_FILE: pd.concat([old_samples, pd.DataFrame(new_samples, columns=SAMPLES_SCHEMA.names)]),
@@ -164,6 +209,7 @@ def merge_source(directory: Location, source: dict, samples: list[dict], problem
     }
     # Sources last: a source row is the mark that its samples are in.
     for name in (SAMPLES_FILE, QUARANTINE_FILE, SOURCES_FILE):
+        lock.check()  # an object store's lock lost to another writer (this one stalled): write nothing more
         frame = frames[name].sort_values(["source", "sample_key"] if name != SOURCES_FILE else ["source"])
         write_table(directory, name, frame.reset_index(drop=True))
     return source_row
@@ -190,6 +236,7 @@ def summary(directory: Location) -> dict:
             "emotions": {k: int(v) for k, v in rows["emotion"].value_counts().items()},
             "apex_missing": int((rows["apex_source"] == "missing").sum()),
             "apex_outside_clip": int((rows["apex_source"] == APEX_OUTSIDE_CLIP).sum()),
+            "imported": int((rows["origin"] == IMPORTED).sum()),  # features imported, no frames
         }
     reasons = {}
     for (dataset, reason), rows in quarantine.groupby(["dataset", "reason"]):

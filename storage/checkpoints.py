@@ -25,6 +25,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from merflow.configs.names import check_folder_name, check_name
 from merflow.storage import locations
 
 
@@ -38,8 +39,8 @@ class Checkpoints:
         return f"Checkpoints({self.location!r})"
 
     def folder(self, *parts: str) -> Checkpoints:
-        """The checkpoints of a sub-folder (a fold's, the macro encoder's)."""
-        return Checkpoints(locations.join(self.location, *parts))
+        """The checkpoints of a sub-folder (a fold's, the macro encoder's); each part one folder name."""
+        return Checkpoints(locations.join(self.location, *(check_folder_name(p, "checkpoint folder") for p in parts)))
 
     def file(self, stage: str, key: str, codec: str = "torch") -> str:
         """The location of ``stage``'s checkpoint for ``key`` (``codec``'s file extension)."""
@@ -91,8 +92,16 @@ RUN_IDENTITY = "protocol.json"
 
 def check_run_identity(out: str | os.PathLike, run: str, identity: dict) -> None:
     """Refuse a run id reused for other data (protocol, class set, catalog rows, feature store): its
-    checkpoints (``out``/checkpoints/<run>) and tables belong to the first. Records the identity on first use."""
-    recorded = locations.join(out, "checkpoints", run, RUN_IDENTITY)
+    checkpoints (``out``/checkpoints/<run>) and tables belong to the first. Records the identity on first use,
+    holding the run's lock (storage/results.py ``writing_run``: another command on this run id is refused)."""
+    from merflow.storage.results import writing_run  # results imports pyarrow: only when a run starts
+
+    with writing_run(out, run):
+        _check_identity(out, run, identity)
+
+
+def _check_identity(out: str | os.PathLike, run: str, identity: dict) -> None:
+    recorded = locations.join(out, "checkpoints", check_name(run, "run id"), RUN_IDENTITY)
     if locations.exists(recorded):
         before = json.loads(locations.read_text(recorded))
         if before != identity:
@@ -108,7 +117,7 @@ def check_run_identity(out: str | os.PathLike, run: str, identity: dict) -> None
 
 def run_checkpoints(out: str | os.PathLike, run: str) -> Checkpoints:
     """A run's checkpoints: ``out``/checkpoints/<run> (``out`` a local path or an fsspec URL)."""
-    return Checkpoints(locations.join(out, "checkpoints", run))
+    return Checkpoints(locations.join(out, "checkpoints", check_name(run, "run id")))
 
 
 def checkpoints_at(location: str | os.PathLike | Checkpoints) -> Checkpoints:

@@ -21,6 +21,14 @@ Rules:
 
 Credentials and endpoints come from the usual places of each fsspec backend: for s3fs, the AWS
 variables and files (``AWS_ENDPOINT_URL`` for a local S3 server such as MinIO or moto).
+
+**No call hangs.** An S3 request waits at most ``MERFLOW_S3_TIMEOUT`` seconds (default 8) to connect
+and between two reads, and is tried ``S3_ATTEMPTS`` times (s3fs's own retry loop, with its backoff;
+botocore's retries are off so that the two loops do not multiply): a stalled endpoint fails within
+about ``S3_ATTEMPTS x timeout`` (42 s by default) with botocore's one line naming the endpoint URL, a
+dead one at once. They are defaults of fsspec's configuration (``object_store_defaults``), set when this
+module is imported, so that every s3fs client of the process (zarr's, Ray's, DuckDB's tables) gets them;
+your own ``config_kwargs`` (fsspec's configuration: ``FSSPEC_S3``, its config files) win.
 """
 
 from __future__ import annotations
@@ -52,7 +60,40 @@ EXTRAS = {
     "abfss": ("adlfs", "pip install adlfs"),
 }
 RAY_CLIENT = ("ray[client]", "pip install 'merflow[ray-client]'")
+S3_TIMEOUT_ENV = "MERFLOW_S3_TIMEOUT"
+S3_TIMEOUT = 8.0   # seconds: connecting, and between two reads of a response (s3fs's defaults: 5 and 15)
+S3_ATTEMPTS = 5    # s3fs's retry loop (S3FileSystem.retries, s3fs 2026.9.0 core.py _error_wrapper)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def s3_timeout() -> float:
+    """Seconds an S3 request may wait to connect or between two reads (``MERFLOW_S3_TIMEOUT``)."""
+    text = os.environ.get(S3_TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else S3_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{S3_TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{S3_TIMEOUT_ENV} must be above 0 seconds, not {text}")
+    return value
+
+
+def object_store_defaults(conf: dict | None = None) -> dict:
+    """Put merflow's timeouts into fsspec's configuration (``conf``: fsspec's global one) as defaults of every
+    s3fs client: botocore's connect and read timeouts, and botocore's retries off (s3fs retries, see the
+    module's docstring). Keys the user configured are kept. Returns the s3 section."""
+    conf = fsspec.config.conf if conf is None else conf
+    section = conf.setdefault("s3", {})
+    config_kwargs = dict(section.get("config_kwargs") or {})
+    timeout = s3_timeout()
+    config_kwargs.setdefault("connect_timeout", timeout)
+    config_kwargs.setdefault("read_timeout", timeout)
+    config_kwargs.setdefault("retries", {"total_max_attempts": 1})
+    section["config_kwargs"] = config_kwargs
+    return section
+
+
+object_store_defaults()
 
 
 class MissingExtra(RuntimeError):
@@ -120,7 +161,7 @@ def require(*places: str | os.PathLike | None) -> None:
         if scheme is None or scheme in LOCAL_PROTOCOLS:
             continue
         try:
-            fsspec.get_filesystem_class(scheme)
+            cls = fsspec.get_filesystem_class(scheme)
         except ImportError as error:
             package, install = EXTRAS.get(scheme, (None, None))
             if install is None:
@@ -128,6 +169,20 @@ def require(*places: str | os.PathLike | None) -> None:
             raise MissingExtra(f"{scheme}:// locations need {package}: {install}") from None
         except ValueError as error:  # fsspec knows no such protocol
             raise ValueError(f"{os.fspath(location)}: unknown location scheme {scheme!r} ({error})") from None
+        if scheme in ("s3", "s3a"):
+            _retry_refused_connections(cls)
+
+
+def _retry_refused_connections(s3_class) -> None:
+    """s3fs retries timeouts but not a refused connection (an endpoint restarting); with botocore's retries
+    off (``object_store_defaults``) add it to s3fs's retried errors (its public ``add_retryable_error``),
+    once per process."""
+    import s3fs.core
+    from botocore.exceptions import EndpointConnectionError
+
+    if not issubclass(s3_class, s3fs.core.S3FileSystem) or EndpointConnectionError in s3fs.core.S3_RETRYABLE_ERRORS:
+        return
+    s3fs.core.add_retryable_error(EndpointConnectionError)
 
 
 def require_ray_client(address: str | None) -> None:

@@ -18,17 +18,15 @@ import os
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
 
 from merflow import __version__
-from merflow.storage import locations
+from merflow.storage import catalog, locations
 
 LONG_VIDEO_SCHEMA_VERSION = 1
 VERSION_KEY = b"merflow.long_video_schema_version"
 VIDEOS_FILE = "videos.parquet"
 INTERVALS_FILE = "intervals.parquet"
 QUARANTINE_FILE = "long_video_quarantine.parquet"
-LOCK_TIMEOUT = 600.0  # seconds a second ingest waits for the first before it is refused
 
 _SOURCE_FIELDS = [pa.field("source", pa.string(), nullable=False), pa.field("source_sha256", pa.string(), nullable=False)]
 
@@ -150,7 +148,7 @@ def merge_source(directory: Location, source: str, source_sha256: str, videos: l
     source keeps it), as storage/catalog.py does for samples. Intervals last: a reader that finds an
     interval finds its video.
     """
-    with FileLock(locations.lock_file(locations.join(directory, INTERVALS_FILE)), timeout=LOCK_TIMEOUT):
+    with catalog.writing(directory):  # the catalog's one writer lock (re-entrant: an ingest already holds it)
         stamp = {"source": source, "source_sha256": source_sha256}
         old = {name: (frame := read_table(directory, name))[frame["source"] != source] for name in SCHEMAS}
         new_problems = [dict(p, **stamp) for p in problems]

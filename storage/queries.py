@@ -4,8 +4,10 @@
 ``metrics``, ``predictions`` (and the floor's ``floor_metrics``, ``floor_predictions``: empty for results
 written before the floor): the Arrow tables of ``storage.results.read_arrow``, the one reader, which checks
 each part's schema version and upgrades older parts (``run`` and ``protocol`` come from the folder names,
-first). ``query(results, sql)`` runs one user statement, reading only the tables it names, and refuses
-anything but a read.
+first). ``query(results, sql)`` runs one user statement, reading only the tables it names (the others
+are there, empty: ``SHOW TABLES`` lists every one), and refuses anything but a read. A part that cannot
+be read is left out and named in ``skipped`` where the caller gives a list (``merflow results`` prints
+them), so one broken part does not block the other runs' queries; without a list it is an error.
 
 Two guards keep it read-only: the statement type (SELECT, or EXPLAIN of a SELECT: EXPLAIN ANALYZE
 runs its statement), and DuckDB's own sandbox: external access disabled with no directory allowed at
@@ -52,18 +54,18 @@ def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def connect(results: str | os.PathLike, tables: tuple[str, ...] = result_tables.TABLES,
-            run: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one table per result table of ``tables`` (every one by default; only ``run``'s
-    rows if given); a table without parts is an empty one with the table's columns, so every query can name
-    every table."""
+            run: str | None = None, skipped: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with every result table: those of ``tables`` (every one by default) hold their rows
+    (only ``run``'s if given), the others and a table without parts are empty with the table's columns, so
+    every query can name every table. Unreadable parts: ``storage.results.read_arrow``'s ``skipped``."""
     unknown = sorted(set(tables) - set(result_tables.TABLES))
     if unknown:
         raise ValueError(f"unknown result table {unknown[0]!r}; the tables are {', '.join(result_tables.TABLES)}")
     folder = results_folder(results)
     con = duckdb.connect(":memory:")
     _lock_down(con)
-    for table in tables:
-        arrow = result_tables.read_arrow(folder, table, run)
+    for table in result_tables.TABLES:
+        arrow = result_tables.read_arrow(folder, table, run, skipped) if table in tables else None
         if arrow is None or arrow.num_rows == 0:
             con.register(table, result_tables.SCHEMAS[table].empty_table())
             continue
@@ -98,11 +100,11 @@ def named_tables(sql: str) -> tuple[str, ...]:
     return tuple(name for name in result_tables.TABLES if re.search(rf"\b{name}\b", sql, re.IGNORECASE))
 
 
-def query(results: str | os.PathLike, sql: str) -> pd.DataFrame:
-    """The result of one read-only statement over the result tables it names (only those are read)."""
+def query(results: str | os.PathLike, sql: str, skipped: list[str] | None = None) -> pd.DataFrame:
+    """The result of one read-only statement over the result tables (only those it names are read)."""
     with duckdb.connect(":memory:") as parser:  # refused before any table is read
         check_read_only(parser, sql)
-    con = connect(results, named_tables(sql))
+    con = connect(results, named_tables(sql), skipped=skipped)
     try:
         try:
             return con.execute(sql).df()
@@ -112,9 +114,10 @@ def query(results: str | os.PathLike, sql: str) -> pd.DataFrame:
         con.close()
 
 
-def table(results: str | os.PathLike, name: str, run: str | None = None) -> pd.DataFrame:
+def table(results: str | os.PathLike, name: str, run: str | None = None,
+          skipped: list[str] | None = None) -> pd.DataFrame:
     """A whole result table, or one run's rows, through DuckDB as ``query`` reads it (partition columns first)."""
-    con = connect(results, (name,), run)  # only the run's parts are read
+    con = connect(results, (name,), run, skipped)  # only the run's parts are read
     try:
         return con.execute(f"SELECT * FROM {name}").df()
     finally:

@@ -15,6 +15,16 @@ The ``trial`` column: null for a plain training run, a configuration id (``c`` +
 searched settings) for a search, and "selected" for a search's honest result: in each fold, the
 configuration and α that scored best on that fold's validation subjects.
 
+Writers coordinate per run (storage/locks.py): ``writing_run`` is the lock of one run id in one results
+folder, held by the command that trains or searches it for its whole length (its checkpoints, Tune's
+experiment, its tables) and taken again by ``write_run``, ``write_search`` and ``write_floor``; a
+second command on the same run id is refused with one line naming the first. Runs of other ids write
+other partitions and never meet. A search's trials write their prediction parts under their driver's lock.
+
+A part that cannot be read (a truncated or foreign file) is named and left out when a whole table is
+read (``read_arrow`` reports it to ``skipped``): other runs' queries go on; reading that run's rows alone
+refuses with the part named (``UnreadablePart``).
+
 Every part records its schema version in its Parquet key-value metadata (``VERSION_KEY``); ``read_arrow``,
 the one reader (``read_table`` and storage/queries.py's tables read through it), checks it per part:
 a part of a newer version is refused with one line naming the file, and older parts are upgraded
@@ -23,6 +33,7 @@ a part of a newer version is refused with one line naming the file, and older pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -32,8 +43,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from merflow.configs.names import check_name
 from merflow.configs.results import SELECTED
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 RESULTS_SCHEMA_VERSION = 4  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe.
 # 4: a plain run's trial is null (was ""): the trial column of metrics and predictions is nullable.
@@ -224,8 +236,12 @@ def _table(rows: pd.DataFrame | list[dict], schema: pa.Schema, version: int = RE
 
 
 def part_location(results: str | os.PathLike, table: str, run: str, protocol: str, part: str) -> str:
-    """The Parquet file of one part: ``<results>/<table>/run=<run>/protocol=<protocol>/part-<part>.parquet``."""
-    return locations.join(results, table, f"run={run}", f"protocol={protocol}", f"part-{part}.parquet")
+    """The Parquet file of one part: ``<results>/<table>/run=<run>/protocol=<protocol>/part-<part>.parquet``.
+    Each of run, protocol and part must be a name (configs/names.py): one folder of its own, never a path."""
+    if table not in SCHEMAS:
+        raise ValueError(f"no result table {table!r}: the tables are {', '.join(TABLES)}")
+    return locations.join(results, table, f"run={check_name(run, 'run id')}",
+                          f"protocol={check_name(protocol, 'protocol')}", f"part-{check_name(part, 'part name')}.parquet")
 
 
 def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, part: str, rows) -> str:
@@ -236,6 +252,20 @@ def write_part(results: str | os.PathLike, table: str, run: str, protocol: str, 
     with locations.atomic_write(target) as file:
         pq.write_table(arrow, file)
     return target
+
+
+def writing_run(results: str | os.PathLike, run: str):
+    """The lock of one run id in a results folder (a context manager), for a command's whole run: another
+    command on the same run id is refused with one line naming this one. Re-entrant in this process."""
+    check_name(run, "run id")  # before anything is made for it
+    where = locations.normalise(results)
+    digest = hashlib.sha256(run.encode()).hexdigest()[:16]  # a plain file name, whatever the run id
+    return locks.hold(locks.lock_location(where, f"run-{digest}"), f"run {run!r} in {where}",
+                      advice="wait for it to finish, or give this one another --run")
+
+
+class UnreadablePart(ValueError):
+    """A result part that cannot be read (truncated, not Parquet): one line naming the file."""
 
 
 class ResultsSchemaError(ValueError):
@@ -270,9 +300,14 @@ def upgraded(arrow: pa.Table, version: int) -> pa.Table:
     return arrow
 
 
-def read_arrow(results: str | os.PathLike, table: str, run: str | None = None) -> pa.Table | None:
+def read_arrow(results: str | os.PathLike, table: str, run: str | None = None,
+               skipped: list[str] | None = None) -> pa.Table | None:
     """A whole table (or one run's rows) as Arrow in the current schema, partition columns included, each
-    part's version checked and older parts upgraded; None if it has no parts."""
+    part's version checked and older parts upgraded; None if it has no parts.
+
+    A part that cannot be read is left out and one line naming it is appended to ``skipped`` (when reading
+    a whole table: other runs' rows stay readable); reading one ``run``'s rows, or with ``skipped`` None, it
+    raises ``UnreadablePart``. A part of a newer schema is always refused (``ResultsSchemaError``)."""
     root = locations.join(results, table)
     if not locations.isdir(root):
         return None
@@ -281,20 +316,50 @@ def read_arrow(results: str | os.PathLike, table: str, run: str | None = None) -
     partitioning = ds.partitioning(pa.schema([schema.field(p) for p in PARTITIONS]), flavor="hive")
     dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning=partitioning, schema=schema)
     by_version: dict[int, list] = {}
+
+    def unreadable(where: str, error: BaseException) -> None:
+        first = str(error).splitlines()[0] if str(error) else ""
+        line = f"{where} cannot be read ({type(error).__name__}: {first})"
+        if run is not None or skipped is None:
+            raise UnreadablePart(f"{line}: restore or delete that part (rerun its run to write it again)") from None
+        skipped.append(line)
+
+    def location(fragment) -> str:
+        return locations.join(root, fragment.path[len(path):].lstrip("/"))  # the location, URL or path
+
+    def scan(fragments: list) -> pa.Table:
+        return ds.FileSystemDataset(fragments, schema, dataset.format, filesystem=dataset.filesystem).to_table()
+
+    def upgrade(arrow: pa.Table, version: int) -> pa.Table:  # the upgrades are of the training tables' older versions
+        return arrow if table in SPOT_TABLES else upgraded(arrow, version)
+
     for fragment in dataset.get_fragments(filter=ds.field("run") == run if run else None):
-        # The footer's metadata only (the scan below reads the columns).
-        where = locations.join(root, fragment.path[len(path):].lstrip("/"))  # the location, URL or path
-        by_version.setdefault(part_version(fragment.physical_schema, where, TABLE_VERSIONS[table]), []).append(fragment)
-    parts = [ds.FileSystemDataset(fragments, schema, dataset.format, filesystem=dataset.filesystem).to_table()
-             for _, fragments in sorted(by_version.items())]
-    if table not in SPOT_TABLES:  # the upgrades are of the training tables' older versions
-        parts = [upgraded(part, version) for part, version in zip(parts, sorted(by_version))]
+        try:
+            version = part_version(fragment.physical_schema, location(fragment), TABLE_VERSIONS[table])  # footer only
+        except ResultsSchemaError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as error:  # not Parquet, or cut short
+            unreadable(location(fragment), error)
+            continue
+        by_version.setdefault(version, []).append(fragment)
+    parts = []
+    for version, fragments in sorted(by_version.items()):
+        try:
+            parts.append(upgrade(scan(fragments), version))
+        except (pa.ArrowException, OSError, ValueError):  # a part whose footer reads but whose data does not
+            for fragment in fragments:
+                try:
+                    parts.append(upgrade(scan([fragment]), version))
+                except (pa.ArrowException, OSError, ValueError) as error:
+                    unreadable(location(fragment), error)
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def read_table(results: str | os.PathLike, table: str, run: str | None = None) -> pd.DataFrame:
-    """A whole table (or one run's rows) with its partition columns; empty with the right columns if none."""
-    arrow = read_arrow(results, table, run)
+def read_table(results: str | os.PathLike, table: str, run: str | None = None,
+               skipped: list[str] | None = None) -> pd.DataFrame:
+    """A whole table (or one run's rows) with its partition columns; empty with the right columns if none
+    (``skipped``: as ``read_arrow``)."""
+    arrow = read_arrow(results, table, run, skipped)
     return (SCHEMAS[table].empty_table() if arrow is None else arrow).to_pandas()
 
 
@@ -307,14 +372,15 @@ def write_search(results: str | os.PathLike, run: str, protocol: str, trials: pd
                  metrics: dict[str, pd.DataFrame], selected: pd.DataFrame, runs_row: dict) -> dict[str, pd.DataFrame]:
     """A search's tables after its trials (the trials wrote their own predictions): the ``trials`` part,
     each ``metrics`` part (a configuration id, or ``selected``), the ``selected`` predictions where there
-    are any, and the ``runs`` row last. Returns the ``trials``, ``metrics`` and ``runs`` rows as stored,
-    so that the caller need not read back what it wrote."""
-    write_part(results, "trials", run, protocol, "all", trials)
-    for part, rows in metrics.items():
-        if part == SELECTED:
-            write_part(results, "predictions", run, protocol, SELECTED, selected)
-        write_part(results, "metrics", run, protocol, part, rows)
-    write_part(results, "runs", run, protocol, "all", [runs_row])
+    are any, and the ``runs`` row last, holding the run's lock (``writing_run``). Returns the ``trials``,
+    ``metrics`` and ``runs`` rows as stored, so that the caller need not read back what it wrote."""
+    with writing_run(results, run):
+        write_part(results, "trials", run, protocol, "all", trials)
+        for part, rows in metrics.items():
+            if part == SELECTED:
+                write_part(results, "predictions", run, protocol, SELECTED, selected)
+            write_part(results, "metrics", run, protocol, part, rows)
+        write_part(results, "runs", run, protocol, "all", [runs_row])
     stored_metrics = [as_stored("metrics", rows) for rows in metrics.values()]
     return {"trials": as_stored("trials", trials),
             "metrics": (pd.concat(stored_metrics, ignore_index=True) if stored_metrics
@@ -330,8 +396,10 @@ def write_floor(results: str | os.PathLike, run: str, protocol: str, metrics: pd
         return
     common = {"run": run, "protocol": protocol, "trial": None, "shots": None, "method": "nearest-centroid",
               "recipe": None}
-    write_part(results, "floor_metrics", run, protocol, "all", metrics.assign(**common))
-    write_part(results, "floor_predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
+    with writing_run(results, run):
+        write_part(results, "floor_metrics", run, protocol, "all", metrics.assign(**common))
+        write_part(results, "floor_predictions", run, protocol, "all",
+                   predictions.drop(columns=["chosen"]).assign(**common))
 
 
 def write_run(results: str | os.PathLike, run: str, protocol: str, columns: dict, metrics: pd.DataFrame,
@@ -339,20 +407,22 @@ def write_run(results: str | os.PathLike, run: str, protocol: str, columns: dict
               floor_predictions: pd.DataFrame | None = None) -> None:
     """A training run's tables (training/run.py ``TrainedRun.tables()``): the floor's, the ``metrics`` and
     ``predictions`` parts (``columns``: the model's shots, method and recipe on every row; trial null) and
-    the ``runs`` row last, so that a run with a ``runs`` row is complete."""
-    if floor_predictions is not None:
-        write_floor(results, run, protocol, floor_metrics, floor_predictions)
-    common = {"run": run, "protocol": protocol, "trial": None} | columns
-    write_part(results, "metrics", run, protocol, "all", metrics.assign(**common))
-    write_part(results, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
-    write_part(results, "runs", run, protocol, "all", [runs_row])
+    the ``runs`` row last, so that a run with a ``runs`` row is complete; holding the run's lock."""
+    with writing_run(results, run):
+        if floor_predictions is not None:
+            write_floor(results, run, protocol, floor_metrics, floor_predictions)
+        common = {"run": run, "protocol": protocol, "trial": None} | columns
+        write_part(results, "metrics", run, protocol, "all", metrics.assign(**common))
+        write_part(results, "predictions", run, protocol, "all", predictions.drop(columns=["chosen"]).assign(**common))
+        write_part(results, "runs", run, protocol, "all", [runs_row])
 
 
 def write_spotting(results: str | os.PathLike, run: str, protocol: str, intervals: pd.DataFrame,
                    metrics: pd.DataFrame, runs_row: dict) -> None:
     """A spotting run's tables (flows/spotting.py): its intervals, its metrics, then its ``spot_runs`` row, so
-    that a run with a ``spot_runs`` row is complete. Rewriting a run replaces its parts."""
+    that a run with a ``spot_runs`` row is complete; holding the run's lock. Rewriting a run replaces its parts."""
     common = {"run": run, "protocol": protocol}
-    write_part(results, "spot_intervals", run, protocol, "all", intervals.assign(**common))
-    write_part(results, "spot_metrics", run, protocol, "all", metrics.assign(**common))
-    write_part(results, "spot_runs", run, protocol, "all", [runs_row | common])
+    with writing_run(results, run):
+        write_part(results, "spot_intervals", run, protocol, "all", intervals.assign(**common))
+        write_part(results, "spot_metrics", run, protocol, "all", metrics.assign(**common))
+        write_part(results, "spot_runs", run, protocol, "all", [runs_row | common])

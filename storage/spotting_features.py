@@ -34,11 +34,10 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import zarr
-from filelock import FileLock
 from zarr.codecs import ZstdCodec
 
 from merflow.configs.spotting import SPOT_FEATURE_SCHEMA, SpotFeatureConfig
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 GROUP_PREFIX = "spotting-"
 DONE_DIR = "_done"
@@ -106,8 +105,9 @@ class SpotFeatureStore:
     @contextmanager
     def computing(self, config: SpotFeatureConfig):
         """Held by a run's driver while it computes into the group: a second run on the store waits for it
-        (up to LOCK_TIMEOUT, then ``filelock.Timeout``)."""
-        with FileLock(locations.lock_file(locations.join(self.url, group_name(config))), timeout=LOCK_TIMEOUT):
+        (storage/locks.py: the lock records who holds it; a dead holder's is taken over)."""
+        with locks.hold(locks.lock_location(self.url, group_name(config)), f"the spotting features {group_name(config)} "
+                        f"in {self.url}", wait=LOCK_TIMEOUT):
             yield
 
     # ------------------------------------------------------------------ driver side

@@ -13,6 +13,9 @@ from requires import REFERENCE, requires_ray, requires_reference, requires_s3
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# A `merflow` flow command that a test runs without a Prefect API (a CLI subprocess) starts the shared local
+# server of PREFECT_HOME (flows/local_server.py): it stops 30 s after the suite's last such command, not 10 min.
+os.environ.setdefault("MERFLOW_PREFECT_SERVER_IDLE", "30")
 
 __all__ = ["REFERENCE", "SCALE", "requires_reference"]  # `from conftest import ...` of these keeps working
 
@@ -59,6 +62,34 @@ def synth_folders(tmp_path_factory) -> dict[str, Path]:
     return {name: synthesize(SynthConfig(dataset=name, subjects=3, samples_per_subject=4, archive="none",
                                          seed=7, scale=SCALE), out)
             for name in DATASETS}
+
+
+def tiny_archive(dataset: str, samples: int, out: Path, seed: int = 0) -> Path:
+    """A zip in ``dataset``'s real layout (tasks/synthetic's writer and sheet) whose samples are 3 frames of
+    16x16 noise each, without quirks: 1,000 samples in about a second, for tests of many samples that never
+    look at the pixels (concurrent ingests)."""
+    import tempfile
+    from unittest import mock
+
+    import numpy as np
+
+    from merflow.tasks.synthetic import layouts, pack
+
+    spec = layouts.SPECS[dataset]
+    rng = np.random.default_rng(seed)
+    plans = [layouts.Plan(subject=index % 26 + 1, emotion=emotion, n_frames=3, first=index + 1, onset=0, apex=1,
+                          offset=2) for index, emotion in enumerate(layouts.emotion_list(spec, samples, rng))]
+
+    def noise(spec, plan, scale, seed, rng, macro=False):
+        return rng.integers(0, 255, (plan.n_frames, 16, 16, 3) if spec.colour else (plan.n_frames, 16, 16), np.uint8)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work, mock.patch.object(layouts, "render", noise):
+        root = Path(work) / spec.folder
+        root.mkdir()
+        layouts.WRITERS[dataset](root, plans, 0.05, seed, rng, False, None)
+        pack(root, out, "zip")
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_a_version_1_catalog_is_refused_with_a_re_ingest_message(tmp_path):
     catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
     table = pq.read_table(tmp_path / catalog.SAMPLES_FILE).drop_columns(["clip_id", "apex_annotated"])
     pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"1"}), tmp_path / catalog.SAMPLES_FILE)
-    with pytest.raises(catalog.CatalogSchemaError, match=r"version 1; this merflow reads version 2: re-ingest"):
+    with pytest.raises(catalog.CatalogSchemaError, match=r"version 1; this merflow reads version 3 \(and upgrades version 2\): re-ingest"):
         catalog.read_samples(tmp_path)
 
 
@@ -79,3 +79,34 @@ def test_summary_warns_of_an_apex_outside_the_clip(tmp_path):
 def test_missing_catalog_reads_empty_with_columns(tmp_path):
     assert catalog.read_samples(tmp_path).empty
     assert "reason" in catalog.read_quarantine(tmp_path).columns
+
+
+def _imported(key_suffix: str) -> dict:
+    from merflow.tasks.imports import _row
+
+    return _row("casme2", "sub01", key_suffix, "casme2/sub01", "sub01_EP01 .png; labelled by gt.csv line 1", "1",
+                "positive", {"label_megc2019": "positive"})
+
+
+def test_imported_rows_have_no_frames_and_say_so(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
+    catalog.merge_source(tmp_path, _source("/flows", "cd" * 32) | {"kind": "flow-images"}, [_imported("EP02")], [])
+    samples = catalog.read_samples(tmp_path).set_index("sample_id")
+    assert samples.at["EP01", "origin"] == "ingested" and pd.isna(samples.at["EP01", "origin_detail"])
+    assert samples.at["EP02", "origin"] == "imported" and "gt.csv line 1" in samples.at["EP02", "origin_detail"]
+    assert samples.at["EP02", "frame_files"] is None and pd.isna(samples.at["EP02", "onset"])
+    assert catalog.summary(tmp_path)["datasets"]["casme2"]["imported"] == 1
+
+
+def test_a_version_2_catalog_reads_as_every_row_ingested(tmp_path):
+    catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
+    for name in (catalog.SAMPLES_FILE, catalog.QUARANTINE_FILE, catalog.SOURCES_FILE):
+        table = pq.read_table(tmp_path / name)
+        if name == catalog.SAMPLES_FILE:  # version 2 had neither column
+            table = table.drop_columns(["origin", "origin_detail"])
+        pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"2"}), tmp_path / name)
+    samples = catalog.read_samples(tmp_path)
+    assert samples["origin"].tolist() == ["ingested"] and list(samples.columns) == catalog.SAMPLES_SCHEMA.names
+    assert len(catalog.read_sources(tmp_path)) == 1
+    catalog.merge_source(tmp_path, _source("b.zip", "cd" * 32), [_sample("EP02")], [])  # and is written as 3
+    assert pq.read_schema(tmp_path / catalog.SAMPLES_FILE).metadata[b"merflow.schema_version"] == b"3"

@@ -11,7 +11,8 @@ import pytest
 from merflow.flows.cli import main
 from merflow.flows.cli.parser import build_parser
 
-COMMANDS = ["synth", "ingest", "catalog", "features", "show", "train", "tune", "spot", "export", "recognise", "results",
+COMMANDS = ["synth", "ingest", "import-features", "catalog", "features", "show", "train", "tune", "spot", "export",
+            "recognise", "results",
             "demo"]
 
 

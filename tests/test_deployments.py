@@ -86,3 +86,26 @@ def test_the_search_options_defaults_are_the_search_configs():
     for name in ("scheduler", "select_by", "cpus_per_trial", "gpus_per_trial", "max_failures", "max_folds",
                  "ray_address"):
         assert getattr(options, name) == default(SearchConfig, name), name
+
+
+def test_a_run_id_is_checked_by_the_flow_and_by_the_deployment_form():
+    """The flows' ``run`` parameter is configs/names.py's RunId: the flow refuses a path, and the schema Prefect
+    keeps for a deployment (its form; the server checks a run's parameters against it) carries the pattern."""
+    import jsonschema
+    from prefect.exceptions import ParameterTypeError
+
+    checked = 0
+    for deployment in DEPLOYMENTS:
+        flow = _flow(deployment)
+        schema = parameter_schema(flow).model_dump()
+        if "run" not in schema["properties"]:
+            continue
+        checked += 1
+        required = {name: "x" for name in schema.get("required", []) if name != "run"}
+        for bad in ("../../../x", "a/b", "", "a b"):
+            with pytest.raises(ParameterTypeError, match="is not allowed"):
+                flow.validate_parameters({**deployment.get("parameters", {}), **required, "run": bad})
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, schema["properties"]["run"])
+        jsonschema.validate("nightly-1", schema["properties"]["run"])
+    assert checked >= 3  # train, tune, pipeline

@@ -1,6 +1,7 @@
 """The features flow end to end: synthetic archives -> catalog -> real LocalCluster -> Zarr store."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from merflow.flows.cli import main
 from merflow.flows.features import features_flow
 from merflow.flows.ingest import ingest_flow
 from merflow.storage import catalog
-from merflow.storage.features import FeatureReader, FeatureStore
+from merflow.storage.features import FeatureReader, FeatureStore, StoreDamaged, read_feature_arrays, verify_store
 from merflow.tasks.synthetic import synthesize
 
 from conftest import SCALE
@@ -312,3 +313,85 @@ def test_first_frame_onset_plus_one_takes_the_published_codes_pair(catalog_dir):
     assert not np.array_equal(arrays["onset"], shifted["onset"])
     _, spotted_info = sample_features(spotted, published)
     assert spotted_info["apex_source"] == "spotted" and spotted_info["apex_index"] >= 1
+
+
+# ------------------------------------------------------------------------------ two runs, one store; damage
+@pytest.mark.slow
+def test_two_feature_runs_at_once_split_the_shards_and_keep_the_store_right(catalog_dir, tmp_path):
+    """Two `merflow features` processes on one store at the same time (each with its own Dask cluster, one
+    shared Prefect API): every shard is computed exactly once between them, the sample index has one row
+    per sample, and the store verifies."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = str(tmp_path / "shared.zarr")
+    command = [sys.executable, "-m", "merflow.flows.cli", "features", "--catalog", str(catalog_dir), "--store", url,
+               "--dataset", "casme2", "--size", "28", "--shard-size", "2", "--workers", "1"]
+    environment = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=400)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    tallies = []
+    for output in outputs:
+        found = re.search(r"(\d+) shards computed, (\d+) already done(?:, (\d+) computed by another run)?", output)
+        tallies.append([int(n or 0) for n in found.groups()])
+    samples = catalog.read_samples(catalog_dir)
+    samples = samples[samples["dataset"] == "casme2"]
+    shards = -(-len(samples) // 2)
+    assert tallies[0][0] + tallies[1][0] == shards, tallies  # computed: each shard once
+    assert all(sum(tally) == shards for tally in tallies), tallies  # computed, already done, by the other
+    for reader in _readers(url).values():
+        rows = reader.attributes["sample_index"]
+        expected = set(samples.loc[samples["dataset"] == reader.dataset, "sample_key"])
+        assert set(rows) == expected and sorted(rows.values()) == list(range(len(expected)))
+        assert set(reader.table()["sample_key"]) == expected
+    report = verify_store(url)
+    assert all(g["verified"] == g["shards"] and not g["damaged"] for g in report["groups"].values())
+
+
+def test_a_damaged_store_is_named_refused_for_training_and_repaired_by_a_rerun(catalog_dir, store, tmp_path, capsys):
+    """A copy of the store with a flow shard emptied, a diff shard cut in half and an apex shard deleted:
+    `features --verify` names each file and its samples (exit 1), reading for training refuses with one line
+    naming them, a rerun recomputes exactly those shards (saying so) while a killed run's claim on one of
+    them is taken over, and the store then reads as before."""
+    url, _ = store
+    copy = str(tmp_path / "damaged.zarr")
+    shutil.copytree(url, copy)
+    group = next(g for g in Path(copy).iterdir() if g.name.startswith("casme2-"))
+    emptied, cut, deleted = group / "flow/c/1/0/0/0", group / "diff/c/2/0/0/0", group / "apex/c/3/0/0/0"
+    emptied.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    deleted.unlink()
+    options = ["--catalog", str(catalog_dir), "--store", copy]
+
+    assert main(["features", "--verify", *options]) == 1
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "3 damaged" in out and "every shard matches" not in out
+    for file, what in ((emptied, "is empty (reads as zeros)"), (cut, "cannot be read"), (deleted, "is missing")):
+        assert f"{file} {what}" in out
+    reader = FeatureReader(FeatureStore(copy), group.name)
+    damaged_keys = sorted(reader.table().set_index("row").sort_index()["sample_key"].iloc[4:16])
+    assert all(key in out for key in damaged_keys)
+
+    config = reader.config
+    with pytest.raises(StoreDamaged, match=f"{emptied} is empty .*; run `merflow features --catalog CATALOG"):
+        read_feature_arrays(copy, ["casme2"], config)
+
+    # A killed features run left its claim on shard 2: taken over (its process is gone).
+    claimer = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom merflow.storage import locks\n"
+                                "locks.acquire(sys.argv[1], 'shard 2')\nprint('held', flush=True)\ntime.sleep(60)",
+                                FeatureStore(copy).claim_location(group.name, 2)], stdout=subprocess.PIPE, text=True)
+    assert claimer.stdout.readline().strip() == "held"
+    claimer.kill()
+    claimer.wait()
+    result = features_flow(catalog_dir=str(catalog_dir), store=copy, shard_size=4, n_workers=1)
+    assert result["shards_computed"] == 3
+    assert sorted((r["group"], r["shard"]) for r in result["repaired"]) == [(group.name, s) for s in (1, 2, 3)]
+    assert sorted(k for r in result["repaired"] for k in r["samples"]) == damaged_keys
+    assert main(["features", "--verify", *options]) == 0
+    assert "every shard matches its checksums" in capsys.readouterr().out
+    repaired = read_feature_arrays(copy, ["casme2"], config)
+    original = read_feature_arrays(url, ["casme2"], config)
+    for name in ("diff", "flow"):
+        for key, values in original["arrays"][name].items():
+            np.testing.assert_array_equal(repaired["arrays"][name][key], values, err_msg=f"{key} {name}")

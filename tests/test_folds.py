@@ -283,3 +283,23 @@ def test_undersample_balances_every_class_to_the_smallest_seeded():
     assert record["kept"] == sorted(kept["sample_key"]) and record["seed"] == 3
     assert undersample(samples.sample(frac=1, random_state=0), "label_fused4", seed=3)[1]["kept"] == record["kept"]
     assert undersample(samples, "label_fused4", seed=4)[1]["kept"] != record["kept"]
+
+
+def _survey_rows(dataset: str, count: int) -> pd.DataFrame:
+    """The survey's imported images: named by position, person unknown (tasks/imports.py)."""
+    classes = ["negative", "others", "positive", "surprise"]
+    return pd.DataFrame([{"sample_key": f"{dataset}/unknown/{i:04d}", "dataset": dataset, "subject": "unknown",
+                          "subject_key": f"{dataset}/unknown", "sample_id": f"{i:04d}", "is_macro": False,
+                          **dict.fromkeys(LABEL_COLUMNS), "label_fused4": classes[i % 4]} for i in range(1, count + 1)])
+
+
+def test_the_imported_survey_set_runs_lovo_only_and_stays_out_of_the_fused_datasets():
+    catalog = pd.concat([CATALOG, _survey_rows("survey_c4", 8)], ignore_index=True)
+    lovo = folds(catalog, "lovo", "survey_c4", validation_fraction=0.0)
+    assert len(lovo) == 8 and lovo[0].classes == ("negative", "others", "positive", "surprise")
+    assert all(len(f.fit_keys) == 7 for f in lovo)
+    with pytest.raises(ValueError, match=r"holds out people, but 8 of its samples name none \(survey_c4.*--protocol lovo"):
+        folds(catalog, "loso", "survey_c4")
+    # The survey's own datasets' fused4 runs (a class set over the five) do not draw the imported images in.
+    assert "survey_c4" not in set(protocol_samples(catalog, "lovo", class_set="fused4")["dataset"])
+    assert "survey_c4" not in set(protocol_samples(catalog, "fused4")["dataset"])

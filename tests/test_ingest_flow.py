@@ -1,5 +1,7 @@
 """End to end through the real Prefect flow (ephemeral API): synthetic archives -> catalog."""
 
+import multiprocessing
+import os
 import zipfile
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from merflow.storage.archives import UnsafeArchiveError
 from merflow.tasks.datasets import adapter
 from merflow.tasks.synthetic import DATASETS, synthesize
 
-from conftest import SCALE
+from conftest import SCALE, tiny_archive
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]  # the ingest flow
 FORMATS = ("zip", "tar.gz", "none")
@@ -176,3 +178,58 @@ def test_a_failed_ingest_keeps_what_an_earlier_ingest_unpacked(archives, tmp_pat
     with pytest.raises(FileNotFoundError, match="SAMM"):  # the wrong --dataset: its sheet is not there
         ingest_flow(sources=[casme2], out=str(out), dataset="samm")
     assert _raw_folders(out) == unpacked and len(catalog.read_samples(out)) > 0
+
+
+# ----------------------------------------------------------------------------------- two users, one catalog
+def _worker_start() -> None:
+    """A spawned process, as another user's shell: the CLI imported once (the shared Prefect API is in its
+    environment, inherited: Prefect reads it when first imported, before an initializer could set it)."""
+    import merflow.flows.cli  # noqa: F401
+    import merflow.flows.ingest  # noqa: F401
+
+
+def _cli(cwd: str, *argv: str) -> int:
+    """`cd cwd; merflow argv...` in a pool process; its exit status."""
+    from merflow.flows.cli import main
+
+    os.chdir(cwd)
+    return main(list(argv))
+
+
+@pytest.fixture(scope="module")
+def users(prefect_backend):
+    """Two processes (spawned, not forked), each a user running `merflow` against one shared Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # for the children only: they copy it when spawned
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(2, initializer=_worker_start)
+    finally:
+        del os.environ["PREFECT_API_URL"]
+    with pool:
+        yield pool
+
+
+@pytest.mark.slow
+def test_two_ingests_at_once_both_land_whatever_their_sizes_and_the_text_typed(users, tmp_path):
+    """`cd x1; merflow ingest data.zip --out C` and, at the same time, `cd x2; merflow ingest data.zip --out C`
+    (another dataset, 1,000 samples each), three times: both exit 0, both sources keep every row, every
+    row's frames are on disk, and a rerun skips both."""
+    x1 = tiny_archive("casme2", 1000, tmp_path / "x1" / "data.zip", seed=1).parent
+    x2 = tiny_archive("samm", 1000, tmp_path / "x2" / "data.zip", seed=2).parent
+    for attempt in range(3):
+        out = str(tmp_path / f"C{attempt}")
+        pending = [users.apply_async(_cli, (str(folder), "ingest", "data.zip", "--out", out)) for folder in (x1, x2)]
+        assert [job.get(timeout=240) for job in pending] == [0, 0]
+        sources = catalog.read_sources(out).set_index("source")
+        assert sorted(sources.index) == [str(x1 / "data.zip"), str(x2 / "data.zip")]
+        assert sources["n_samples"].to_dict() == {str(x1 / "data.zip"): 1000, str(x2 / "data.zip"): 1000}
+        samples = catalog.read_samples(out)
+        assert samples.groupby("source").size().to_dict() == sources["n_samples"].to_dict()
+        assert catalog.read_quarantine(out).empty
+        lost = [row.sample_key for row in samples.itertuples()
+                if not all((Path(row.clip_dir) / name).is_file() for name in row.frame_files)]
+        assert lost == []
+        assert len(list((Path(out) / "raw").iterdir())) == 2
+    again = ingest_flow(sources=[str(x1 / "data.zip"), str(x2 / "data.zip")], out=out)
+    assert [o["status"] for o in again["sources"]] == ["skipped", "skipped"]

@@ -250,3 +250,72 @@ def test_materialize_missing_sources_raise_file_not_found(tmp_path: Path) -> Non
         locations.materialize(str(tmp_path / "nowhere" / "CASME2.zip"), tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="memory://"):
         locations.materialize(f"memory://merflow-tests/{tmp_path.name}/missing.zip", tmp_path / "cache")
+
+
+# ------------------------------------------------------------------------------------- no call hangs
+def test_s3_clients_get_timeouts_as_defaults_that_a_users_own_settings_override(monkeypatch):
+    conf = {"s3": {"config_kwargs": {"read_timeout": 99}, "anon": True}}
+    section = locations.object_store_defaults(conf)
+    assert section["anon"] is True and section["config_kwargs"] == {
+        "read_timeout": 99, "connect_timeout": locations.S3_TIMEOUT, "retries": {"total_max_attempts": 1}}
+    # A stalled endpoint fails within s3fs's attempts x the timeout, plus its backoff (0.1 x 1.7^i, s3fs core.py):
+    # under a minute with the defaults.
+    backoff = sum(min(1.7 ** i * 0.1, 15) for i in range(locations.S3_ATTEMPTS))
+    assert locations.S3_ATTEMPTS * locations.S3_TIMEOUT + backoff < 45
+    assert fsspec.config.conf["s3"]["config_kwargs"]["connect_timeout"] == locations.s3_timeout()
+    monkeypatch.setenv(locations.S3_TIMEOUT_ENV, "2.5")
+    assert locations.object_store_defaults({})["config_kwargs"]["read_timeout"] == 2.5
+    monkeypatch.setenv(locations.S3_TIMEOUT_ENV, "never")
+    with pytest.raises(ValueError, match="MERFLOW_S3_TIMEOUT='never' is not a number of seconds"):
+        locations.s3_timeout()
+
+
+@pytest.mark.integration
+def test_a_stalled_s3_endpoint_fails_in_one_line_naming_it_and_a_dead_one_too(tmp_path):
+    """A real S3 server (moto, a subprocess on 127.0.0.1) that stops answering (SIGSTOP: connections are
+    accepted, nothing is answered), then one that is gone: `merflow catalog` on it ends with one line naming
+    the endpoint (it used to wait ~7 minutes on the stalled one)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from requires import _missing
+
+    if _missing("moto.server", "s3fs"):
+        pytest.skip("moto's S3 server needs moto[server] and s3fs")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", locations.S3_TIMEOUT_ENV: "0.5"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.put(f"{endpoint}/merflow", timeout=2).raise_for_status()  # the bucket
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto's server did not start"
+                time.sleep(0.2)
+        command = [str(Path(sys.executable).parent / "merflow"), "catalog", "s3://merflow/catalog"]
+        os.kill(server.pid, signal.SIGSTOP)
+        stalled = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        lines = [line for line in stalled.stdout.splitlines() if line.strip()]
+        assert stalled.returncode == 1 and len(lines) == 1, stalled.stdout + stalled.stderr
+        assert lines[0].startswith("error: Read timeout on endpoint URL") and endpoint in lines[0], lines
+        assert "no answer within 0.5 s, 5 attempts (MERFLOW_S3_TIMEOUT sets the wait)" in lines[0], lines
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        server.kill()
+        server.wait()
+    dead = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in dead.stdout.splitlines() if line.strip()]
+    assert dead.returncode == 1 and len(lines) == 1 and endpoint in lines[0], dead.stdout + dead.stderr

@@ -25,7 +25,7 @@ def test_every_registered_model_trains_one_step(name):
     for attribute in INTERFACE:
         assert hasattr(module, attribute), f"{info.module} lacks {attribute}"
     assert module.NAME == name
-    assert info.default_balance in models.BALANCES and info.inputs
+    assert info.default_balance in models.BALANCES and (info.inputs or info.optional_inputs)
     config = module.default_config()
     assert isinstance(config.to_dict(), dict) and hasattr(config, "seed")
     step = module.smoke_step(seed=0)

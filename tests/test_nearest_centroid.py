@@ -166,3 +166,48 @@ def test_summary_prints_the_floor_beside_the_models_and_old_runs_still_summarise
     assert main(["results", "summary", "--results", str(old)]) == 0
     printed = capsys.readouterr().out
     assert "fused" in printed and "floor" not in printed
+
+
+def _protocol(arrays: dict, conventions: dict | None = None):
+    """Three subjects of two classes, in memory: one sample each of class a and b per subject."""
+    from merflow.configs.features import FeatureConfig
+    from merflow.training.data import FeatureSource
+    from merflow.training.folds import folds
+    from merflow.training.run import ProtocolData
+
+    rows = [{"sample_key": f"casme2/s{s}/{c}", "dataset": "casme2", "subject": f"s{s}", "subject_key": f"casme2/s{s}",
+             "is_macro": False, "label_megc2019": c} for s in range(3) for c in ("negative", "positive")]
+    catalog = pd.DataFrame(rows)
+    for name, make in arrays.items():
+        arrays[name] = {r["sample_key"]: make(r["label_megc2019"] == "positive") for r in rows}
+    source = FeatureSource(FeatureConfig(size=28), arrays, conventions=conventions)
+    fold_list = folds(catalog, "megc2019", validation_fraction=0.0)
+    return ProtocolData(fold_list, catalog.set_index("sample_key", drop=False), source, source.config, [], [], ())
+
+
+def test_flow_channels_are_found_by_name_whatever_their_stored_order():
+    imported = {"flow": {"origin": "imported", "channels": ["strain", "v", "u"], "scaling": "0..255"}}
+
+    def flow(positive: bool) -> np.ndarray:  # u (stored last) tells the classes apart; strain (first) is noise
+        image = np.random.default_rng(int(positive)).integers(0, 255, (3, 4, 4)).astype(np.uint8)
+        image[2] = 200 if positive else 20
+        return image
+
+    data = _protocol({"flow": flow}, imported)
+    floor = nc.floor(data, data.folds)
+    assert floor["input"]["text"] == "imported flow u, v" and floor["input"]["arrays"][0]["stored_channels"] == [
+        "strain", "v", "u"]
+    pooled = floor["metrics"].query("scope == 'pooled'").iloc[0]
+    assert pooled["accuracy"] == 1.0
+    features = nc.sample_features(data.source, "casme2/s0/positive", "flow-strain")
+    assert np.array_equal(features, data.source.arrays["flow"]["casme2/s0/positive"][[2, 1, 0]])
+
+
+def test_the_floor_reads_the_apex_pixels_where_the_inputs_are_images_only():
+    data = _protocol({"apex": lambda positive: np.full((3, 4, 4), 250 if positive else 5, np.uint8)},
+                     {"apex": {"origin": "imported", "channels": ["red", "green", "blue"], "scaling": "0..255"}})
+    floor = nc.floor(data, data.folds)
+    assert floor["input"]["features"] == "apex" and floor["metrics"].query("scope == 'pooled'").iloc[0]["accuracy"] == 1
+    with pytest.raises(LookupError, match="nearest-centroid reads the 'flow' array.*they hold apex \\(imported\\)"):
+        nc.plan(data, nc.default_config(), "megc2019", None)
+    assert nc.plan(data, nc.default_config(features="apex"), "megc2019", None).notes["input"]["features"] == "apex"

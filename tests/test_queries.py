@@ -208,7 +208,7 @@ def test_reads_are_allowed_but_no_file_is_read_but_through_storage_results(writt
 
 
 def test_a_query_reads_the_tables_it_names(written):
-    """Only the tables a statement names are read (the others are not there); naming is by whole words."""
+    """Only the tables a statement names are read (the others are there, empty); naming is by whole words."""
     results, search, plain = written
     assert queries.named_tables("SELECT * FROM floor_metrics JOIN Runs USING (run)") == ("runs", "floor_metrics")
     assert queries.named_tables('SELECT count(*) FROM "predictions" p, metrics') == ("metrics", "predictions")
@@ -249,3 +249,32 @@ def test_version_2_parts_read_as_meta_mmfnet_beside_version_4(tmp_path):
     # A writer that names no model (training/run.py, training/search/tables.py) writes Meta-MMFNet's rows.
     result_tables.write_part(tmp_path, "metrics", "plain", "loso", "all", [row | {"run": "plain"}])
     assert queries.query(tmp_path, "SELECT method FROM metrics WHERE run = 'plain'")["method"].tolist() == ["meta-mmfnet"]
+
+
+def test_show_tables_lists_every_table_without_reading_one(written, monkeypatch):
+    results, _, _ = written
+    monkeypatch.setattr(result_tables, "read_arrow", lambda *a, **k: pytest.fail("SHOW TABLES read a table"))
+    assert sorted(queries.query(results, "SHOW TABLES")["name"]) == sorted(result_tables.TABLES)
+
+
+def cut_in_half(part: Path) -> Path:
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    return part
+
+
+def test_an_unreadable_part_is_named_and_left_out_of_other_runs_queries(written, tmp_path):
+    """A run's metrics part cut in half: whole-table reads leave it out and name it (when the caller takes the
+    list), other runs' rows are whole; reading that run alone, or without a list, is one line naming it."""
+    results = tmp_path / "results"
+    shutil.copytree(written[0], results)
+    broken = cut_in_half(next(results.glob(f"metrics/run={PLAIN_RUN}/protocol=*/part-all.parquet")))
+    skipped = []
+    runs = queries.query(results, "SELECT DISTINCT run FROM metrics ORDER BY run", skipped)
+    assert runs["run"].tolist() == [SEARCH_RUN]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{broken} cannot be read (")
+    assert len(queries.table(results, "metrics", SEARCH_RUN)) == len(written[1]["metrics"])
+    assert len(queries.table(results, "runs", PLAIN_RUN)) == 1  # its other tables read as before
+    with pytest.raises(result_tables.UnreadablePart, match=f"^{broken} cannot be read .*restore or delete that part"):
+        queries.table(results, "metrics", PLAIN_RUN)
+    with pytest.raises(result_tables.UnreadablePart, match=str(broken)):
+        queries.query(results, "SELECT count(*) FROM metrics")

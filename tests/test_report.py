@@ -221,3 +221,24 @@ def test_cli_help_explains_each_subcommand(monkeypatch, capsys):
             run_cli(["results", command, "--help"], monkeypatch, capsys)
         out = " ".join(capsys.readouterr().out.split())
         assert exit_.value.code == 0 and phrase in out and "--results RESULTS" in out
+
+
+def test_cli_names_an_unreadable_part_and_answers_for_the_other_runs(written, tmp_path, monkeypatch, capsys):
+    """`results runs` and `results summary --run OTHER` work beside a broken part and name it once; the broken
+    run's own summary is refused with one line naming the file."""
+    import shutil
+
+    from test_queries import cut_in_half
+
+    from merflow.storage.results import UnreadablePart
+
+    results = tmp_path / "results"
+    shutil.copytree(written[0], results)
+    broken = cut_in_half(next(results.glob(f"metrics/run={PLAIN_RUN}/protocol=*/part-all.parquet")))
+    status, out = run_cli(["results", "runs", "--results", str(results)], monkeypatch, capsys)
+    assert status == 0 and SEARCH_RUN in out and PLAIN_RUN in out  # its runs row still names it
+    assert out.count("warning: left out") == 1 and str(broken) in out.replace("\n", "")
+    status, out = run_cli(["results", "summary", "--results", str(results), "--run", SEARCH_RUN], monkeypatch, capsys)
+    assert status == 0 and "search-1 · loso (casme2): test" in out
+    with pytest.raises(UnreadablePart, match=str(broken)):
+        run_cli(["results", "summary", "--results", str(results), "--run", PLAIN_RUN], monkeypatch, capsys)

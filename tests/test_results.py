@@ -7,6 +7,9 @@ metadata, its columns, a plain run's trial ""); tests/test_queries.py and tests/
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +188,44 @@ def test_a_newer_part_on_an_object_store_is_named_by_its_url():
             queries.query(root, "SELECT * FROM metrics")
     finally:
         locations.delete(root, recursive=True)
+
+
+WRITER = """
+import sys, time
+from merflow.storage import results
+with results.writing_run(sys.argv[1], sys.argv[2]):
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_run_another_command_writes_is_refused_with_one_line_and_other_runs_go_on(tmp_path):
+    """Another process writes run r1 (`merflow train --run r1`, say): this one's tables, checkpoints' identity
+    and whole training run for r1 are refused with one line naming it; r2 is written beside it."""
+    from merflow.flows.protocol import train_protocol
+    from merflow.storage.checkpoints import check_run_identity
+    from merflow.storage.locks import LockHeld
+
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "r1"], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | {"MERFLOW_COMMAND": "merflow train --run r1"})
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        predictions, metrics = plain_tables()
+        columns = {"shots": 5, "method": "meta-mmfnet", "recipe": "merflow"}
+        expected = (f"run 'r1' in {tmp_path} is in use by `merflow train --run r1` \\(pid {writer.pid} on .*\\): "
+                    "wait for it to finish, or give this one another --run$")
+        with pytest.raises(LockHeld, match=expected):
+            result_tables.write_run(tmp_path, "r1", "loso", columns, metrics, predictions, run_row("r1", "loso", None, {}))
+        with pytest.raises(LockHeld, match=expected):
+            train_protocol(tmp_path / "no-catalog", str(tmp_path / "no-store"), "loso", "casme2", None, tmp_path, run="r1")
+        with pytest.raises(LockHeld, match=expected):
+            check_run_identity(tmp_path, "r1", {"protocol": "loso"})
+        result_tables.write_run(tmp_path, "r2", "loso", columns, metrics, predictions, run_row("r2", "loso", None, {}))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not list(tmp_path.glob("*/run=r1")) and not (tmp_path / "checkpoints" / "r1").exists()
+    assert result_tables.read_table(tmp_path, "runs")["run"].tolist() == ["r2"]
 
 
 def test_spotting_tables_are_versioned_on_their_own(tmp_path):

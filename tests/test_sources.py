@@ -82,6 +82,38 @@ def test_discard_and_prune_remove_only_what_no_source_needs(tmp_path: Path) -> N
     assert sources.discard_unpacked(live) == live and not live.exists()
 
 
+READER = """
+import sys, time
+from merflow.storage import sources
+with sources.in_use(sys.argv[1], sys.argv[2], "zip"):
+    print("reading", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_prune_never_removes_an_archive_a_running_ingest_reads(tmp_path: Path) -> None:
+    """Another process holds raw/<sha>/ (``in_use``: an ingest between unpacking and merging its rows, whose
+    source the catalog does not name yet): a prune, and a failed ingest's discard, leave it; once that
+    process has ended (killed here), the prune removes it."""
+    catalog_dir = tmp_path / "catalog"
+    sha = "c" * 64
+    reading = sources.raw_dir(catalog_dir, sha)
+    (reading / "CASME2").mkdir(parents=True)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(catalog_dir), sha], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        assert sources.prune_unpacked(catalog_dir) == [] and reading.is_dir()  # the catalog has no source at all
+        assert sources.discard_unpacked(reading, catalog_dir) is None and reading.is_dir()
+        with sources.in_use(catalog_dir, sha, "zip"):  # this process reads it too: its own prune leaves it
+            reader.kill()
+            reader.wait()
+            assert sources.prune_unpacked(catalog_dir) == [] and reading.is_dir()
+    finally:
+        reader.kill()
+        reader.wait()
+    assert sources.prune_unpacked(catalog_dir) == [reading] and not reading.exists()
+
+
 def test_unpacking_imports_no_tasks():
     code = ("import sys, merflow.storage.sources, merflow.storage.archives; print(sorted(m for m in sys.modules "
             "if m.startswith(('merflow.tasks', 'merflow.training', 'merflow.flows'))))")

@@ -4,74 +4,30 @@ datasets (LOVO and LOSO) through the real ingest and features flows."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
+from merflow.tasks.matlab import structs
 from merflow.training.models import survey_cnn as sc
 
 # ------------------------------------------------------------------------------------------ net4.mat
 
 
-def _elements(buffer: bytes):
-    position = 0
-    while position + 8 <= len(buffer):
-        kind, size = struct.unpack("<II", buffer[position:position + 8])
-        if kind >> 16:  # small data element: 4 bytes of data in the tag
-            yield kind & 0xFFFF, buffer[position + 4:position + 4 + (kind >> 16)]
-            position += 8
-            continue
-        yield kind, buffer[position + 8:position + 8 + size]
-        position += 8 + (size + 7) // 8 * 8 if kind != 15 else 8 + size
-
-
-_NUMERIC = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8", 16: "u1"}
-
-
-def _matrix(body: bytes, out: list):
-    """Walk one miMATRIX (MAT-file v5 format), appending every struct as {field: value} to ``out``."""
-    parts = list(_elements(body))
-    if not parts:  # an empty matrix
-        return None
-    mx_class = parts[0][1][0]
-    if mx_class == 17:  # MCOS opaque object: its contents follow as matrices
-        for kind, data in parts[4:]:
-            if kind == 14:
-                _matrix(data, out)
-        return None
-    if mx_class in (1, 2):  # cell, struct
-        children = parts[3:] if mx_class == 1 else parts[5:]
-        values = [_matrix(data, out) for kind, data in children if kind == 14]
-        if mx_class == 2:
-            width = struct.unpack("<i", parts[3][1][:4])[0]
-            names = [parts[4][1][i:i + width].split(b"\0")[0].decode() for i in range(0, len(parts[4][1]), width)]
-            out.append(dict(zip(names, values)))
-            return out[-1]
-        return values
-    kind, data = parts[3]
-    values = np.frombuffer(data, _NUMERIC[kind])
-    if mx_class == 4:  # char
-        return values.astype(np.uint16).tobytes().decode("utf-16le")
-    if mx_class == 9 and values.size > 1000:  # the uint8 subsystem: a MAT stream of its own after 8 bytes
-        for kind, data in _elements(values.tobytes()[8:]):
-            if kind == 14:
-                _matrix(data, out)
-    return values.tolist()
+def _plain(value):
+    """A struct's values as the assertions below compare them: numbers as flat lists (column-major)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.ravel(order="F").tolist()
+    return value
 
 
 def layer_structs(path) -> list[dict]:
-    data = path.read_bytes()
-    found: list[dict] = []
-    for kind, body in _elements(data[128:]):
-        if kind == 15:  # miCOMPRESSED
-            for inner_kind, inner in _elements(zlib.decompress(body)):
-                if inner_kind == 14:
-                    _matrix(inner, found)
-    return [s for s in found if "Name" in s]
+    """The layers' settings in net4.mat / net9.mat (MCOS objects: tasks/matlab.py reads them)."""
+    return [_plain(s) for s in structs(path) if "Name" in s]
 
 
 @pytest.mark.parametrize("name, classes", [("net4.mat", 4), ("net9.mat", 9)])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merflow.configs.features import FeatureConfig
+from merflow.configs.features import COMPUTED_CONVENTIONS, FeatureConfig
 from merflow.training.model import compose_input
 
 
@@ -35,29 +35,65 @@ class FeatureSource:
     A synthetic or real MER dataset is small (CASME II: 255 samples, ~40 MB at 80x80), so the whole
     set lives in memory and a fold only indexes it. storage/features.py ``read_feature_arrays`` reads it
     (``FeatureSource(**read_feature_arrays(...))``); a test builds one from arrays. Besides the arrays
-    (``diff`` and ``flow`` for every model, the ``apex`` and ``middle`` crops where a model reads them)
-    it keeps each valid sample's input fingerprint (what its features were computed from: stage
-    checkpoints are keyed by it), each quarantined sample's reason and where each apex came from.
+    (``diff`` and ``flow`` where computed, the ``apex`` and ``middle`` crops where a model reads them, what an
+    import brought: ``flow`` or ``apex``) it keeps each valid sample's input fingerprint (what its features
+    were computed from: stage checkpoints are keyed by it), each quarantined sample's reason, where each
+    apex came from, and each array's ``conventions``: array name -> {"origin": "computed" | "imported",
+    "channels": [names in stored order], "scaling": text, and for imported arrays "order", "format",
+    "source", "source_sha256"} (configs/features.py). A model reads a channel by its name
+    (``channel_index``) and asks for an array with ``require``, which names what is missing.
     """
 
     def __init__(self, config: FeatureConfig, arrays: dict[str, dict[str, np.ndarray]],
                  fingerprints: dict[str, str] | None = None, quarantined: dict[str, dict] | None = None,
-                 apex_source: dict[str, str] | None = None):
+                 apex_source: dict[str, str] | None = None, conventions: dict[str, dict] | None = None,
+                 groups: tuple[str, ...] = (), store: str | None = None):
         self.config = config
         self.arrays = arrays
         self.fingerprints = fingerprints or {}
         self.quarantined = quarantined or {}    # sample key -> {"reason", "detail"} from the features flow
-        self.apex_source = apex_source or {}    # sample key -> annotated | spotted (storage/features.py marks)
+        self.apex_source = apex_source or {}    # sample key -> annotated | spotted | imported (storage/features.py marks)
+        # Arrays built in a test without conventions are computed ones (their layout is the features flow's).
+        self.conventions = conventions if conventions is not None else {
+            name: dict(COMPUTED_CONVENTIONS[name]) for name in arrays if name in COMPUTED_CONVENTIONS}
+        self.groups = tuple(groups)             # the feature groups read (storage/features.py), for messages
+        self.store = store
+
+    def require(self, name: str, model: str) -> dict[str, np.ndarray]:
+        """The array ``name`` by sample key; a LookupError of one line naming the missing array, the groups that
+        lack it, what they hold and what to do, where the loaded features have no such array."""
+        if name in self.arrays:
+            return self.arrays[name]
+        groups = ", ".join(self.groups) or "the loaded features"
+        where = f" in {self.store}" if self.store else ""
+        held = ", ".join(f"{n} ({self.conventions.get(n, {}).get('origin', 'computed')})" for n in sorted(self.arrays))
+        noun = "crops" if name in ("onset", "apex", "middle") else "array"
+        if any(c.get("origin") == "imported" for c in self.conventions.values()):
+            todo = (f"import inputs that hold {name!r} (`merflow import-features`), or compute features from the "
+                    "frames (`merflow features`) and train on those")
+        else:
+            todo = (f"recompute the features with `merflow features --catalog CATALOG --store {self.store or 'STORE'} "
+                    f"--size {self.config.size}` (groups written before feature schema 2 have no apex or middle crops)")
+        raise LookupError(f"{model} reads the {name!r} array, but the feature group(s) {groups}{where} have no "
+                          f"{name!r} {noun} (they hold {held or 'nothing'}): {todo}")
+
+    def channel_index(self, name: str, channel: str) -> int:
+        """Where the channel ``channel`` (e.g. "u") lies in the array ``name`` (its convention's stored order)."""
+        channels = list(self.conventions.get(name, {}).get("channels", []))
+        if channel not in channels:
+            raise LookupError(f"the {name!r} array has no {channel!r} channel: its channels are "
+                              f"{', '.join(channels) or 'not recorded'}")
+        return channels.index(channel)
 
     @property
     def diff(self) -> dict[str, np.ndarray]:
         """Each sample's apex - onset difference (3, H, W)."""
-        return self.arrays["diff"]
+        return self.require("diff", "this model")
 
     @property
     def flow(self) -> dict[str, np.ndarray]:
-        """Each sample's flow (u, v, magnitude, strain; 4, H, W)."""
-        return self.arrays["flow"]
+        """Each sample's flow (computed: u, v, magnitude, strain; 4, H, W; imported: ``conventions["flow"]``)."""
+        return self.require("flow", "this model")
 
     def __contains__(self, key: str) -> bool:
         return key in next(iter(self.arrays.values()), {})

@@ -37,7 +37,7 @@ from merflow.tasks.faces import FaceBox
 from merflow.tasks.spotting_features import Segment, Track, chunk_features, clip_features, detect_at
 from merflow.training.spotting import softnet
 from merflow.training.spotting.loso import FittedSpotter
-from merflow.training.spotting.recognise import centroid_scores_of
+from merflow.training.spotting.recognise import UV, centroid_scores_of
 from merflow.training.spotting.recognise import fit_nearest_centroid as fit_flow_centroids
 
 BUNDLE_FORMAT = "merflow-model"
@@ -106,12 +106,15 @@ class RecogniserKind:
 
 
 # nearest-centroid: training/models/nearest_centroid.py (the spot flow's classifier is its flow u, v case)
-CENTROID_CHANNELS = {"flow": (("flow", 2),), "difference": (("diff", 3),), "both": (("flow", 2), ("diff", 3))}
+# the flow's u, v found by name (configs/features.py FLOW_CHANNELS), the difference's channels all
+CENTROID_CHANNELS = {"flow": (("flow", UV),), "difference": (("diff", None),), "both": (("flow", UV), ("diff", None))}
 
 
 def _centroid_input(clip: dict[str, np.ndarray], features: str) -> np.ndarray:
     """A clip's channels as nearest_centroid.py ``sample_features`` takes them: flow u, v, the difference, or both."""
-    return np.concatenate([np.asarray(clip[name], np.float32)[:count] for name, count in CENTROID_CHANNELS[features]])
+    return np.concatenate([np.asarray(clip[name], np.float32) if channels is None
+                           else np.asarray(clip[name], np.float32)[channels]
+                           for name, channels in CENTROID_CHANNELS[features]])
 
 
 def fit_nearest_centroid(clips: list[dict], labels: list[str], classes: tuple[str, ...], config: dict
@@ -119,9 +122,9 @@ def fit_nearest_centroid(clips: list[dict], labels: list[str], classes: tuple[st
     """Each channel's scale (its largest |value| over every clip) and each class's mean of the scaled channels:
     ``divisors``, ``means`` (classes, channels * H * W; NaN for a class without clips), ``counts``."""
     features = config.get("features", "flow")
+    if features == "flow":  # the spot flow's classifier: it finds u, v in the whole flow by name
+        return fit_flow_centroids(np.stack([np.asarray(c["flow"], np.float32) for c in clips]), labels, classes)
     x = np.stack([_centroid_input(c, features) for c in clips])
-    if features == "flow":
-        return fit_flow_centroids(x, labels, classes)
     from merflow.training.data import FlowScale
     from merflow.training.models.nearest_centroid import class_means
 
@@ -132,10 +135,10 @@ def fit_nearest_centroid(clips: list[dict], labels: list[str], classes: tuple[st
 
 def apply_nearest_centroid(recogniser: Recogniser, clips: list[dict]) -> np.ndarray:
     """Minus each clip's distance to each class mean, in the scale fitted on the training clips."""
+    if recogniser.config.get("features", "flow") == "flow":  # u, v found by name in the whole flow
+        return centroid_scores_of(recogniser.arrays, np.stack([np.asarray(c["flow"], np.float32) for c in clips]))
+    # the difference (and both): each channel scaled the same way
     x = np.stack([_centroid_input(c, recogniser.config.get("features", "flow")) for c in clips])
-    # centroid_scores_of reads u, v only; the difference's three channels are scaled the same way.
-    if recogniser.config.get("features", "flow") == "flow":
-        return centroid_scores_of(recogniser.arrays, x)
     from merflow.training.models.nearest_centroid import distance_scores
 
     scaled = x / np.asarray(recogniser.arrays["divisors"], np.float32).reshape(1, -1, 1, 1)

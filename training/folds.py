@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from merflow.configs.catalog import SURVEY_SETS, UNKNOWN_SUBJECT
 from merflow.tasks.labels import CLASS_SETS
 
 PROTOCOLS = ("loso", "lovo", "megc2019", "cde", "fused4", "fused9")
@@ -53,12 +54,17 @@ NATIVE_CLASS_SETS = {
     # CAS(ME)^2 has no class set of its own in the sources: its micro-expressions are studied only in
     # the survey's fused sets, so LOSO on it uses the fused 4-class set.
     "casme_sq": "fused4",
+    # The survey's own balanced inputs, imported (`merflow import-features C4.mat label4.mat`): images of the
+    # five datasets that name neither sample nor person, labelled in the fused sets (configs/catalog.py).
+    **SURVEY_SETS,
 }
 MACRO_DATASET = "ckplus"
 
 # Micro-expression class sets and the datasets each labels (megc2019 is not a ClassSet in labels.py).
 _MICRO_CLASS_SET_DATASETS = {name: cs.datasets for name, cs in CLASS_SETS.items() if name != "ckplus7"}
 _MICRO_CLASS_SET_DATASETS["megc2019"] = COMPOSITES["megc2019"].datasets
+for _survey_set, _class_set in SURVEY_SETS.items():  # labelled by their set alone; never drawn into a composite
+    _MICRO_CLASS_SET_DATASETS[_class_set] = _MICRO_CLASS_SET_DATASETS[_class_set] | {_survey_set}
 
 # Random validation splits tried per fold; with fewer possible splits than this, all are tried.
 VALIDATION_CANDIDATES = 16
@@ -127,7 +133,7 @@ def class_set_datasets(class_set: str) -> frozenset[str]:
     fused sets this way (448 folds over five datasets; docs/method.md "Protocols")."""
     if class_set not in _MICRO_CLASS_SET_DATASETS:
         raise ValueError(f"unknown class set {class_set!r}; expected one of {sorted(_MICRO_CLASS_SET_DATASETS)}")
-    labelled = _MICRO_CLASS_SET_DATASETS[class_set]
+    labelled = _MICRO_CLASS_SET_DATASETS[class_set] - set(SURVEY_SETS)  # imported survey sets: named only
     smic = labelled & {"smic_hs", "smic_vis", "smic_nir"}
     return frozenset(labelled - smic) | (frozenset({SMIC_MODALITY}) if smic else frozenset())
 
@@ -214,6 +220,12 @@ def folds(catalog: pd.DataFrame, protocol: str, dataset: str | None = None, clas
     if samples.empty:
         raise ValueError(f"no usable samples for protocol {protocol!r}"
                          + (f" on dataset {dataset!r}" if dataset else "") + f" ({column} is empty)")
+    nameless = samples[samples["subject"] == UNKNOWN_SUBJECT]
+    if protocol != "lovo" and len(nameless):
+        raise ValueError(f"protocol {protocol!r} holds out people, but {len(nameless)} of its samples name none "
+                         f"({', '.join(sorted(nameless['dataset'].unique()))}: images named by position, subject "
+                         f"{UNKNOWN_SUBJECT!r}): run leave-one-video-out on them (--protocol lovo --dataset "
+                         f"{nameless['dataset'].iloc[0]})")
     classes = tuple(sorted(samples[column].unique()))
     subject_of = dict(zip(samples["sample_key"], samples["subject_key"]))
     subject_classes = {s: frozenset(labels) for s, labels in samples.groupby("subject_key")[column]}

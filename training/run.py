@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from merflow.configs.features import FeatureConfig
+from merflow.configs.names import check_name
 from merflow.configs.train import TrainConfig
 from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
@@ -161,7 +162,7 @@ def build_protocol(catalog: pd.DataFrame, source: FeatureSource, protocol: str, 
         raise ValueError(f"protocol {protocol} has no folds in {where['catalog']}" + (f" for {dataset}" if dataset else ""))
     samples = protocol_samples(catalog, protocol, dataset, class_set).set_index("sample_key", drop=False)
     macro = macro_samples(catalog)
-    macro = macro[macro["sample_key"].isin(list(source.diff))]
+    macro = macro[macro["sample_key"].map(source.__contains__).astype(bool)]
     return ProtocolData(chosen_folds, samples, source, source.config, macro["sample_key"].tolist(),
                         macro["label_ckplus7"].tolist(), tuple(sorted(macro["label_ckplus7"].unique())), excluded,
                         selection)
@@ -170,6 +171,11 @@ def build_protocol(catalog: pd.DataFrame, source: FeatureSource, protocol: str, 
 def new_run_id() -> str:
     """A new run id: the UTC time and six random hex digits."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def run_id(given: str | None) -> str:
+    """``given`` checked as a name (configs/names.py: an empty id is refused, not replaced), or a new id for None."""
+    return new_run_id() if given is None else check_name(given, "run id")
 
 
 def with_balance(config, balance: str | None):
@@ -304,6 +310,8 @@ def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: 
     classes = trained[0].fold.classes
     metrics = metric_rows(predictions, classes)
     timings["floor"] = floor["seconds"]
+    if floor.get("input"):  # which input the floor read (flow u, v or the apex pixels), its channels and scaling
+        plan.notes["floor"] = floor["input"]
     timings["total"] = round(time.perf_counter() - started, 2)
     columns = {"shots": plan.shots, "method": model, "recipe": config.recipe}
     row = run_row(run, protocol, dataset, plan.settings | {"data": plan.notes}, data.feature_config, classes,

@@ -23,6 +23,7 @@ from merflow.flows.cli.render import (
     print_error,
     print_export_summary,
     print_features_summary,
+    print_import_summary,
     print_recognise_result,
     print_spot_result,
     print_train_result,
@@ -168,6 +169,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """`merflow import-features`: the import flow, then what each source brought, what was quarantined and why,
+    and the catalog's summary."""
+    from merflow.flows.imports import import_flow
+
+    started = time.perf_counter()
+    result = import_flow(sources=[str(s) for s in args.sources], catalog_dir=str(args.catalog), store=str(args.store),
+                         sample_list=args.sample_list, dataset=args.dataset, fmt=args.fmt, size=args.size,
+                         shard_size=args.shard_size)
+    print_import_summary(result)
+    console.print(f"import took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def check_megc2019(catalog_dir, official_path) -> int:
     """`merflow catalog --check megc2019`: every difference from the official list; exit 1 if any."""
     from merflow.storage import catalog
@@ -211,7 +226,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    """`merflow features`: the features flow, then the store's summary."""
+    """`merflow features`: the features flow, then the store's summary (`--verify`: check the store instead)."""
+    if args.verify:
+        return verify_features(args)
     from merflow.flows.features import features_flow
 
     started = time.perf_counter()
@@ -222,6 +239,24 @@ def cmd_features(args: argparse.Namespace) -> int:
     print_features_summary(result)
     console.print(f"features took {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def verify_features(args: argparse.Namespace) -> int:
+    """`merflow features --verify`: every group of the store read back and checked against its shards'
+    checksums, and against the catalog's samples; exit 1 when something is damaged or missing."""
+    from merflow.flows.cli.render import print_verify_report
+    from merflow.storage import catalog
+    from merflow.storage.features import verify_store
+    from merflow.tasks.features import input_fingerprint
+
+    locations.require(args.catalog, args.store)
+    samples = catalog.read_samples(args.catalog)
+    if args.dataset:
+        samples = samples[(samples["dataset"] == args.dataset) | samples["dataset"].str.startswith(f"{args.dataset}_")]
+    records = samples.astype(object).where(samples.notna(), None).to_dict("records")
+    fingerprints = {r["sample_key"]: input_fingerprint(r) for r in records}
+    report = verify_store(str(args.store), fingerprints, set(samples["dataset"]) if args.dataset else None)
+    return print_verify_report(report, str(args.catalog))
 
 
 def draw_sample(store: str, sample_key: str, out: Path) -> None:

@@ -11,6 +11,22 @@ TRAIN_FIELDS = ("encoder", "layout", "macro_epochs", "pretrain_epochs", "meta_ep
                 "batch_size", "epoch_choice")
 
 
+# Options whose value becomes a folder or file name, per command (configs/names.py): checked before anything
+# starts, so that a bad one is one line (`results --run` only filters rows: runs written before names were
+# checked stay readable).
+NAMED_OPTIONS = {"train": {"run": "run id"}, "tune": {"run": "run id"}}
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """An ``InvalidName`` (one line naming the allowed form) for a named option that is not a name."""
+    from merflow.configs.names import check_name
+
+    for option, what in NAMED_OPTIONS.get(args.command, {}).items():
+        value = getattr(args, option, None)
+        if value is not None:
+            check_name(value, what)
+
+
 def train_config(args: argparse.Namespace, **fixed):
     """The TrainConfig of the options `train` and `tune` share: the --recipe's settings (configs/train.py
     RECIPES), with the options given on top; unset options keep the recipe's."""

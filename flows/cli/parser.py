@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from merflow.configs.names import NAME_FORM
 from merflow.flows.cli import commands, demo, results
 from merflow.flows.cli.fields import add_config_options, default_text
 from merflow.flows.defaults import default, parameter
@@ -86,6 +87,34 @@ def ingest_options(ingest: argparse.ArgumentParser) -> None:
     ingest.set_defaults(handler=commands.cmd_ingest)
 
 
+def import_options(parser: argparse.ArgumentParser) -> None:
+    """`merflow import-features`'s options: the import flow's parameters."""
+    from merflow.configs.catalog import SURVEY_SETS
+    from merflow.configs.features import IMPORT_FORMATS, SIZES
+    from merflow.flows.imports import import_flow
+
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="the survey's images and their label file (C4.mat label4.mat, C9.mat label9.mat), a "
+                             "folder of STSTNet flow images '<subject>_<clip> .png', STSTNet's per-fold tree "
+                             "(<subject>/u_train|u_test/<label>/), or a folder of apex frames '<subject>_<clip>.jpg' "
+                             "(or an archive of one)")
+    parser.add_argument("--catalog", required=True, metavar="CATALOG_DIR", help="a folder or an fsspec URL")
+    parser.add_argument("--store", required=True, help="Zarr store: a path or an fsspec URL (s3://...)")
+    parser.add_argument("--list", dest="sample_list", metavar="CSV",
+                        help="for folders: the list that names, labels and groups their samples by person (the "
+                             "MEGC2019 combined_3class_gt.csv, or HTNet's combined_3_class2_for_optical_flow.csv)")
+    parser.add_argument("--dataset", help="folders: only this dataset's rows of the list (casme2, samm, smic); the "
+                                          f"survey's images: {' or '.join(SURVEY_SETS)} (default: from its labels)")
+    parser.add_argument("--format", dest="fmt", choices=IMPORT_FORMATS,
+                        help="the sources' format (default: told from their content)")
+    parser.add_argument("--size", type=int, choices=SIZES, default=parameter(import_flow, "size"),
+                        help="the images' side in pixels: flow and survey images must have it, apex frames are "
+                             "resized to it (default %(default)s)")
+    parser.add_argument("--shard-size", type=int, default=parameter(import_flow, "shard_size"),
+                        help="samples per Zarr shard (default %(default)s)")
+    parser.set_defaults(handler=commands.cmd_import)
+
+
 def catalog_options(summary: argparse.ArgumentParser) -> None:
     """`merflow catalog`'s options."""
     summary.add_argument("catalog", metavar="CATALOG_DIR")
@@ -107,6 +136,10 @@ def features_options(features: argparse.ArgumentParser) -> None:
     features.add_argument("--dataset", help="only this dataset (e.g. casme2, smic); default: every one")
     features.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
     features.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    features.add_argument("--verify", action="store_true",
+                          help="compute nothing: read every group of the store back, check each shard against the "
+                               "checksums its mark recorded and against the catalog's samples, report per group "
+                               "(exit 1 if anything is damaged or missing; a run without --verify repairs it)")
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])
@@ -132,7 +165,8 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=parameter(flow, "protocol"))
     # No default here, unlike the flows' (casme2): a per-dataset protocol on the command line names its dataset.
     parser.add_argument("--dataset", default=None,
-                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq")
+                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq; the "
+                             "imported survey images: survey_c4, survey_c9 (lovo only)")
     parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
     parser.add_argument("--sample-list", choices=SAMPLE_LISTS,
                         help="only the samples of a published list: survey = the survey baseline's own lists "
@@ -188,7 +222,7 @@ def train_options(train: argparse.ArgumentParser) -> None:
                        help="support shots per class (default %(default)s)")
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
-    train.add_argument("--run", help="run id: reuse one to resume an interrupted run")
+    train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
     export = train.add_argument_group("a model to apply (nearest-centroid, survey-cnn)")
     export.add_argument("--export", metavar="MODEL_DIR", help="after the run, fit its model on every subject and write "
                                                             "a bundle here (as `merflow export`), with the spotters "
@@ -215,7 +249,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
     add_training_options(tune, tune_flow)
     add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
                                             "gpus_per_trial", "max_failures", "max_folds"])
-    tune.add_argument("--run", help="run id: reuse one to resume an interrupted search")
+    tune.add_argument("--run", help="run id (the search's name): reuse one to resume an interrupted search; " + NAME_FORM)
     tune.set_defaults(handler=commands.cmd_tune)
 
 
@@ -228,8 +262,8 @@ def _positive(text: str) -> int:
 
 def results_options(group: argparse.ArgumentParser) -> None:
     """`merflow results` and its subcommands: query, summary, best, plot, runs (handlers in ``results``)."""
+    from merflow.configs.results import RESULTS
     from merflow.flows.cli.render import CELL_WIDTH
-    from merflow.flows.parameters import RESULTS
     from merflow.training.report import SCORES, SPLITS, alpha_shots_heatmaps, best_table
 
     location = argparse.ArgumentParser(add_help=False)
@@ -394,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unpack archives safely (zip, tar, tar.gz, tar.bz2, tar.xz, 7z) or read folders, local or fsspec "
                     "URLs; recognise each dataset; write CATALOG_DIR/samples.parquet and quarantine.parquet. "
                     "Rerunning skips unchanged sources.")
+    commands_.add_parser(
+        "import-features", options=import_options,
+        help="import features made elsewhere (the survey's C4/C9.mat, STSTNet flow images) into a catalog and store",
+        description="Bring inputs someone else's pipeline made into the catalog and the feature store, as they are: "
+                    "the survey's balanced images (qutrain_C, with its categorical label file: images named by "
+                    "position, person unknown), STSTNet-style flow images (one 28x28 PNG a sample, BGR = strain, v, u, "
+                    "min-max scaled per image) or STSTNet's per-fold trees, and apex frames; the folders named, "
+                    "labelled and grouped by person by --list. The feature group records the source, its checksum, "
+                    "the channel order and scaling. Files the list does not name, list rows without a file, "
+                    "unreadable or mis-shaped images and a label file of another length are quarantined and printed. "
+                    "Rerunning skips unchanged sources.",
+        epilog="Example: merflow import-features STSNet_whole_norm_u_v_os --list combined_3class_gt.csv --catalog "
+               "cat --store features.zarr && merflow train --model nearest-centroid --protocol megc2019 --catalog cat "
+               "--store features.zarr")
     commands_.add_parser("catalog", options=catalog_options, help="summarise an existing catalog",
                          description="Print the per-dataset counts and quarantine reasons of a catalog.")
     commands_.add_parser(

@@ -47,10 +47,18 @@ def validation_text(error: ValidationError) -> str:
     return f"invalid {error.title}: " + "; ".join(problems)
 
 
+# botocore's errors when an object store did not answer (they name the endpoint URL); by name, so that
+# this module imports no botocore.
+STORE_TIMEOUTS = ("ReadTimeoutError", "ConnectTimeoutError")
+
+
 def error_line(error: BaseException) -> str:
     """One line for an error: its own message for the user's errors, its type and last line otherwise."""
     if isinstance(error, ValidationError):
         return validation_text(error)
+    if type(error).__name__ in STORE_TIMEOUTS and type(error).__module__.startswith("botocore"):
+        return (f"{error}: no answer within {locations.s3_timeout():g} s, {locations.S3_ATTEMPTS} attempts "
+                f"({locations.S3_TIMEOUT_ENV} sets the wait)")
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if is_user_error(error):
         return " ".join(lines) or type(error).__name__
@@ -71,7 +79,10 @@ def print_catalog_summary(result: dict) -> None:
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
         reasons = result["quarantine_reasons"].get(name, {})
-        table.add_row(name, str(info["samples"]), str(info["subjects"]),
+        imported = info.get("imported", 0)  # features imported, no frames (`merflow import-features`)
+        label = name + (" (imported)" if imported == info["samples"] and imported else
+                        f" ({imported} imported)" if imported else "")
+        table.add_row(label, str(info["samples"]), str(info["subjects"]),
                       ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
@@ -81,6 +92,25 @@ def print_catalog_summary(result: dict) -> None:
         console.print(f"  {outcome['status']:>9}  {outcome['source']}: {outcome['detail']}", markup=False)
     console.print(f"{result['samples']} samples, {result['quarantined']} quarantined "
                   f"(reasons in {locations.join(result['catalog'], 'quarantine.parquet')})", markup=False)
+
+
+def print_import_summary(result: dict) -> None:
+    """The import flow's result: per source its format and outcome, what it says of its samples, every quarantined
+    sample by name and why, the feature groups it filled (and their configuration, for --feature-config), then the
+    catalog's summary."""
+    for outcome in result["sources"]:
+        labels = f" with {outcome['labels']}" if outcome.get("labels") else ""
+        console.print(f"{outcome['status']} {outcome['source']}{labels} ({outcome['format']}): {outcome['detail']}",
+                      markup=False)
+        for note in outcome["notes"]:
+            console.print(f"  {note}", markup=False)
+        for problem in outcome["quarantined"]:
+            console.print(Text.assemble("  quarantined ", problem["sample_key"], ": ", (problem["reason"], "yellow"),
+                                        f" ({problem['detail']})"), soft_wrap=True)
+        console.print(f"  stored as {outcome['array']} ({', '.join(outcome['channels'])}) in "
+                      f"{', '.join(outcome['groups']) or 'no group'}: feature configuration {outcome['config_hash']} "
+                      "(--feature-config, where the store holds several)", markup=False)
+    print_catalog_summary({k: v for k, v in result.items() if k != "sources"})
 
 
 def print_long_videos(found: dict) -> None:
@@ -105,7 +135,40 @@ def print_features_summary(result: dict) -> None:
         table.add_row(name, str(info["samples"]), ", ".join(f"{k} {v}" for k, v in info["quarantined"].items()) or "-",
                       str(info["apex_spotted"]), str(info["no_face_centre_crop"]))
     console.print(table)
-    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done")
+    others = result.get("shards_by_others")
+    console.print(f"{result['shards_computed']} shards computed, {result['shards_skipped']} already done"
+                  + (f", {others} computed by another run at the same time" if others else ""))
+    for damage in result.get("repaired", []):
+        shown = ", ".join(damage["samples"][:10]) + (" ..." if len(damage["samples"]) > 10 else "")
+        console.print(Text.assemble(("repaired ", "yellow"), f"{damage['group']} shard {damage['shard']}: "
+                                    f"{damage['problem']}; recomputed samples: {shown or 'none of the catalog'}"),
+                      soft_wrap=True)
+
+
+def print_verify_report(report: dict, catalog: str) -> int:
+    """`merflow features --verify`'s report, a line per group and one per damaged shard; returns the exit
+    status (1: something damaged, not computed, or computed from other inputs than the catalog's)."""
+    trouble = False
+    console.print(f"verified {report['store']}", markup=False)
+    for name, info in report["groups"].items():
+        missing, changed = info.get("samples_missing", 0), info.get("samples_changed", 0)
+        trouble |= bool(info["damaged"] or missing or changed)
+        line = (f"{name} ({info['dataset']}): {info['shards']} shards, {info['verified']} intact, "
+                f"{len(info['damaged'])} damaged, {info['not_computed']} not computed, {info['unverifiable']} without "
+                f"checksums (written before merflow recorded them)")
+        if "samples_missing" in info:
+            line += f"; catalog samples: {missing} missing, {changed} from changed inputs"
+        console.print(Text(line, style="red" if info["damaged"] else ""), soft_wrap=True)
+        for damage in info["damaged"]:
+            console.print(Text.assemble(("  damaged ", "red"), damage.line()), soft_wrap=True)
+    if not report["groups"]:
+        console.print(f"no feature groups in {report['store']}", markup=False)
+    elif trouble:
+        console.print(f"run `merflow features --catalog {catalog} --store {report['store']}` with each group's settings "
+                      "to recompute what is damaged or missing", markup=False, soft_wrap=True)
+    else:
+        console.print("every shard matches its checksums", markup=False)
+    return 1 if trouble else 0
 
 
 def print_spot_result(result: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.markup import escape
+from rich.text import Text
 
 from merflow.flows.cli import render
 
@@ -34,29 +35,42 @@ ORDER BY created_at NULLS LAST, known.run, known.protocol
 """
 
 
+# Result parts that could not be read, left out of what a command shows (storage/results.py read_arrow);
+# each command names them once, after its output.
+SKIPPED: list[str] = []
+
+
+def warn_skipped() -> None:
+    """One warning line per unreadable part left out, then forget them."""
+    for line in dict.fromkeys(SKIPPED):
+        render.console.print(Text.assemble(("warning: left out ", "yellow"), line), soft_wrap=True)
+    SKIPPED.clear()
+
+
 def _load(results: Path, run: str | None, *tables: str) -> list[pd.DataFrame]:
     """The named tables (one run's rows, if given); a LookupError naming the known runs if ``run`` is not one."""
     from merflow.storage import queries
 
     if run is not None:
         known = queries.query(results, "SELECT run FROM runs UNION SELECT run FROM metrics UNION SELECT run FROM trials "
-                                       "UNION SELECT run FROM spot_runs ORDER BY run")["run"]
+                                       "UNION SELECT run FROM spot_runs ORDER BY run", SKIPPED)["run"]
         if run not in set(known):
             raise LookupError(f"no run {run!r} in {results}; the runs are: {', '.join(known) or 'none'}")
-    return [queries.table(results, name, run) for name in tables]
+    return [queries.table(results, name, run, SKIPPED) for name in tables]
 
 
 def cmd_results_query(args: argparse.Namespace) -> int:
     """`merflow results query SQL`: one read-only statement, printed (and all its rows to --csv)."""
     from merflow.storage import queries
 
-    frame = queries.query(args.results, args.sql)
+    frame = queries.query(args.results, args.sql, SKIPPED)
     render.print_frame(frame, limit=args.limit, max_width=args.width)
     shown = f" (the first {args.limit} shown)" if len(frame) > args.limit else ""
     render.console.print(f"{len(frame)} row{'' if len(frame) == 1 else 's'}{shown}")
     if args.csv:
         frame.to_csv(args.csv, index=False)
         render.console.print(f"[green]wrote[/] all {len(frame)} rows to {escape(str(args.csv))}")
+    warn_skipped()
     return 0
 
 
@@ -76,6 +90,7 @@ def print_results_summary(results, run: str | None = None) -> None:
         raise LookupError(f"no test metrics of a plain run, a search's selected result or a spotting run in {results}")
     for title, table in tables:
         render.print_frame(table, title=title, float_format="{:.4f}" if title.startswith("spotting") else "{:.3f}")
+    warn_skipped()
 
 
 def cmd_results_summary(args: argparse.Namespace) -> int:
@@ -114,6 +129,7 @@ def cmd_results_best(args: argparse.Namespace) -> int:
                            title=f"{run} · {protocol}: the honest result, 'selected' (configuration and α chosen per "
                                  "fold on validation): report its test scores; its validation scores are what it "
                                  "maximised")
+    warn_skipped()
     return 0
 
 
@@ -130,6 +146,7 @@ def cmd_results_plot(args: argparse.Namespace) -> int:
         render.console.print(f"[green]wrote[/] {escape(str(path))}")
     if not heatmaps:
         render.console.print("no hyperparameter search among these runs: no α x shots heatmaps")
+    warn_skipped()
     return 0
 
 
@@ -137,7 +154,8 @@ def cmd_results_runs(args: argparse.Namespace) -> int:
     """`merflow results runs`: one row per (run, protocol), with a search's trials by status."""
     from merflow.storage import queries
 
-    overview = queries.query(args.results, RUNS_OVERVIEW)
+    overview = queries.query(args.results, RUNS_OVERVIEW, SKIPPED)
     render.print_frame(overview, title=f"runs in {args.results}")
     render.console.print(f"{len(overview)} (run, protocol) pair{'' if len(overview) == 1 else 's'}")
+    warn_skipped()
     return 0

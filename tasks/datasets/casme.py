@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from merflow.tasks.datasets.base import (
     Annotation,
+    Cells,
     SheetDataset,
-    clean_text,
     first_row,
+    header_frame,
     numbered_id,
-    parse_frame,
+    read_excel,
 )
 
 KIND = "casme"
@@ -32,20 +31,19 @@ def subject_id(value: object) -> str:
 
 def read_sheet(path: Path) -> list[Annotation]:
     """The coding sheet's rows as annotations (no clip folders yet); a backslash cell is a missing value."""
-    sheet = pd.read_excel(path, sheet_name=0, dtype=object)
-    sheet.columns = [str(c).strip() for c in sheet.columns]
+    sheet = header_frame(read_excel(path, sheet_name=0))
     annotations = []
     for index, row in sheet.iterrows():
-        sample_id = clean_text(row["Filename"])
-        if sample_id is None:
+        cells = Cells(row, f"{path.name} row {index + 1}")
+        if cells.blank():
             continue
         # ApexF1 is the apex; where it is '\' CASME gives no apex at all (ApexF2, the end of a
         # held apex, is then '\' too), so the apex is left to be spotted.
         annotations.append(Annotation(
-            dataset=KIND, subject=subject_id(row["Subject"]), sample_id=sample_id, clip_dir=None,
-            onset=parse_frame(row["OnsetF"]), apex=parse_frame(row["ApexF1"]),
-            offset=parse_frame(row["OffsetF"]), fps=FPS, emotion_raw=clean_text(row["Emotion"]),
-            action_units=clean_text(row.get("AU")), where=f"{path.name} row {index + 2}",
+            dataset=KIND, subject=subject_id(cells.text("Subject")), sample_id=cells.text("Filename"), clip_dir=None,
+            onset=cells.frame("OnsetF"), apex=cells.frame("ApexF1"),
+            offset=cells.frame("OffsetF"), fps=FPS, emotion_raw=cells.text("Emotion"),
+            action_units=cells.text("AU"), where=cells.where, problems=cells.problems,
         ))
     return annotations
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
-
 from merflow.tasks.datasets.base import (
     Annotation,
+    Cells,
     SheetDataset,
-    clean_text,
     first_row,
+    header_frame,
     numbered_id,
-    parse_frame,
+    read_excel,
     walk_dirs,
 )
 
@@ -40,26 +39,26 @@ def read_sheet(path: Path) -> list[Annotation]:
     Columns are taken by name, so the 2019 sheet's blank columns C and G, and a re-saved copy
     without them, read the same.
     """
-    sheet = pd.read_excel(path, sheet_name=0, dtype=object)
-    sheet.columns = [str(c).strip() for c in sheet.columns]
+    sheet = header_frame(read_excel(path, sheet_name=0))
     has_objective = "Objective Classes" in sheet.columns
     annotations = []
     for index, row in sheet.iterrows():
-        if clean_text(row["Filename"]) is None:
+        cells = Cells(row, f"{path.name} row {index + 1}")
+        if cells.blank():
             continue  # trailing blank rows of the workbook
-        subject, sample_id = subject_id(row["Subject"]), clean_text(row["Filename"])
-        apex = parse_frame(row["ApexFrame"])
+        subject, sample_id = subject_id(cells.text("Subject")), cells.text("Filename")
+        apex = cells.frame("ApexFrame")
         # sub04/EP12_01f (sheet row 31): the original apex is '/'. A re-saved
         # 2014 copy that circulates shows 300 there, typed in by a user: treat it as not annotated.
         if (subject, sample_id) == ("sub04", "EP12_01f"):
             apex = None
         annotations.append(Annotation(
             dataset=KIND, subject=subject, sample_id=sample_id, clip_dir=None,
-            onset=parse_frame(row["OnsetFrame"]), apex=apex, offset=parse_frame(row["OffsetFrame"]),
-            fps=FPS, emotion_raw=clean_text(row["Estimated Emotion"]),
-            action_units=clean_text(row.get("Action Units")),
-            objective_class=clean_text(row["Objective Classes"]) if has_objective else None,
-            where=f"{path.name} row {index + 2}",
+            onset=cells.frame("OnsetFrame"), apex=apex, offset=cells.frame("OffsetFrame"),
+            fps=FPS, emotion_raw=cells.text("Estimated Emotion"),
+            action_units=cells.text("Action Units"),
+            objective_class=cells.text("Objective Classes") if has_objective else None,
+            where=cells.where, problems=cells.problems,
         ))
     return annotations
 

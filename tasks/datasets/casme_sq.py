@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from merflow.configs.names import folder_name_problem
 from merflow.tasks.datasets.base import (
     Annotation,
+    Cells,
     SheetDataset,
     clean_text,
     parse_frame,
+    read_excel,
     walk_dirs,
 )
 
@@ -37,39 +40,44 @@ def naming_rules(path: Path) -> tuple[dict[int, tuple[str, str]], dict[str, str]
     for folder_no, folder, number in subjects.iloc[:, :3].itertuples(index=False):
         if parse_frame(number) is not None:
             subject_rule[parse_frame(number)] = (str(parse_frame(folder_no)), clean_text(folder))
-    # Codes are text ('0101'); a re-saved sheet may hold them as numbers (101): pad back to 4.
-    video_rule = {clean_text(name): f"{int(float(code)):04d}" for code, name in videos.iloc[:, :2].itertuples(index=False)
-                  if clean_text(name) and clean_text(code)}
+    # Codes are text ('0101'); a re-saved sheet may hold them as numbers (101): pad back to 4. A code that is
+    # no number names no folder: its rows' clips are then missing_clip.
+    video_rule = {clean_text(name): f"{parse_frame(code):04d}" for code, name in videos.iloc[:, :2].itertuples(index=False)
+                  if clean_text(name) and clean_text(code) and parse_frame(code) is not None}
     return subject_rule, video_rule
 
 
 def read_sheet(path: Path) -> list[Annotation]:
     """Every row of the code sheet (macro- and micro-expressions), clip folders not yet attached."""
-    sheet = pd.read_excel(path, sheet_name=CODE_SHEET, header=None, dtype=object)
-    sheet = sheet.iloc[:, :len(CODE_COLUMNS)]
+    sheet = read_excel(path, sheet_name=CODE_SHEET)
+    sheet = sheet.reindex(columns=range(len(CODE_COLUMNS)))  # a sheet with fewer columns reads them as blank
     sheet.columns = list(CODE_COLUMNS)
     subject_rule, _ = naming_rules(path)
     annotations = []
     for index, row in sheet.iterrows():
-        number, clip = parse_frame(row["subject_no"]), clean_text(row["clip"])
-        if number is None or clip is None:
+        cells = Cells(row, f"{path.name} {CODE_SHEET} row {index + 1}")
+        if cells.blank():
             continue
+        number, clip = parse_frame(cells.get("subject_no")), cells.text("clip")
+        if number is None:
+            cells.problems.append(("bad_id", f"subject_no {cells.get('subject_no')!r} is not a subject number"))
         folder = subject_rule.get(number, (None, f"subject{number}"))[1]
-        kind = (clean_text(row["type"]) or "").lower()
+        kind = (cells.text("type") or "").lower()
+        offset = cells.frame("offset")
         ann = Annotation(
             dataset=KIND, subject=folder, sample_id=clip, clip_dir=None,
             # An apex of 0 is not annotated either, as an offset of 0 (row 309, s34 anger1_1: apex 0,
             # onset 1763): left to be spotted, not kept as a frame outside the clip.
-            onset=parse_frame(row["onset"]), apex=parse_frame(row["apex"]) or None, offset=parse_frame(row["offset"]),
-            fps=FPS, emotion_raw=clean_text(row["emotion"]), action_units=clean_text(row["action_units"]),
-            objective_class=clean_text(row["objective_class"]), is_macro=kind.startswith("macro"),
-            where=f"{path.name} {CODE_SHEET} row {index + 1}",
+            onset=cells.frame("onset"), apex=cells.frame("apex") or None, offset=offset,
+            fps=FPS, emotion_raw=cells.text("emotion"), action_units=cells.text("action_units"),
+            objective_class=cells.text("objective_class"), is_macro=kind.startswith("macro"),
+            where=cells.where, problems=cells.problems,
         )
         # An offset of 0 means the offset was not annotated (44 rows of the final sheet, e.g. row 3,
         # 1 anger2_1): with no end there is no sample to cut, so the row is quarantined, not guessed.
-        if row["offset"] is not None and parse_frame(row["offset"]) == 0:
+        if offset == 0:
             ann.problems.append(("missing_offset", "offset is 0 in the sheet: not annotated"))
-        if number not in subject_rule:
+        if number is not None and number not in subject_rule:
             ann.problems.append(("missing_clip", f"subject number {number} is not in sheet {SUBJECT_RULE_SHEET!r}"))
         annotations.append(ann)
     return annotations
@@ -98,6 +106,8 @@ class CasmeSq(SheetDataset):
         folder_numbers = {folder: folder_no for folder_no, folder in subject_rule.values()}
         subject_dirs = {d.name: d for d in walk_dirs(root) if d.name in folder_numbers}
         for ann in annotations:
+            if ann.problems or folder_name_problem(ann.subject) or folder_name_problem(ann.clip):
+                continue  # quarantined by build_samples: never made a path
             video = ann.clip.rsplit("_", 1)[0]
             subject_dir, code = subject_dirs.get(ann.subject), video_rule.get(video)
             if subject_dir is None or code is None:

@@ -72,4 +72,4 @@ def read(root: Path) -> AdapterResult:
             elif not frames:
                 ann.problems.append(("missing_frames", f"no frames in {sequence}"))
             annotations.append(ann)
-    return build_samples(annotations)
+    return build_samples(annotations, root=root)

@@ -28,24 +28,37 @@ def _unpad_smic(text: str) -> str:
     return re.sub(r"^s0*(\d+)", r"s\1", text)
 
 
-def read_official_list(path: Path) -> pd.DataFrame:
-    """The official list (either format) with catalog-style ids and label names."""
+def read_list_rows(path: Path) -> pd.DataFrame:
+    """The official list (either format) row by row: catalog-style ids and label names (``COLUMNS``), and the
+    ids as the list writes them (``listed_subject``, ``listed_id``) with the row's line in the file (``line``,
+    1-based), for matching files named by the list (tasks/imports.py)."""
     first = Path(path).read_text().splitlines()[0].lower()
     if first.startswith("dataset,"):
-        raw = pd.read_csv(path, dtype=str)[["dataset", "sub", "filename_o", "label"]]
+        raw, header = pd.read_csv(path, dtype=str)[["dataset", "sub", "filename_o", "label"]], 1
     else:
-        raw = pd.read_csv(path, header=None, dtype=str).iloc[:, :4]
+        raw, header = pd.read_csv(path, header=None, dtype=str).iloc[:, :4], 0
     raw.columns = ["database", "subject", "filename", "label"]
     rows = []
-    for database, subject, filename, label in raw.itertuples(index=False):
+    for line, (database, subject, filename, label) in enumerate(raw.itertuples(index=False), start=1 + header):
+        if any(not isinstance(v, str) or not v.strip() for v in (database, subject, filename, label)):
+            raise ValueError(f"{path} line {line}: a row lacks its dataset, subject, clip or label")
+        if database.strip().lower() not in DATASETS or label.strip() not in {str(k) for k in LABELS}:
+            raise ValueError(f"{path} line {line}: dataset {database!r} or label {label!r} is not one of the "
+                             f"list's ({', '.join(DATASETS)}; labels {', '.join(map(str, LABELS))})")
         dataset = DATASETS[database.strip().lower()]
-        subject, filename = subject.strip(), filename.strip()
+        listed_subject, listed_id = subject.strip(), filename.strip()
+        subject, filename = listed_subject, listed_id
         if dataset == "samm":
             subject = f"{int(subject):03d}"
         elif dataset == "smic_hs":
             subject, filename = _unpad_smic(subject), _unpad_smic(filename)
-        rows.append((dataset, subject, filename, LABELS[int(label)]))
-    return pd.DataFrame(rows, columns=COLUMNS)
+        rows.append((dataset, subject, filename, LABELS[int(label)], listed_subject, listed_id, line))
+    return pd.DataFrame(rows, columns=[*COLUMNS, "listed_subject", "listed_id", "line"])
+
+
+def read_official_list(path: Path) -> pd.DataFrame:
+    """The official list (either format) with catalog-style ids and label names."""
+    return read_list_rows(path)[COLUMNS]
 
 
 def composite_from_annotations(annotations: Iterable[Annotation]) -> pd.DataFrame:

@@ -12,10 +12,11 @@ import pandas as pd
 
 from merflow.tasks.datasets.base import (
     Annotation,
+    Cells,
     SheetDataset,
-    clean_text,
+    header_frame,
     numbered_id,
-    parse_frame,
+    read_excel,
 )
 
 KIND = "samm"
@@ -42,30 +43,28 @@ def header_row(raw: pd.DataFrame) -> int:
 
 def read_sheet(path: Path) -> list[Annotation]:
     """The MICRO_ONLY tab's rows as annotations, the header found by content; a ValueError naming missing columns."""
-    raw = pd.read_excel(path, sheet_name=SHEET, header=None, dtype=object)
-    header = header_row(raw)
-    sheet = raw.iloc[header + 1:].copy()
-    sheet.columns = [str(c).strip() for c in raw.iloc[header].tolist()]
+    raw = read_excel(path, sheet_name=SHEET)
+    sheet = header_frame(raw, header_row(raw))
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
         raise ValueError(f"{path.name} sheet {SHEET}: missing columns {missing}")
     annotations = []
     for index, row in sheet.iterrows():
-        sample_id = clean_text(row["Filename"])
-        if sample_id is None:
+        cells = Cells(row, f"{path.name} row {index + 1}")
+        if cells.blank():
             continue
         # Rows 140 (028_4_1: apex 1143 after offset 1134) and 147 (032_3_1: apex 1930 before onset
         # 4896) of v2 are read as the sheet states them. Both are in the official MEGC2019 list, so
         # build_samples keeps them: the sheet's apex goes to apex_annotated and the apex is spotted
         # (apex_source outside_clip) rather than guessing which number is the typo.
         annotations.append(Annotation(
-            dataset=KIND, subject=subject_id(row["Subject"]), sample_id=sample_id, clip_dir=None,
-            onset=parse_frame(row["Onset Frame"]), apex=parse_frame(row["Apex Frame"]),
-            offset=parse_frame(row["Offset Frame"]), fps=FPS,
-            emotion_raw=clean_text(row["Estimated Emotion"]),
-            action_units=clean_text(row.get("Action Units")),
-            objective_class=clean_text(row.get("Objective Classes")),
-            where=f"{path.name} row {index + 1}",
+            dataset=KIND, subject=subject_id(cells.text("Subject")), sample_id=cells.text("Filename"), clip_dir=None,
+            onset=cells.frame("Onset Frame"), apex=cells.frame("Apex Frame"),
+            offset=cells.frame("Offset Frame"), fps=FPS,
+            emotion_raw=cells.text("Estimated Emotion"),
+            action_units=cells.text("Action Units"),
+            objective_class=cells.text("Objective Classes"),
+            where=cells.where, problems=cells.problems,
         ))
     return annotations
 

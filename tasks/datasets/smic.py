@@ -50,7 +50,7 @@ def read(root: Path) -> AdapterResult:
             for label_dir in sorted(p for p in micro.iterdir() if p.is_dir()) if micro.is_dir() else []:
                 for clip in sorted(p for p in label_dir.iterdir() if p.is_dir()):
                     annotations.append(_annotation(modality, subject_dir.name, label_dir.name, clip))
-    return build_samples(annotations)
+    return build_samples(annotations, root=root)
 
 
 def _annotation(modality: str, subject: str, label_folder: str, clip: Path) -> Annotation:

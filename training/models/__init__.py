@@ -85,13 +85,18 @@ class ModelInfo:
     name: str
     module: str                      # the module implementing the interface above
     description: str
-    inputs: tuple[str, ...]          # the feature store's arrays a fold reads per sample (storage/features.py)
+    # The feature store's arrays a fold reads per sample (storage/features.py): ``inputs`` it cannot run
+    # without (a store lacking one is one line at load: training.data.FeatureSource.require), and
+    # ``optional_inputs`` read where the store holds them (an imported group holds only what it imported),
+    # which the model asks for itself (``require``) where it needs one.
+    inputs: tuple[str, ...]
     macro_pretraining: bool          # also reads CK+ macro-expressions
     default_balance: str             # "none" or "undersample" (training.folds.undersample)
     tunable: bool                    # `merflow tune` searches it
     # Folds trained in one call of run_folds (one Prefect task of the train flow): None, all of them at
     # once (survey-cnn stacks its folds' networks; nearest-centroid builds its feature matrix once).
     folds_per_task: int | None = 1
+    optional_inputs: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         """The module implementing the interface above."""
@@ -107,8 +112,8 @@ MODELS: dict[str, ModelInfo] = {info.name: info for info in [
               "main4.m's schedule", ("apex", "middle"), False, "undersample", False, None),
     ModelInfo("nearest-centroid", "merflow.training.models.nearest_centroid",
               "the floor: class means of the training samples' flow u, v (or difference, or both), each channel "
-              "scaled on the training samples only; the nearest mean wins, nothing learned", ("diff", "flow"), False,
-              "none", False, None),
+              "scaled on the training samples only; the nearest mean wins, nothing learned", (), False,
+              "none", False, None, optional_inputs=("diff", "flow", "apex")),
 ]}
 DEFAULT_MODEL = "meta-mmfnet"
 

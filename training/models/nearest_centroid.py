@@ -5,14 +5,19 @@ Per fold, every sample that is not a test sample trains it: the fold's fit and v
 subject). Each feature channel is divided by its largest |value| over those training samples only
 (``training.data.FlowScale``, as training/stages.py scales Meta-MMFNet's flow), each class's mean of the scaled,
 flattened features is its centroid, and a test sample gets the class of the nearest centroid
-(Euclidean); its scores are the negative distances. Features: ``flow`` (u, v), ``difference`` (the
-apex - onset difference) or ``both``.
+(Euclidean); its scores are the negative distances. Features: ``flow`` (u, v), ``flow-strain`` (u, v and
+strain), ``difference`` (the apex - onset difference), ``both`` (flow u, v and the difference) or ``apex``
+(the apex image's raw pixels, all channels). Channels are found by name in the array's convention
+(training/data.py FeatureSource ``conventions``): a computed flow is stored u, v, magnitude, strain; an
+imported STSTNet-style flow image strain, v, u (0..255 per image).
 
 As a model (``merflow train --model nearest-centroid``) its run gives the same result tables as the others,
 method ``nearest-centroid``. As the floor it runs inside every ``merflow train`` (any model) and
 ``merflow tune`` on the same fold objects (``floor``, flow u, v), written into the result tables
 ``floor_metrics`` and ``floor_predictions`` of the same run (storage/results.py ``write_floor``), model
-``floor``; ``merflow results summary`` prints it beside the models.
+``floor``; ``merflow results summary`` prints it beside the models. The floor's input is the flow's u, v where
+the inputs hold a flow, else the apex image's pixels (imported images only: the survey's C4/C9); which one,
+with its channels and scaling, is in the run's notes (``floor``).
 
 The computation is pure numpy: ``centroid_scores`` on arrays, ``fold_scores`` for one fold of a
 protocol, ``floor_rows`` for many folds at once (each feature matrix built once; a fold's class sums
@@ -36,9 +41,18 @@ from merflow.training.models import FoldResult, RunPlan
 
 NAME = "nearest-centroid"
 FLOOR = "floor"                 # the model column of the floor's rows
-FLOOR_FEATURES = "flow"         # the floor: flow u, v
-FEATURES = ("flow", "difference", "both")
-FLOW_CHANNELS = 2               # u, v of the stored flow (u, v, magnitude, strain: storage/features.py)
+FEATURES = ("flow", "flow-strain", "difference", "both", "apex")
+# Each choice's (array, channels by name; None: every channel of the array).
+FEATURE_CHANNELS: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
+    "flow": (("flow", ("u", "v")),),
+    "flow-strain": (("flow", ("u", "v", "strain")),),
+    "difference": (("diff", None),),
+    "both": (("flow", ("u", "v")), ("diff", None)),
+    "apex": (("apex", None),),
+}
+# The floor's input, in order of preference: the flow's u, v where the inputs hold a flow (every computed
+# group, an imported flow), else the apex image's pixels (imported images only).
+FLOOR_INPUTS = {"flow": "flow", "apex": "apex"}
 CentroidFeatures = choice(FEATURES)
 
 
@@ -46,7 +60,8 @@ class CentroidConfig(ConfigBase):
     """Everything that decides a nearest-centroid run's numbers (it has no recipe and draws nothing at random)."""
 
     features: CentroidFeatures = Field(
-        "flow", description="nearest-centroid: flow u, v (as the floor), the apex - onset difference, or both")
+        "flow", description="nearest-centroid: flow u, v (the floor's, where there is a flow), u, v and strain, the "
+                            "apex - onset difference, flow u, v and the difference, or the apex image's pixels")
     seed: int = 0               # the folds' seed (training.folds); the classifier itself draws nothing
     recipe: None = None         # none: there is no published recipe to follow
 
@@ -95,15 +110,47 @@ def centroid_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
     return distance_scores(means, counts, test_x)
 
 
-def sample_features(source, key: str, features: str) -> np.ndarray:
-    """One sample's (channels, H, W) features from a FeatureSource: flow u, v, the difference, or both."""
-    if features == "flow":
-        return source.flow[key][:FLOW_CHANNELS]
-    if features == "difference":
-        return source.diff[key]
-    if features == "both":
-        return np.concatenate([source.flow[key][:FLOW_CHANNELS], source.diff[key]])
-    raise ValueError(f"features must be one of {', '.join(FEATURES)}, not {features!r}")
+def _selection(source, features: str) -> list[tuple[dict, list[int] | None]]:
+    """(the array by sample key, its channel indices or None for all) per part of ``features``; a missing array
+    or channel is one line naming it (FeatureSource.require / channel_index)."""
+    if features not in FEATURE_CHANNELS:
+        raise ValueError(f"features must be one of {', '.join(FEATURES)}, not {features!r}")
+    return [(source.require(array, NAME), None if channels is None else [source.channel_index(array, c) for c in channels])
+            for array, channels in FEATURE_CHANNELS[features]]
+
+
+def sample_features(source, key: str, features: str, selection=None) -> np.ndarray:
+    """One sample's (channels, H, W) features from a FeatureSource: flow u, v (found by name), u, v and strain,
+    the difference, both, or the apex pixels. ``selection``: ``_selection(source, features)``, made once."""
+    parts = [values[key] if indices is None else values[key][indices]
+             for values, indices in (selection or _selection(source, features))]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def describe_input(source, features: str) -> dict:
+    """What ``features`` reads from ``source``: per array its channels used, origin and scaling (the runs row's
+    note ``floor``, and the label of the floor's row)."""
+    parts = []
+    for array, channels in FEATURE_CHANNELS[features]:
+        convention = source.conventions.get(array, {})
+        used = list(channels) if channels is not None else list(convention.get("channels", []))
+        parts.append({"array": array, "channels": used, "origin": convention.get("origin", "computed"),
+                      "stored_channels": list(convention.get("channels", [])),
+                      "scaling": convention.get("scaling", "")})
+    text = " + ".join(("imported " if p["origin"] == "imported" else "") + f"{p['array']} {', '.join(p['channels'])}"
+                      for p in parts)
+    return {"features": features, "text": text, "arrays": parts}
+
+
+def floor_array(held) -> str | None:
+    """The array the floor reads of groups holding ``held`` (names): the flow, else the apex images; None: neither."""
+    return next((name for name in FLOOR_INPUTS if name in held), None)
+
+
+def floor_features(source) -> str | None:
+    """The floor's features on ``source``: ``flow`` (u, v) where it holds a flow, else ``apex`` (pixels)."""
+    array = floor_array(source.arrays)
+    return FLOOR_INPUTS[array] if array else None
 
 
 class FeatureMatrix:
@@ -114,7 +161,8 @@ class FeatureMatrix:
                  features: str):
         self.keys = list(keys)
         self.row = {k: i for i, k in enumerate(self.keys)}
-        stacked = np.stack([sample_features(source, k, features) for k in self.keys]).astype(np.float32)
+        selection = _selection(source, features)
+        stacked = np.stack([sample_features(source, k, features, selection) for k in self.keys]).astype(np.float32)
         self.peaks = np.abs(stacked).max(axis=(2, 3))                      # (N, channels)
         self.x = stacked.reshape(len(self.keys), stacked.shape[1], -1)     # (N, channels, H*W)
         self.y = np.array([classes.index(samples.at[k, label_column]) for k in self.keys], dtype=np.int64)
@@ -210,19 +258,24 @@ def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataF
 
 
 # ------------------------------------------------------------------------------------------ the floor
-def floor_rows(data, folds: list[Fold]) -> pd.DataFrame:
+def floor_rows(data, folds: list[Fold], features: str | None = None) -> pd.DataFrame:
     """The floor's predictions on exactly ``folds`` (the folds a model trained, skipped ones left out) of a
-    protocol loaded by flows/protocol.py load_protocol (``data``): nearest centroid on flow u, v, model 'floor'."""
-    frames = predictions(list(folds), data.source, data.samples, FLOOR_FEATURES, model=FLOOR)
+    protocol loaded by flows/protocol.py load_protocol (``data``): nearest centroid on ``features`` (default
+    ``floor_features``: flow u, v, or the apex pixels where there is no flow), model 'floor'."""
+    features = features or floor_features(data.source)
+    frames = predictions(list(folds), data.source, data.samples, features, model=FLOOR) if features else []
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def floor(data, folds: list[Fold]) -> dict:
-    """The floor on ``folds``: its metrics and predictions (empty where there are no folds) and its seconds."""
+    """The floor on ``folds``: its metrics and predictions (empty where there are no folds, or no flow or apex
+    images to read), its seconds and its ``input`` (``describe_input``; None where it had none)."""
     started = time.perf_counter()
-    rows = floor_rows(data, folds)
+    features = floor_features(data.source)
+    rows = floor_rows(data, folds, features) if features else pd.DataFrame()
     metrics = metric_rows(rows, folds[0].classes) if len(rows) else pd.DataFrame()
-    return {"metrics": metrics, "predictions": rows, "seconds": round(time.perf_counter() - started, 3)}
+    return {"metrics": metrics, "predictions": rows, "seconds": round(time.perf_counter() - started, 3),
+            "input": describe_input(data.source, features) if features else None}
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -236,10 +289,11 @@ def _trainable(fold: Fold, samples: pd.DataFrame) -> str | None:
 
 def plan(data, config: CentroidConfig, protocol: str, dataset: str | None, class_set: str | None = None) -> RunPlan:
     """Every fold of the protocol; nothing is trained or chosen (the notes say so)."""
+    _selection(data.source, config.features)  # the features' arrays and channels are there, or one line
     notes = {"excluded_samples": dict(sorted(data.excluded.items())), "skipped_folds": {},
              "sample_list": data.sample_list, "schedule": "nothing trained or chosen: class means of the training "
              f"samples, features {config.features}, each channel scaled on the training samples only",
-             "leaky": protocol == "lovo"}
+             "input": describe_input(data.source, config.features), "leaky": protocol == "lovo"}
     from merflow.training import run as protocol_run  # run.py imports stages.py (torch); the computation needs neither
 
     messages = protocol_run.notes_messages(notes | {"fold_shortfalls": {}, "feature_mismatch": []})

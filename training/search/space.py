@@ -6,9 +6,8 @@ No Ray here: the CLI reads grids (``parse_grid``) and a notebook builds a search
 
 from __future__ import annotations
 
-import re
-
 from merflow.configs import config_hash
+from merflow.configs.names import encoded_name
 from merflow.configs.search import SearchConfig
 from merflow.configs.train import TrainConfig
 
@@ -45,8 +44,9 @@ def config_id(searched: dict) -> str:
 
 
 def safe_name(text: str) -> str:
-    """``text`` with every run of characters other than letters, digits, ``_.-`` as one ``_`` (file names)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    """``text`` as a file name: itself where it is a name of configs/names.py's form, else a readable part and
+    a digest (``encoded_name``: two fold names never share a trial's folder or part)."""
+    return encoded_name(text)
 
 
 def trial_train_config(search: SearchConfig, searched: dict) -> TrainConfig:

@@ -17,14 +17,18 @@ from collections.abc import Callable
 
 import numpy as np
 
+from merflow.configs.features import FLOW_CHANNELS
 from merflow.training.data import FlowScale
-from merflow.training.models.nearest_centroid import FLOW_CHANNELS, class_means, distance_scores
+from merflow.training.models.nearest_centroid import class_means, distance_scores
+
+# u and v of the computed flow (u, v, magnitude, strain): what the floor reads of a flow.
+UV = [FLOW_CHANNELS.index("u"), FLOW_CHANNELS.index("v")]
 
 
 def fit_nearest_centroid(train_x: np.ndarray, train_y: list[str], classes: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The fitted classifier as arrays: ``divisors`` (the flow scale of u, v over the training clips), ``means``
     (classes, 2 * H * W: each class's mean scaled flow, NaN for a class without clips) and ``counts``."""
-    train = np.asarray(train_x, dtype=np.float32)[:, :FLOW_CHANNELS]
+    train = np.asarray(train_x, dtype=np.float32)[:, UV]
     scale = FlowScale.fit(train)
     labels = np.array([classes.index(y) for y in train_y], dtype=np.int64)
     means, counts = class_means(scale.apply(train), labels, len(classes))
@@ -34,7 +38,7 @@ def fit_nearest_centroid(train_x: np.ndarray, train_y: list[str], classes: tuple
 def centroid_scores_of(fitted: dict[str, np.ndarray], test_x: np.ndarray) -> np.ndarray:
     """Scores (len(test_x), classes) of clips' flows against a ``fit_nearest_centroid`` result: minus the distance
     to each class's mean (-inf for a class without clips)."""
-    test = np.asarray(test_x, dtype=np.float32)[:, :FLOW_CHANNELS]
+    test = np.asarray(test_x, dtype=np.float32)[:, UV]
     scaled = test / np.asarray(fitted["divisors"], np.float32).reshape(1, -1, 1, 1)
     return distance_scores(fitted["means"], fitted["counts"], scaled)
 
