@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from merflow.configs.features import FeatureConfig
+from merflow.configs.names import check_name
 from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
 from merflow.storage import bundles, locations
 from merflow.storage import results as result_tables
@@ -194,7 +195,9 @@ def train_run_recogniser(row: dict, catalog: str | None, store: str | None) -> t
                          sample_lists=recorded.get("sample_lists"),
                          feature_config=recorded.get("feature_config") or row["feature_config_hash"], model=model)
     column = data.folds[0].label_column
-    samples = data.samples.reset_index()
+    # the samples' keys: a column (and the index) of the protocol's table
+    samples = data.samples if "sample_key" in data.samples.columns else data.samples.reset_index()
+    samples = samples.reset_index(drop=True)
     balance = None
     if getattr(config, "balance", "none") == "undersample":  # the survey balanced every sample before its folds
         samples, balance = undersample(samples, column, config.seed)
@@ -237,9 +240,19 @@ def export_run(results: str, run: str, out: str, *, catalog: str | None = None, 
     (its spotters, and its classifier unless ``recogniser_run`` names a training run) or a training run (its model;
     ``spotter_run`` names the spot run whose spotters go with it). Returns a summary (the manifest's hash, what
     was fitted on what, the seconds)."""
-    started = time.perf_counter()
+    for name, what in ((run, "run id"), (spotter_run, "--spotter-run"), (recogniser_run, "--recogniser-run")):
+        if name is not None:
+            check_name(name, what)  # configs/names.py: the form every run id has
     results = locations.normalise(results)
     locations.require(results, out)
+    with bundles.writing(out):  # another export into the same folder now: refused, one line naming it
+        return _export(results, run, out, catalog=catalog, store=store, spotter_run=spotter_run,
+                       recogniser_run=recogniser_run, dask_address=dask_address, n_workers=n_workers, report=report)
+
+
+def _export(results: str, run: str, out: str, *, catalog, store, spotter_run, recogniser_run, dask_address, n_workers,
+            report) -> dict:
+    started = time.perf_counter()
     kind, row = find_run(results, run)
     if kind == "train":
         if recogniser_run:

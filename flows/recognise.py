@@ -47,10 +47,6 @@ CLIPS_PER_JOB = 16
 VIDEO_FAILURES = (videos.VideoError, VideoFaceError, deploy.InputMismatch)
 
 
-class Busy(FileExistsError):
-    """Another process is writing the same result folder now."""
-
-
 @dataclass
 class LoadedModel:
     """A bundle read, checked and built: the applied model, its manifest, its location, the golden check's drift."""
@@ -231,9 +227,7 @@ def recognise_video(video: str, model: str | LoadedModel, out: str, config: Reco
     previous = recognitions.done(out, key)
     if previous is not None and (stamp_key is None or previous.get("stamp_key") == stamp_key):
         return previous | {"skipped": True, "out": out}
-    with recognitions.claim(out) as mine:
-        if not mine:
-            raise Busy(f"{out} is being written by another merflow recognise now: wait for it, or choose another --out")
+    with recognitions.claim(out):  # another command writing OUT now: LockHeld, one line naming it
         previous = recognitions.done(out, key)  # done (or finished between the first look and the claim)
         if previous is not None:
             if stamp_key:  # touched, not changed: the next scheduled run need not read it again

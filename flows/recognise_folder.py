@@ -10,10 +10,9 @@ flows/recognise.py ``recognise_video`` as one Prefect task, into ``OUT/<the vide
   that finds them unchanged skips the video without reading it (a changed stamp: the video is fingerprinted
   again, and recognised only where its content changed).
 - **Two runs at once** (an overrunning schedule, two workers) never process one video together: each takes
-  the video's writer lock first (storage/recognitions.py ``claim``) and leaves a video whose lock another
-  holds to it. The lock is a local file lock: for a local (or shared, NFS-mounted) OUT it holds across the
-  hosts that see it; for an object-store OUT it holds among one host's runs, and the results are written
-  whole or absent (result.json last) so a second host's duplicate work would only rewrite the same result.
+  the video's result-folder lock first (storage/recognitions.py ``claim``, storage/locks.py: a flock for a local
+  or NFS-mounted OUT, a conditional-write record for an object store, across hosts in both cases) and
+  leaves a video whose lock another holds to it.
 - **Failures are results**: a video without a face, a damaged file or one the model's windows cannot use is
   recorded as failed, with its one-line reason, and skipped until it changes; the run goes on.
 
@@ -30,10 +29,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from merflow.configs.base import config_hash
+from merflow.configs.names import folder_name_problem
 from merflow.configs.recognise import RecogniseConfig
 from merflow.flows.parameters import VideoFolderOptions
-from merflow.flows.recognise import Busy, LoadedModel, load_model, recognise_video
-from merflow.storage import locations, recognitions
+from merflow.flows.recognise import LoadedModel, load_model, recognise_video
+from merflow.storage import locations, locks, recognitions
 
 
 def list_videos(source: str, patterns: list[str], recursive: bool = False) -> list[tuple[str, str]]:
@@ -64,8 +64,8 @@ def recognise_task(location: str, relative: str, model: LoadedModel, out: str, c
     try:
         result = recognise_video(location, model, out, config, client=client, record_failures=True,
                                  stamp_key=stamp_key)
-    except Busy:
-        logger.info("%s: another run is recognising it now; left to it", relative)
+    except locks.LockHeld as held:
+        logger.info("%s: left to the other run (%s)", relative, held)
         return {"video": relative, "status": "busy"}
     if result.get("status") == "failed":
         logger.warning("%s: %s", relative, result["error"])
@@ -89,8 +89,15 @@ def recognise_folder_flow(source: str, model: str, out: str, settings: Recognise
         logger.warning(line)
     listed = list_videos(source, videos.patterns, videos.recursive)
     todo, skipped = [], []
+    refused = []
     for location, relative in listed:
-        result_dir = locations.join(out, *relative.split("/"))
+        parts = relative.split("/")
+        bad = next((folder_name_problem(p) for p in parts if folder_name_problem(p)), None)
+        if bad:  # an object key such as a/../b: its result folder would land outside OUT
+            logger.warning("%s: left out, its name %s as a result folder (configs/names.py)", relative, bad)
+            refused.append(relative)
+            continue
+        result_dir = locations.join(out, *parts)
         key = quick_key(locations.stamp(location), loaded.hash, settings)
         previous = recognitions.read_result(result_dir)
         if previous is not None and previous.get("stamp_key") == key:
@@ -110,7 +117,7 @@ def recognise_folder_flow(source: str, model: str, out: str, settings: Recognise
         for location, relative, result_dir, key in todo:
             outcomes.append(recognise_task(location, relative, loaded, result_dir, settings, client, key))
     summary = {"source": locations.normalise(source), "out": locations.normalise(out), "model": loaded.hash,
-               "videos": len(listed), "skipped": skipped, "outcomes": outcomes,
+               "videos": len(listed), "skipped": skipped, "refused": refused, "outcomes": outcomes,
                "recognised": sum(o["status"] == "ok" for o in outcomes),
                "failed": sum(o["status"] == "failed" for o in outcomes),
                "busy": sum(o["status"] == "busy" for o in outcomes)}

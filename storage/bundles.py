@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 MANIFEST = "manifest.json"
 CARD = "bundle.json"
@@ -65,6 +65,15 @@ def manifest_hash(files: dict[str, dict]) -> str:
     """The SHA-256 of the file list (name -> {"bytes", "sha256"}) as canonical JSON: the bundle's identity."""
     return _sha256(json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "files": files},
                               sort_keys=True).encode())
+
+
+def writing(location: str | os.PathLike):
+    """The writer lock of the bundle folder ``location`` (a context manager; storage/locks.py), kept beside it
+    in ``<parent>/.locks/``: a second export into the same folder while one works is refused with one line."""
+    where = locations.normalise(location)
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return locks.hold(locks.lock_location(locations.parent(where), f"bundle-{digest}"), f"the bundle folder {where}",
+                      reentrant=False, advice="another merflow export writes it: wait for it, or choose another --out")
 
 
 def write_bundle(location: str | os.PathLike, card: dict, arrays: dict[str, dict[str, np.ndarray]]) -> dict:

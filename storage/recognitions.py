@@ -14,12 +14,14 @@ Layout of ``OUT/`` (one video; the folder deployment writes ``OUT/<video name>/`
   or a damaged file gives a result too, so that a folder's scheduled run does not retry it unchanged).
 
 Whole or absent through storage/locations.py ``publish_folder`` (local: a hidden folder renamed into place;
-object stores: result.json last). ``claim`` is the per-video writer lock of the folder deployment: two runs
-over one folder never process one video at once.
+object stores: result.json last). ``claim`` is the result folder's writer lock (storage/locks.py), taken by
+every `merflow recognise` and by the folder deployment per video: two commands on one OUT never write it at
+once (the second is refused with one line naming the first; the deployment leaves such a video to the other run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,9 +31,8 @@ from contextlib import contextmanager
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
 
-from merflow.storage import locations
+from merflow.storage import locations, locks
 
 RESULT = "result.json"
 TABLE = "intervals.parquet"
@@ -118,21 +119,21 @@ def read_intervals(out: str | os.PathLike) -> pd.DataFrame:
         return pq.read_table(file).to_pandas()
 
 
+def lock_location(out: str | os.PathLike) -> str:
+    """Where the writer lock of the result folder ``out`` lives: beside it, ``<parent>/.locks/recognise-<digest>``
+    (storage/locks.py; inside the folder it would be part of a result that is published whole)."""
+    where = locations.normalise(out)
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]  # a plain file name, whatever the folder's name
+    return locks.lock_location(locations.parent(where), f"recognise-{digest}")
+
+
 @contextmanager
-def claim(out: str | os.PathLike) -> Iterator[bool]:
-    """Try to become the one writer of the result folder ``out``: yields True while held, False (at once) when
-    another process holds it. A local lock file (storage/locations.py ``lock_file``): for a local folder it is
-    beside it, and every process that sees the folder sees it; for an object store it is keyed by the URL in
-    this host's cache, so it keeps apart the runs of one host only (README: "Recognising a folder")."""
-    path = locations.lock_file(out)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock = FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
+def claim(out: str | os.PathLike) -> Iterator[locks.Lock]:
+    """Become the one writer of the result folder ``out`` (storage/locks.py: a local folder's flock, shared file
+    systems included; an object store's conditional-write record with a heartbeat), or ``LockHeld`` at once: one
+    line naming the process that writes it. Not re-entrant: a second claim in this process is refused too."""
+    where = locations.normalise(out)
+    with locks.hold(lock_location(where), f"the result folder {where}", reentrant=False,
+                    advice="it is being written by another merflow recognise: wait for it, or choose another --out"
+                    ) as lock:
+        yield lock

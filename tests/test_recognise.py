@@ -148,10 +148,12 @@ def test_a_rerun_does_nothing_and_a_busy_folder_is_refused(bundle, video, tmp_pa
     assert main(["recognise", str(path), "--model", str(bundle), "--out", str(out), "--no-strips"]) == 0
     assert "nothing to do" in capsys.readouterr().out and (out / "result.json").stat().st_mtime_ns == before
     other = tmp_path / "other"
-    with recognitions.claim(other) as mine:
-        assert mine
-        assert main(["recognise", str(path), "--model", str(bundle), "--out", str(other)]) == 2
-    assert "being written by another merflow recognise" in capsys.readouterr().out and not other.exists()
+    with recognitions.claim(other):  # another command writing it (the lock refuses this process's second claim too)
+        assert main(["recognise", str(path), "--model", str(bundle), "--out", str(other)]) == 1  # refused, not wrong
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "is in use by `merflow recognise" in line and "choose another --out" in line, line
+    assert not other.exists()
+    assert main(["recognise", str(path), "--model", str(bundle), "--out", str(other), "--no-strips"]) == 0  # released
 
 
 def test_a_faceless_a_truncated_and_a_too_slow_video_are_one_line_each(bundle, video, tmp_path, capsys):
