@@ -43,7 +43,7 @@ def make_bundle(work: Path) -> str:
     ingest_flow(sources=[str(root)], out=catalog)
     spot = spot_flow(catalog_dir=catalog, store=str(work / "spot.zarr"), dataset="casme_sq_lv", out=results,
                      config=SpotConfig(spotter="baseline", types=("micro",)),
-                     features=SpotFeatureConfig(crop=64, roi=24, chunk_frames=128), n_workers=2)
+                     features=SpotFeatureConfig(), n_workers=2)  # the default per-frame settings (128-pixel crop)
     export_run(results, spot["run"], str(work / "model"), n_workers=2)
     return str(work / "model")
 

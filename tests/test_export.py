@@ -55,11 +55,11 @@ def test_a_survey_cnn_run_is_fitted_once_on_every_balanced_sample(training_set, 
 
     train_flow(catalog_dir=str(training_set["catalog"]), store=training_set["store"], protocol="loso",
                dataset="casme2", out=recognition_set["results"], run="survey-casme2", model="survey-cnn",
-               survey_config=SurveyConfig(epochs=5))
+               survey_config=SurveyConfig(epochs=2))
     kind, row = find_run(recognition_set["results"], "survey-casme2")
     recogniser, where = train_run_recogniser(row, None, None)
     assert kind == "train" and where["catalog"] == str(training_set["catalog"])
-    assert recogniser.model == "survey-cnn" and recogniser.config["epochs"] == 5
+    assert recogniser.model == "survey-cnn" and recogniser.config["epochs"] == 2
     trained = recogniser.trained_on
     assert trained["balance"]["per_class"] * len(recogniser.classes) == trained["samples"]
     assert {"conv_weight", "fc_weight", "bn_mean", "bn_var", "mean_image"} <= set(recogniser.arrays)
@@ -83,11 +83,21 @@ def test_what_cannot_be_exported_is_one_line_before_any_work(recognition_set, tm
              (["--run", "searched", "--spotter-run", recognition_set["spot_run"]], "searched is a search"),
              (["--run", "meta"], "meta is a training run, which spots nothing"),
              (["--run", "nothing"], "no run 'nothing'"),
+             (["--run", "../up"], "run id '../up' is not allowed"),
+             (["--run", "meta", "--spotter-run", "a b"], "--spotter-run 'a b' is not allowed"),
              (["--run", recognition_set["spot_run"], "--catalog", str(tmp_path / "gone")], "which is gone")]
     for options, words in cases:
         assert main(["export", "--results", results, "--out", str(tmp_path / "m"), *options]) == 2
         line = capsys.readouterr().out.strip()
         assert line.startswith("error:") and words in line and "\n" not in line, line
+    assert not (tmp_path / "m").exists()
+    from merflow.storage import bundles
+
+    with bundles.writing(tmp_path / "m"):  # another export writes this folder now: refused before any work
+        assert main(["export", "--results", results, "--out", str(tmp_path / "m"), "--run",
+                     recognition_set["spot_run"]]) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "the bundle folder" in line and "is in use by" in line, line
     assert not (tmp_path / "m").exists()
     assert main(["train", "--catalog", "c", "--store", "s", "--dataset", "casme2", "--export", str(tmp_path / "m")]) == 2
     assert "Meta-MMFNet has no bundle yet" in capsys.readouterr().out

@@ -122,20 +122,18 @@ def reference_intervals(bundle, video) -> list[tuple[int, int]]:
 
 def test_a_folder_of_frames_in_chunks_on_dask_finds_what_the_spotter_finds_in_one_process(bundle, video,
                                                                                         recognition_set, tmp_path):
-    """A folder of frames (sorted naturally: img2 before img10), in one process and in chunks of 64 frames on Dask,
-    gives the intervals of the bundle's spotter called directly."""
+    """A folder of frames (sorted naturally: img2 before img10), in chunks of 64 frames on Dask, gives the intervals
+    of the bundle's spotter called directly on the whole video in one process: chunking changes nothing."""
     folder = video["row"]["video_dir"]
-    whole = tmp_path / "whole"
-    assert main(["recognise", folder, "--model", str(bundle), "--out", str(whole), "--fps", "30", "--no-strips"]) == 0
     chunked = tmp_path / "chunked"
     assert main(["recognise", folder, "--model", str(bundle), "--out", str(chunked), "--fps", "30", "--no-strips",
                  "--chunk-frames", "64", "--dask-address", recognition_set["dask_address"]]) == 0
-    first, second = pd.read_parquet(whole / "intervals.parquet"), pd.read_parquet(chunked / "intervals.parquet")
-    pd.testing.assert_frame_equal(first, second)
-    assert list(zip(first["start_frame"], first["end_frame"])) == reference_intervals(bundle, video)
-    spotted = list(zip(first["start_frame"], first["end_frame"]))
+    table = check_table(chunked, 30.0)
+    spotted = list(zip(table["start_frame"], table["end_frame"]))
+    assert spotted == reference_intervals(bundle, video)
     assert all(max(iou(t, s) for s in spotted) >= 0.5 for t in video["truth"])
-    assert not (whole / "strips").exists()
+    assert json.loads((chunked / "result.json").read_text())["video"]["fps_source"] == "given"
+    assert not (chunked / "strips").exists()
     # A folder has no frame rate of its own.
     assert main(["recognise", folder, "--model", str(bundle), "--out", str(tmp_path / "no-fps")]) == 2
 

@@ -369,7 +369,7 @@ def export_options(export: argparse.ArgumentParser) -> None:
     export.add_argument("--results", default=RESULTS, help="the results folder or URL holding the run (default "
                                                            "%(default)s)")
     export.add_argument("--run", required=True, help="a spot run (`merflow spot`) or a training run (`merflow train "
-                                                     "--model nearest-centroid|survey-cnn`)")
+                                                     "--model nearest-centroid|survey-cnn`); " + NAME_FORM)
     export.add_argument("--out", required=True, metavar="MODEL_DIR", help="the bundle's folder (or URL); an existing "
                                                                           "bundle there is replaced")
     export.add_argument("--spotter-run", metavar="RUN", help="with a training run: the spot run whose spotters go "
