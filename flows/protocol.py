@@ -51,6 +51,18 @@ def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dat
                                 where={"catalog": str(catalog_dir), "store": str(store)})
 
 
+def run_inputs(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None, class_set: str | None,
+               sample_list: str | None, sample_lists: str | None, feature_config: str | None) -> dict:
+    """Where a run read its data and which of it, as its runs row records them (its notes' ``inputs``):
+    `merflow export` reads them back to fit the run's model on every subject."""
+    from merflow.storage import locations
+
+    return {"catalog": locations.normalise(catalog_dir), "store": locations.normalise(store), "protocol": protocol,
+            "dataset": dataset, "class_set": class_set, "sample_list": sample_list,
+            "sample_lists": None if sample_lists is None else locations.normalise(sample_lists),
+            "feature_config": feature_config}
+
+
 def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None, config,
                    out: str | os.PathLike, run: str | None = None, class_set: str | None = None, on_fold=None,
                    on_note=None, max_folds: int | None = None, sample_list: str | None = None,
@@ -72,6 +84,8 @@ def train_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, da
         data = load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
                              sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config, model=model)
         plan = module.plan(data, config, protocol, dataset, class_set)
+        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
+                                          feature_config)
         check_run_identity(out, run, plan.identity)
         note = on_note or (lambda message: None)
         for message in plan.messages:

@@ -22,7 +22,7 @@ from merflow.configs.names import RunId
 from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol
-from merflow.flows.protocol import load_protocol
+from merflow.flows.protocol import load_protocol, run_inputs
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import Checkpoints, check_run_identity, run_checkpoints
 from merflow.training import models
@@ -125,6 +125,8 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
         data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
                                   sample_lists=sample_lists, feature_config=feature_config, model=model)
         plan = info.load().plan(data, settings, protocol, dataset, class_set)
+        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
+                                          feature_config)  # `merflow export` reads them back
         check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
         for message in plan.messages:
             logger.warning(message)

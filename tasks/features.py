@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -72,41 +73,43 @@ def as_rgb_channels(crop: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, info) of one catalog row; SampleError names what is wrong with it."""
-    clip = Path(record["clip_dir"])
-    frames = list(record["frame_files"])
-    onset = read_frame(clip / frames[0])
+def clip_arrays(read: Callable[[int], np.ndarray], n_frames: int, apex: int | None, config: FeatureConfig
+                ) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, info) of one clip whose frame i (0: the onset .. ``n_frames`` - 1: the offset) ``read(i)`` gives,
+    uint8 RGB or grey: the features flow's recipe, which a spotted interval of a user's video gets too
+    (tasks/spotting_features.py ``clip_features``), so a model applies to what it was trained on.
+
+    The face found on the onset frame (SampleError "no_face" without one) crops every frame with one box; the
+    pair compared is the onset and the apex, or (``config.first_frame`` "onset+1", the published code's pair,
+    see configs/features.py FeatureConfig) the frames after them; ``apex`` is the clip's apex (0-based in the
+    clip), or None: the frame of most motion from the first frame (tasks/motion.py ``spot_apex``)."""
+    onset = read(0)
     try:
         box = detect_face(onset, config.face)
     except NoFaceError as error:
         raise SampleError("no_face", str(error)) from None
     size = config.size
-    # The first frame of the pair: the onset, or (first_frame "onset+1", the published code's pair, see
-    # storage/features.py FeatureConfig) the frame after it, with the annotated apex moved one on too.
     first = 0 if config.first_frame == "onset" else 1
-    if first >= len(frames):
-        raise SampleError("too_few_frames", f"{clip}: {len(frames)} frame(s), no onset + 1 frame for first_frame "
+    if first >= n_frames:
+        raise SampleError("too_few_frames", f"{n_frames} frame(s), no onset + 1 frame for first_frame "
                                             f"{config.first_frame!r}")
-    first_frame = onset if first == 0 else read_frame(clip / frames[first], onset.shape)
+    first_frame = onset if first == 0 else read(first)
     onset_crop = crop_face(first_frame, box, size)
-    if record.get("apex") is not None:
+    if apex is not None:
         # Clamped: apex + 1 of an apex on the last frame of the clip is that last frame.
-        apex_index = min(int(record["apex"]) - int(record["onset"]) + first, len(frames) - 1)
+        apex_index = min(int(apex) + first, n_frames - 1)
         apex_source = "annotated"
-        apex_crop = crop_face(read_frame(clip / frames[apex_index], onset.shape), box, size)
+        apex_crop = crop_face(read(apex_index), box, size)
     else:
-        # No annotated apex (SMIC, an apex '/'): the frame of most motion from the first frame.
-        crops = [onset_crop] + [crop_face(read_frame(clip / name, onset.shape), box, size)
-                                for name in frames[first + 1:]]
+        # No annotated apex (SMIC, an apex '/', a spotted interval): the frame of most motion from the first frame.
+        crops = [onset_crop] + [crop_face(read(i), box, size) for i in range(first + 1, n_frames)]
         spotted, _ = spot_apex(np.stack(crops), config.motion)
         apex_index, apex_crop, apex_source = first + spotted, crops[spotted], "spotted"
     # The clip's middle frame, floor((N+1)/2) of its N frames (1-based): the survey baseline's frame for
     # SMIC, which has no apex (wenjgong/microExpressionSurvey apex4.m @ 9da5c7c4: n = floor((N+1)/2)); cropped
     # with the same box.
-    middle_index = (len(frames) + 1) // 2 - 1
-    middle_crop = crop_face(onset if middle_index == 0 else read_frame(clip / frames[middle_index], onset.shape),
-                            box, size)
+    middle_index = (n_frames + 1) // 2 - 1
+    middle_crop = crop_face(onset if middle_index == 0 else read(middle_index), box, size)
     arrays = {
         "onset": as_rgb_channels(onset_crop),
         "apex": as_rgb_channels(apex_crop),
@@ -115,10 +118,31 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
         "flow": flow_channels(optical_flow(onset_crop, apex_crop, config.motion)).astype(np.float32),
     }
     info = {"status": "ok", "reason": None, "apex_index": apex_index, "first_index": first,
-            "apex_frame": int(record["onset"]) + apex_index, "apex_source": apex_source,
-            "middle_index": middle_index,
-            "colour": onset.ndim == 3, "face": box.to_dict()}
+            "apex_source": apex_source, "middle_index": middle_index, "colour": onset.ndim == 3,
+            "face": box.to_dict()}
     return arrays, info
+
+
+def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, info) of one catalog row (``clip_arrays`` over its frame files); SampleError names what is wrong
+    with it."""
+    clip = Path(record["clip_dir"])
+    frames = list(record["frame_files"])
+    shape: list[tuple[int, ...]] = []
+
+    def read(index: int) -> np.ndarray:
+        image = read_frame(clip / frames[index], shape[0] if shape else None)
+        shape.append(image.shape)
+        return image
+
+    apex = None if record.get("apex") is None else int(record["apex"]) - int(record["onset"])
+    try:
+        arrays, info = clip_arrays(read, len(frames), apex, config)
+    except SampleError as error:
+        if error.reason == "too_few_frames":
+            raise SampleError(error.reason, f"{clip}: {error.detail}") from None
+        raise
+    return arrays, info | {"apex_frame": int(record["onset"]) + info["apex_index"]}
 
 
 def compute_shard(samples: tuple[tuple[int, dict], ...], start: int, length: int,
