@@ -63,7 +63,7 @@ def test_a_version_1_catalog_is_refused_with_a_re_ingest_message(tmp_path):
     catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
     table = pq.read_table(tmp_path / catalog.SAMPLES_FILE).drop_columns(["clip_id", "apex_annotated"])
     pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"1"}), tmp_path / catalog.SAMPLES_FILE)
-    with pytest.raises(catalog.CatalogSchemaError, match=r"version 1; this merflow reads version 3 \(and upgrades version 2\): re-ingest"):
+    with pytest.raises(catalog.CatalogSchemaError, match=r"version 1; this merflow reads version 4 \(and upgrades versions 2, 3\): re-ingest"):
         catalog.read_samples(tmp_path)
 
 
@@ -98,15 +98,31 @@ def test_imported_rows_have_no_frames_and_say_so(tmp_path):
     assert catalog.summary(tmp_path)["datasets"]["casme2"]["imported"] == 1
 
 
+def _as_version(folder, version: int) -> None:
+    """Rewrite a catalog's files as schema ``version`` (2 or 3) wrote them: the label columns stored, no
+    stated_labels (version 2: no origin columns either)."""
+    from merflow.configs.catalog import STORED_LABEL_COLUMNS_V3
+
+    for name in (catalog.SAMPLES_FILE, catalog.QUARANTINE_FILE, catalog.SOURCES_FILE):
+        table = pq.read_table(folder / name)
+        if name == catalog.SAMPLES_FILE:
+            import pyarrow as pa
+
+            samples = catalog.read_samples(folder)
+            table = table.drop_columns(["stated_labels"])
+            for column in STORED_LABEL_COLUMNS_V3:
+                table = table.append_column(column, pa.array(samples[column].tolist(), pa.string()))
+            if version == 2:  # version 2 had neither column
+                table = table.drop_columns(["origin", "origin_detail"])
+        pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": str(version).encode()}), folder / name)
+
+
 def test_a_version_2_catalog_reads_as_every_row_ingested(tmp_path):
     catalog.merge_source(tmp_path, _source("a.zip"), [_sample("EP01")], [])
-    for name in (catalog.SAMPLES_FILE, catalog.QUARANTINE_FILE, catalog.SOURCES_FILE):
-        table = pq.read_table(tmp_path / name)
-        if name == catalog.SAMPLES_FILE:  # version 2 had neither column
-            table = table.drop_columns(["origin", "origin_detail"])
-        pq.write_table(table.replace_schema_metadata({b"merflow.schema_version": b"2"}), tmp_path / name)
+    _as_version(tmp_path, 2)
     samples = catalog.read_samples(tmp_path)
-    assert samples["origin"].tolist() == ["ingested"] and list(samples.columns) == catalog.SAMPLES_SCHEMA.names
+    assert samples["origin"].tolist() == ["ingested"] and list(samples.columns) == catalog.samples_columns()
+    assert samples.at[0, "label_casme2_4"] == "happiness" and samples.at[0, "stated_labels"] is None
     assert len(catalog.read_sources(tmp_path)) == 1
-    catalog.merge_source(tmp_path, _source("b.zip", "cd" * 32), [_sample("EP02")], [])  # and is written as 3
-    assert pq.read_schema(tmp_path / catalog.SAMPLES_FILE).metadata[b"merflow.schema_version"] == b"3"
+    catalog.merge_source(tmp_path, _source("b.zip", "cd" * 32), [_sample("EP02")], [])  # and is written as 4
+    assert pq.read_schema(tmp_path / catalog.SAMPLES_FILE).metadata[b"merflow.schema_version"] == b"4"
