@@ -143,7 +143,7 @@ def features_options(features: argparse.ArgumentParser) -> None:
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])
-    add_config_options(features, FeatureConfig, ["shard_size", "first_frame"])
+    add_config_options(features, FeatureConfig, ["shard_size", "first_frame", "sequence_length", "max_missing_share"])
     features.set_defaults(handler=commands.cmd_features)
 
 
@@ -165,9 +165,10 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=parameter(flow, "protocol"))
     # No default here, unlike the flows' (casme2): a per-dataset protocol on the command line names its dataset.
     parser.add_argument("--dataset", default=None,
-                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq; the "
+                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq, casme3; the "
                              "imported survey images: survey_c4, survey_c9 (lovo only)")
-    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
+    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others), "
+                                            "casme3_4 or casme3_3 (CAS(ME)^3 in 4 or 3 classes; casme3_7 its default)")
     parser.add_argument("--sample-list", choices=SAMPLE_LISTS,
                         help="only the samples of a published list: survey = the survey baseline's own lists "
                              "(CASME.xls, casme2.xls, samm.xls, SMIC.xls, CAS(ME)2.xls), with their labels")
