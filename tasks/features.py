@@ -1,5 +1,6 @@
 """One sample's features, and one shard's: read frames, crop the face with one box, find the apex,
-compute the difference and the optical flow. Pure functions that return values and write nothing:
+compute the difference and the optical flow, and (feature schema 3) the sequence of frames and flows from
+onset to offset and the landmarks (tasks/sequences.py). Pure functions that return values and write nothing:
 storage/features.py plans the shards and writes them, the features flow runs ``compute_shard`` and
 that write as one Dask task per shard; a notebook can call ``sample_features`` directly.
 """
@@ -13,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from merflow.configs.features import ARRAYS, FeatureConfig
-from merflow.tasks.faces import NoFaceError, crop_face, detect_face
-from merflow.tasks.motion import flow_channels, frame_difference, optical_flow, spot_apex
+from merflow.configs.features import FeatureConfig
+from merflow.tasks.faces import NoFaceError, crop_face, crop_points, detect_face
+from merflow.tasks.motion import flow_channels, frame_difference, optical_flow, spot_apex, to_grey
+from merflow.tasks.sequences import MissingFrames, flow_sequence, landmark_points, resample
 
 # A frame whose pixel values barely vary is a dead frame (lens cap, dropped frame written as black).
 BLANK_FRAME_STD = 1.0
@@ -72,6 +74,11 @@ def as_rgb_channels(crop: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
+# A listed frame that cannot give a crop for one of these reasons is a gap of a sequence (bridged by
+# tasks/sequences.py); for the pair's own frames (onset, apex, middle) it stays the sample's quarantine reason.
+GAP_REASONS = frozenset({"missing_frame", "unreadable_frame", "blank_frame", "frame_size_mismatch"})
+
+
 def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, info) of one catalog row; SampleError names what is wrong with it."""
     clip = Path(record["clip_dir"])
@@ -82,31 +89,36 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
     except NoFaceError as error:
         raise SampleError("no_face", str(error)) from None
     size = config.size
+    crops: dict[int, np.ndarray] = {}
+
+    def crop_at(index: int) -> np.ndarray:
+        """Frame ``index``'s crop in the sample's one box, each frame read and cut once."""
+        if index not in crops:
+            crops[index] = crop_face(onset if index == 0 else read_frame(clip / frames[index], onset.shape), box, size)
+        return crops[index]
+
     # The first frame of the pair: the onset, or (first_frame "onset+1", the published code's pair, see
     # storage/features.py FeatureConfig) the frame after it, with the annotated apex moved one on too.
     first = 0 if config.first_frame == "onset" else 1
     if first >= len(frames):
         raise SampleError("too_few_frames", f"{clip}: {len(frames)} frame(s), no onset + 1 frame for first_frame "
                                             f"{config.first_frame!r}")
-    first_frame = onset if first == 0 else read_frame(clip / frames[first], onset.shape)
-    onset_crop = crop_face(first_frame, box, size)
+    onset_crop = crop_at(first)
     if record.get("apex") is not None:
         # Clamped: apex + 1 of an apex on the last frame of the clip is that last frame.
         apex_index = min(int(record["apex"]) - int(record["onset"]) + first, len(frames) - 1)
         apex_source = "annotated"
-        apex_crop = crop_face(read_frame(clip / frames[apex_index], onset.shape), box, size)
+        apex_crop = crop_at(apex_index)
     else:
         # No annotated apex (SMIC, an apex '/'): the frame of most motion from the first frame.
-        crops = [onset_crop] + [crop_face(read_frame(clip / name, onset.shape), box, size)
-                                for name in frames[first + 1:]]
-        spotted, _ = spot_apex(np.stack(crops), config.motion)
-        apex_index, apex_crop, apex_source = first + spotted, crops[spotted], "spotted"
+        spotted, _ = spot_apex(np.stack([crop_at(i) for i in range(first, len(frames))]), config.motion)
+        apex_index, apex_source = first + spotted, "spotted"
+        apex_crop = crop_at(apex_index)
     # The clip's middle frame, floor((N+1)/2) of its N frames (1-based): the survey baseline's frame for
     # SMIC, which has no apex (wenjgong/microExpressionSurvey apex4.m @ 9da5c7c4: n = floor((N+1)/2)); cropped
     # with the same box.
     middle_index = (len(frames) + 1) // 2 - 1
-    middle_crop = crop_face(onset if middle_index == 0 else read_frame(clip / frames[middle_index], onset.shape),
-                            box, size)
+    middle_crop = crop_at(middle_index)
     arrays = {
         "onset": as_rgb_channels(onset_crop),
         "apex": as_rgb_channels(apex_crop),
@@ -118,7 +130,37 @@ def sample_features(record: dict, config: FeatureConfig) -> tuple[dict[str, np.n
             "apex_frame": int(record["onset"]) + apex_index, "apex_source": apex_source,
             "middle_index": middle_index,
             "colour": onset.ndim == 3, "face": box.to_dict()}
+    if config.sequences:
+        sequence, sequence_info = sequence_features(crop_at, box, len(frames), int(record["onset"]), config)
+        arrays |= sequence
+        info |= sequence_info
     return arrays, info
+
+
+def sequence_features(crop_at, box, n_frames: int, onset: int, config: FeatureConfig) -> tuple[dict, dict]:
+    """(arrays, info) of a sample's sequence (tasks/sequences.py): ``frames`` (T grey crops onset to offset),
+    ``flow_seq`` (the T - 1 flows between them) and ``landmarks`` (7 points in crop pixels), from ``crop_at(i)``
+    (frame i's crop in the sample's box, SampleError where it cannot be read). ``info``: the mark's ``sequence``
+    (length, frames, upsampled, the frame numbers missing and bridged or held, how many were read) and
+    ``landmarks`` (source, how each brow was found). A SampleError ``too_many_missing_frames`` past the share."""
+
+    def grey(index: int) -> np.ndarray | None:
+        try:
+            return to_grey(crop_at(index))
+        except SampleError as error:
+            if error.reason in GAP_REASONS:
+                return None
+            raise
+
+    try:
+        frames, timing = resample(grey, n_frames, config.sequence_length, config.max_missing_share)
+    except MissingFrames as error:
+        raise SampleError("too_many_missing_frames", str(error)) from None
+    points = None if box.landmarks is None else crop_points(box, config.size, box.landmarks)
+    landmarks, found = landmark_points(points, to_grey(crop_at(0)))
+    timing |= {"missing": [onset + i for i in timing["missing"]], "held": [onset + i for i in timing["held"]]}
+    return ({"frames": frames, "flow_seq": flow_sequence(frames, config.motion), "landmarks": landmarks},
+            {"sequence": timing, "landmarks": found})
 
 
 def compute_shard(samples: tuple[tuple[int, dict], ...], start: int, length: int,
@@ -130,9 +172,7 @@ def compute_shard(samples: tuple[tuple[int, dict], ...], start: int, length: int
     rows stay zero, the others go on. Writes nothing: storage/features.py writes the shard.
     """
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
-    size = config.size
-    arrays = {name: np.zeros((length, channels, size, size), dtype=dtype)
-              for name, (dtype, channels) in ARRAYS.items()}
+    arrays = {name: np.zeros((length,) + shape, dtype=dtype) for name, (dtype, shape) in config.array_shapes().items()}
     marks = {}
     for row, record in samples:
         try:
