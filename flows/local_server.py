@@ -228,7 +228,7 @@ def find_or_start(folder: Path) -> tuple[str, bool]:
         _terminate(state["pid"])  # recorded, running, and not answering: hung
     (folder / "server.json").unlink(missing_ok=True)
     recorded = {"prefect": __version__, "python": sys.executable, "idle_seconds": idle_seconds(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_by": os.getpid()}
     # Recorded as starting as soon as it is spawned: a command killed meanwhile leaves no unrecorded server.
     process, url = start_server(folder, on_spawn=lambda pid, url: _write_state(
         folder, recorded | {"pid": pid, "url": url, "starting": True}))
