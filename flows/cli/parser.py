@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="face crops, difference and optical flow of every sample into a Zarr store (on Dask)",
         description="Detect the face on each sample's onset frame, crop every frame with that one box, take the "
                     "annotated apex (or spot it), and store the crops, apex-onset difference and optical flow "
-                    "(u, v, magnitude, strain) in a Zarr store. Runs on a local Dask cluster, or on an existing "
+                    "(u, v, magnitude, strain) in a Zarr store, with each sample's sequence (--sequence-length T "
+                    "frames onset to offset and their T - 1 flows) and its landmarks. Runs on a local Dask cluster, or on an existing "
                     "one with --dask-address. Rerunning computes only what is missing or changed.")
     commands_.add_parser("show", options=show_options, help="draw a sample's stored features as a PNG",
                          description="Onset crop, apex crop, difference, flow as HSV colour and strain, side by side.")
