@@ -96,8 +96,10 @@ class TrainConfig(Config):
     # code, see RECIPES and docs/recipes.md.
     recipe: Recipe = Field(
         "merflow", description="merflow: leakage-free defaults, each stage's last epoch and α chosen on validation; "
-                               "published: Meta-MMFNet's code exactly (ResNet-18, batch 128, no weight decay, StepLR "
-                               "pretraining, fixed schedule, no inner validation); differences in docs/recipes.md")
+                               "published: Meta-MMFNet's code's training settings (ResNet-18, batch 128, no weight "
+                               "decay, StepLR pretraining, fixed schedule, no inner validation, α 1.0), not all of "
+                               "its run: what it cannot restore (ImageNet weights, its face crops, half precision "
+                               "on a GPU, ...) is listed in docs/recipes.md")
     pretrain_lr_step: Annotated[int, Field(ge=0)] = 0  # StepLR(step, x0.1) in both pretrainings; 0: a constant rate
     # last: a fixed schedule, each stage's last epoch (the default since issue 12, benchmarks/selection.py);
     # validation: each stage keeps its best validation-accuracy epoch; loss: its lowest validation cross-entropy
@@ -127,6 +129,17 @@ class TrainConfig(Config):
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
         return cls(**(RECIPES[recipe] | {"recipe": recipe} | overrides))
+
+    @property
+    def recipe_differences(self) -> list[str]:
+        """Under ``recipe published``: each setting given on top of the recipe that differs from the published
+        code's (``"meta_epochs 1 (published: 7)"``); empty for merflow's own recipe, whose defaults are its own."""
+        if self.recipe != "published":
+            return []
+        published = type(self)(**(RECIPES["published"] | {"recipe": "published", "seed": self.seed,
+                                                          "device": self.device}))
+        return [f"{name} {getattr(self, name)} (published: {getattr(published, name)})"
+                for name in type(self).model_fields if getattr(self, name) != getattr(published, name)]
 
     def _hashed(self) -> dict:
         # Settings added later hash only where they differ from the behaviour before them

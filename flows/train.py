@@ -30,6 +30,7 @@ from merflow.training import run as units
 from merflow.training.errors import DataError
 from merflow.training.models import nearest_centroid
 from merflow.training.models.nearest_centroid import CentroidConfig
+from merflow.training.models.ststnet import StstnetConfig
 from merflow.training.models.survey_cnn import SurveyConfig
 from merflow.training.report import floor_table, pooled_table
 
@@ -92,9 +93,10 @@ def write_task(out: str, trained: units.TrainedRun) -> None:
 
 
 def model_config(model: str, config: TrainConfig | None, survey_config: SurveyConfig | None,
-                 centroid_config: CentroidConfig | None, balance: str | None):
+                 centroid_config: CentroidConfig | None, balance: str | None, ststnet_config: StstnetConfig | None = None):
     """The configuration the flow's parameters give ``model`` (its default where none), with ``balance``."""
-    given = {models.DEFAULT_MODEL: config, "survey-cnn": survey_config, "nearest-centroid": centroid_config}[model]
+    given = {models.DEFAULT_MODEL: config, "survey-cnn": survey_config, "nearest-centroid": centroid_config,
+             "ststnet": ststnet_config}[model]
     return units.with_balance(given or models.load(model).default_config(), balance)
 
 
@@ -104,19 +106,20 @@ def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evalua
                run: RunId | None = None, sample_list: str | None = None, sample_lists: str | None = None,
                feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
                survey_config: SurveyConfig | None = None, balance: str | None = None,
-               centroid_config: CentroidConfig | None = None, max_folds: int | None = None) -> dict:
+               centroid_config: CentroidConfig | None = None, max_folds: int | None = None,
+               ststnet_config: StstnetConfig | None = None) -> dict:
     """Train and evaluate every fold of ``protocol``; write runs, metrics and predictions under ``out``.
     ``sample_list`` ('survey'): only the samples of that published list (folder ``sample_lists``);
     ``feature_config``: the hash of the store's feature configuration to train on, where it holds several.
-    ``model`` (training/models/): meta-mmfnet with ``config``, survey-cnn with ``survey_config``, or
-    nearest-centroid with ``centroid_config``;
+    ``model`` (training/models/): meta-mmfnet with ``config``, survey-cnn with ``survey_config``, ststnet with
+    ``ststnet_config``, or nearest-centroid with ``centroid_config``;
     ``balance`` (none | undersample) overrides the model's default; ``max_folds``: the first N folds only,
     a quick look, not a result to report (recorded in the runs row's notes)."""
     locations.require(catalog_dir, store, out)  # a missing extra is one line, before any work
     logger = get_run_logger()
     started = time.perf_counter()
     info = models.get(model)
-    settings = model_config(model, config, survey_config, centroid_config, balance)
+    settings = model_config(model, config, survey_config, centroid_config, balance, ststnet_config)
     run = units.run_id(run)
     with results.writing_run(out, run):  # another command writing this run id: refused, one line
         data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
@@ -166,12 +169,15 @@ def floor_rows(result: units.TrainedRun) -> list[dict]:
 
 def pooled_rows(result: units.TrainedRun, config) -> list[dict]:
     """The run's pooled test rows: a model that chooses on validation (Meta-MMFNet) as micro, macro and
-    fused (α chosen, then the α grid); any other as its one row, LOVO's marked leaky."""
+    fused (α chosen, then the α grid); any other as its one row. A row whose number reads test labels (LOVO,
+    balancing before the split) says so."""
+    leaks = result.notes.get("leaks") or []
+    leaky = (" (leaky: " + "; ".join(reason.split(":")[0] for reason in leaks) + ")") if leaks else ""
     if result.chosen:
         # Without validation subjects (--recipe published) nothing chooses α: the plain sum, α = 1.0.
-        return pooled_table(result.metrics, " (α chosen on validation)" if config.validation_fraction > 0
-                            else " (α 1.0: no validation split to choose on)")
-    leaky = " (LOVO: leaky, a held-out person's other clips are in training)" if result.leaky else ""
+        rows = pooled_table(result.metrics, " (α chosen on validation)" if config.validation_fraction > 0
+                            else " (α 1.0, fixed: no validation split to choose on)")
+        return [row | {"model": row["model"] + leaky} for row in rows]
     return [{"model": r.model + leaky, "alpha": None, "n": int(r.n), "accuracy": round(r.accuracy, 4),
              "uf1": round(r.uf1, 4), "uar": round(r.uar, 4)}
             for r in result.metrics.itertuples() if r.scope == "pooled" and r.split == "test"]

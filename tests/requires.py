@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,3 +48,9 @@ requires_ray = pytest.mark.skipif(
 requires_prefect_server = pytest.mark.skipif(
     not (BIN / "prefect").is_file(),
     reason=f"no `prefect` console script beside {sys.executable} to start `prefect server start` with")
+
+# training/shallow_cnn.c is compiled on first use with the C compiler on PATH (or $CC); without one, the
+# shallow CNNs train with PyTorch and the kernel's own tests are skipped.
+_COMPILER = os.environ.get("CC") or next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+requires_c_compiler = pytest.mark.skipif(
+    _COMPILER is None, reason="no C compiler (cc, gcc or clang) to build training/shallow_cnn.c")

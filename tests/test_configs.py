@@ -229,10 +229,16 @@ def test_the_train_config_names_are_the_registries():
 # weights_dict() (`_chunk_key`), and both to_dict()s are the runs row's config; pinned from the dataclasses.
 SURVEY_OTHER = {"epochs": 3, "shuffle": "every-epoch", "dropout": 0.25, "balance": "none", "folds_per_batch": 7,
                 "grey_channels": "first"}
+# Issue 17 made the survey's own initialisation (N(0, 0.01^2): init matlab-normal) and grey channels (first)
+# the defaults and added init, engine and threads: the runs row's config gains those keys, and the default's
+# checkpoint key changed (3f2120dcf623, was 28547693c8b7) because its numbers changed. Settings as they were
+# before (init glorot, grey_channels replicate) keep their old keys, so their checkpoints still load.
 SURVEY_DEFAULT = {"epochs": 150, "batch_size": 256, "learning_rate": 5e-05, "l2": 0.0001, "beta1": 0.9, "beta2": 0.999,
                   "adam_epsilon": 1e-08, "shuffle": "once", "dropout": 0.5, "balance": "undersample",
-                  "unannotated_apex": "middle", "grey_channels": "replicate", "seed": 0, "device": "auto",
-                  "dtype": "float32", "folds_per_batch": None}
+                  "unannotated_apex": "middle", "grey_channels": "first", "seed": 0, "device": "auto",
+                  "dtype": "float32", "folds_per_batch": None, "init": "matlab-normal", "engine": "auto",
+                  "threads": None}
+BEFORE_ISSUE_17 = {"init": "glorot", "grey_channels": "replicate"}
 
 
 def test_model_configurations_are_recorded_and_hashed_as_before():
@@ -241,8 +247,13 @@ def test_model_configurations_are_recorded_and_hashed_as_before():
 
     assert SurveyConfig().to_dict() == SURVEY_DEFAULT and list(SurveyConfig().to_dict()) == list(SURVEY_DEFAULT)
     assert SurveyConfig(**SURVEY_OTHER).to_dict() == SURVEY_DEFAULT | SURVEY_OTHER
-    assert config_hash(SurveyConfig().weights_dict()) == "28547693c8b7"
-    assert config_hash(SurveyConfig(**SURVEY_OTHER).weights_dict()) == "bad141d062ee"
+    assert config_hash(SurveyConfig(**BEFORE_ISSUE_17).weights_dict()) == "28547693c8b7"
+    assert config_hash(SurveyConfig(**SURVEY_OTHER | {"init": "glorot"}).weights_dict()) == "bad141d062ee"
+    assert config_hash(SurveyConfig().weights_dict()) == "3f2120dcf623"
+    assert config_hash(SurveyConfig(**SURVEY_OTHER).weights_dict()) == "fe6e9ee4e116"
+    # Where it runs, how many folds at once and the engine asked for are not in the key (the engine that ran is).
+    assert SurveyConfig(device="cpu", folds_per_batch=2, engine="torch", threads=1).weights_dict() == \
+        SurveyConfig().weights_dict()
     assert SurveyConfig().recipe == "published" and SurveyConfig(**SURVEY_OTHER).recipe == "custom"
     assert CentroidConfig().to_dict() == {"features": "flow", "seed": 0, "recipe": None}
     assert CentroidConfig(features="both", seed=3).to_dict() == {"features": "both", "seed": 3, "recipe": None}

@@ -47,7 +47,7 @@ def test_registry_defaults_and_unknown_names():
 # Small enough to train in seconds on a CPU: one epoch of everything, one shot.
 TINY = {"meta-mmfnet": {"macro_epochs": 1, "pretrain_epochs": 1, "meta_epochs": 1, "batches_per_epoch": 1,
                         "shots": 1, "device": "cpu"},
-        "survey-cnn": {"epochs": 2, "device": "cpu"}, "nearest-centroid": {}}
+        "survey-cnn": {"epochs": 2, "device": "cpu"}, "ststnet": {"epochs": 2, "device": "cpu"}, "nearest-centroid": {}}
 
 
 def _tiny_protocol(validation_fraction: float) -> ProtocolData:

@@ -242,3 +242,77 @@ def test_cli_names_an_unreadable_part_and_answers_for_the_other_runs(written, tm
     assert status == 0 and "search-1 · loso (casme2): test" in out
     with pytest.raises(UnreadablePart, match=str(broken)):
         run_cli(["results", "summary", "--results", str(results), "--run", PLAIN_RUN], monkeypatch, capsys)
+
+
+# ------------------------------------------------------------------------------------------ labels
+def _labelled_runs(results):
+    """Four runs as `merflow train` records them: Meta-MMFNet under --recipe published (no validation: α fixed
+    at 1.0), survey-cnn with its published recipe over LOVO (leaky), survey-cnn with --epochs 3 (custom), and a
+    run cut by --max-folds on features that differ from the recipe's."""
+    from test_queries import fold_predictions
+    from test_queries import run_row as stored_row
+
+    from merflow.configs.train import TrainConfig
+    from merflow.storage import results as result_tables
+    from merflow.training.models.survey_cnn import SurveyConfig
+    from merflow.training.run import metric_rows, run_choices
+
+    rng = np.random.default_rng(5)
+    runs = {
+        "published": ("meta-mmfnet", "loso", TrainConfig.from_recipe("published"), {}),
+        "survey": ("survey-cnn", "lovo", SurveyConfig(), {"leaks": ["LOVO: a held-out sample's person has other clips "
+                                                                    "in training"]}),
+        "custom": ("survey-cnn", "fused4", SurveyConfig(epochs=3, balance="undersample-training"), {}),
+        "quick": ("meta-mmfnet", "loso", TrainConfig.from_recipe("published", meta_epochs=1),
+                  {"max_folds": {"first": 2, "of": 26}, "feature_mismatch": ["size 28 (published: 80)"]}),
+    }
+    for run, (method, protocol, config, data) in runs.items():
+        predictions = pd.concat([fold_predictions(rng, f"casme2/sub0{i}", "casme2", {"validation": 0.7, "test": 0.6})
+                                 for i in (1, 2)], ignore_index=True)
+        if method != "meta-mmfnet":
+            predictions = predictions[predictions["model"] == "micro"].assign(model=method)
+        predictions = predictions.assign(chosen=predictions["chosen"] & (config.validation_fraction > 0))
+        metrics = metric_rows(predictions, CLASSES).assign(run=run, protocol=protocol, trial=None, shots=5,
+                                                           method=method)
+        result_tables.write_part(results, "metrics", run, protocol, "all", metrics)
+        record = config.to_dict() | {"data": data | {"recipe_differences": config.recipe_differences,
+                                                     "chosen": run_choices(method, config)}}
+        row = stored_row(run, protocol, "casme2", record) | {"method": method, "recipe": config.recipe}
+        result_tables.write_part(results, "runs", run, protocol, "all", pd.DataFrame([row]))
+    return runs
+
+
+def test_each_summary_says_what_chose_what_from_the_runs_own_record(tmp_path, capsys):
+    from merflow.flows.cli.results import print_results_summary
+
+    _labelled_runs(tmp_path)
+    metrics, runs = queries.table(tmp_path, "metrics"), queries.table(tmp_path, "runs")
+    blocks = {title.split(" ·")[0]: (title, table, warnings, honesty)
+              for title, table, warnings, honesty in report.summary_blocks(metrics, runs)}
+    title, table, _, honesty = blocks["published"]
+    assert "α chosen per fold on validation" not in title and "α 1.0, fixed" in title and "recipe published" in title
+    assert honesty == ["nothing chosen"] * len(table)  # epochs fixed, α fixed, nothing leaks
+    title, _, _, honesty = blocks["survey"]
+    assert "the published fixed schedule" in title and "uses test labels" in title
+    assert set(honesty) == {"uses test labels (LOVO)"}
+    title, _, _, honesty = blocks["custom"]
+    assert "published fixed schedule" not in title and "recipe custom: " in title and "epochs 3 (published: 150)" in title
+    assert "balance undersample-training (published: undersample)" in title and set(honesty) == {"nothing chosen"}
+    title, _, warnings, _ = blocks["quick"]
+    assert "recipe published with changes: meta_epochs 1 (published: 7)" in title
+    assert any("only the first 2 of 26 folds ran (--max-folds)" in line for line in warnings)
+    assert any("size 28 (published: 80)" in line for line in warnings)
+    # The command prints the same, with the honesty column.
+    print_results_summary(tmp_path)
+    printed = capsys.readouterr().out
+    assert "honesty" in printed and "uses test labels (LOVO)" in printed and "--max-folds" in printed
+
+
+def test_runs_written_before_the_record_are_labelled_from_their_settings():
+    record = {"balance": "undersample", "epochs": 3}  # an old survey-cnn run over fused4: no data.leaks
+    assert report.run_leaks(record, "fused4")[0].startswith("balanced before the split")
+    assert report.honesty(record, "fused4", "survey-cnn", "survey-cnn", None).startswith("uses test labels")
+    assert report.honesty({"validation_fraction": 0.2}, "loso", "meta-mmfnet", "fused", None) == \
+        "chosen on validation subjects"
+    assert report.honesty({}, "loso", "meta-mmfnet", "fused", "selected") == "chosen on validation subjects"
+    assert report.honesty({"validation_fraction": 0.0}, "loso", "meta-mmfnet", "fused", None) == "nothing chosen"

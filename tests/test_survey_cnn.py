@@ -13,6 +13,8 @@ import torch
 from merflow.tasks.matlab import structs
 from merflow.training.models import survey_cnn as sc
 
+from requires import requires_c_compiler
+
 # ------------------------------------------------------------------------------------------ net4.mat
 
 
@@ -60,13 +62,97 @@ def test_main4_schedule_is_the_default(reference):
     assert config.recipe == "published" and sc.SurveyConfig(epochs=3).recipe == "custom"
 
 
+@pytest.mark.parametrize("name", ["net4.mat", "net9.mat"])
+def test_the_networks_were_saved_before_matlab_had_initializers(reference, name):
+    # The evidence for init matlab-normal: R2019a added WeightsInitializer / BiasInitializer (default 'glorot')
+    # to these layers; the survey's files have every other property of conv_2_1 and fc_2 and not those.
+    layers = {s["Name"]: s for s in layer_structs(reference / "survey" / name)}
+    for layer in ("conv_2_1", "fc_2"):
+        assert {"Weights", "Bias", "Name"} <= set(layers[layer])
+        assert not {"WeightsInitializer", "BiasInitializer"} & set(layers[layer])
+    assert sc.SurveyConfig().init == "matlab-normal"
+
+
+def test_matlab_normal_and_glorot_initialisations():
+    model = sc.StackedSurveyCNN(folds=2, n_classes=4)
+    model.initialise([torch.Generator().manual_seed(i) for i in range(2)])  # the default: the survey's
+    weights = torch.cat([model.conv_weight.detach().ravel(), model.fc_weight.detach().ravel()])
+    assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert not model.conv_bias.any() and not model.fc_bias.any() and (model.bn_scale == 1).all()
+    model.initialise([torch.Generator().manual_seed(i) for i in range(2)], "glorot")
+    assert model.conv_weight.abs().max() > 0.1  # Glorot's bound is 0.29 for conv_2_1
+    with pytest.raises(ValueError, match="unknown init"):
+        model.initialise([torch.Generator()], "he")
+
+
+PUBLISHED_OTHER = {"init": "glorot", "grey_channels": "replicate", "balance": "undersample-training",
+                   "unannotated_apex": "spotted", "epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "l2": 0.0,
+                   "beta1": 0.8, "beta2": 0.99, "adam_epsilon": 1e-6, "shuffle": "every-epoch", "dropout": 0.25,
+                   "dtype": "float64"}
+
+
+@pytest.mark.parametrize("setting", sorted(sc.SurveyConfig.PUBLISHED))
+def test_the_recipe_is_published_only_with_every_setting_the_survey_fixed(setting):
+    assert set(PUBLISHED_OTHER) == set(sc.SurveyConfig.PUBLISHED)
+    changed = sc.SurveyConfig(**{setting: PUBLISHED_OTHER[setting]})
+    assert changed.recipe == "custom"
+    assert changed.recipe_differences == [f"{setting} {PUBLISHED_OTHER[setting]} "
+                                          f"(published: {sc.SurveyConfig.PUBLISHED[setting]})"]
+    assert sc.SurveyConfig(seed=4, device="cpu", folds_per_batch=2, engine="torch", threads=1).recipe == "published"
+
+
+def test_balancing_before_the_split_reads_the_held_out_labels_and_inside_the_folds_does_not():
+    import pandas as pd
+
+    from merflow.training.folds import folds, leak_reasons, undersample, undersample_training
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame([{"sample_key": f"casme2/s{s}/c{i}", "dataset": "casme2", "subject": f"s{s}",
+                          "subject_key": f"casme2/s{s}", "is_macro": False,
+                          "label_casme2_4": ["disgust", "happiness", "repression", "surprise"][rng.integers(0, 4)]}
+                         for s in range(6) for i in range(8)])
+    held_out = rows["subject_key"] == "casme2/s0"
+    relabelled = rows.copy()
+    relabelled.loc[held_out, "label_casme2_4"] = "surprise"  # only the held-out subject's labels differ
+
+    def fit_keys(table, balance):
+        if balance == "undersample":
+            table = undersample(table, "label_casme2_4", 0)[0]
+        fold = folds(table, "loso", "casme2", validation_fraction=0.0)[0]  # loso-casme2-s0
+        assert fold.test_subjects == ("casme2/s0",)
+        return undersample_training(fold, table, 0)[0].fit_keys if balance == "undersample-training" else fold.fit_keys
+
+    assert fit_keys(rows, "undersample") != fit_keys(relabelled, "undersample")  # test labels chose the training set
+    assert fit_keys(rows, "undersample-training") == fit_keys(relabelled, "undersample-training")
+    balanced = undersample_training(folds(rows, "loso", "casme2", validation_fraction=0.0)[0], rows, 0)[0]
+    counts = rows.set_index("sample_key").loc[list(balanced.fit_keys), "label_casme2_4"].value_counts()
+    assert counts.nunique() == 1
+    assert leak_reasons("loso", "undersample")[0].startswith("balanced before the split")
+    assert leak_reasons("fused4", "undersample-training") == [] and leak_reasons("lovo", "none")[0].startswith("LOVO")
+
+
+@requires_c_compiler
+def test_the_kernel_engine_trains_folds_alone_or_together_alike():
+    images, labels = _toy()
+    tasks = _lovo_tasks(len(labels), 4)
+    config = sc.SurveyConfig(epochs=3, batch_size=16, device="cpu", engine="kernel", threads=2)
+    together = sc.train_folds(images, labels, tasks, 3, config)
+    for task in tasks:  # the kernel trains each fold alone; the mean images and the final population statistics
+        alone = sc.train_folds(images, labels, [task], 3, config.replace(threads=1))  # are float32 matrix products
+        np.testing.assert_allclose(alone[task.name], together[task.name], rtol=0, atol=1e-6)  # of the stack
+    assert not np.allclose(together[tasks[0].name], together[tasks[1].name])
+    assert sc.engine_of(sc.SurveyConfig(dtype="float64", device="cpu")) == "torch"
+    with pytest.raises(ValueError, match="every-epoch"):
+        sc.engine_of(sc.SurveyConfig(shuffle="every-epoch", engine="kernel", device="cpu"))
+
+
 # ------------------------------------------------------------------------------------------ the network
 
 
 def test_shapes_follow_the_layer_graph():
     model = sc.StackedSurveyCNN(folds=3, n_classes=4)
     assert model.features == 5 * 5 * 5  # 28 -> 'same' max pool /3 -> 10 -> 2x2 avg pool -> 5
-    model.initialise([torch.Generator().manual_seed(i) for i in range(3)])
+    model.initialise([torch.Generator().manual_seed(i) for i in range(3)], "glorot")  # the default is the survey's N(0, 0.01^2)
     bound = (6 / (27 + 45)) ** 0.5  # glorot: fan_in 3*3*3, fan_out 3*3*5
     assert model.conv_weight.abs().max() <= bound and model.conv_weight.abs().max() > 0.8 * bound
     images = torch.rand(10, 3, 28, 28) * 255
@@ -160,12 +246,12 @@ SHORT = sc.SurveyConfig(epochs=3, device="cpu")  # the schedule stays main4.m's 
 FIVE = {"casme", "casme2", "casme_sq", "samm", "smic_hs"}
 
 
-def _train(fused_set, protocol, out, **options):
+def _train(fused_set, protocol, out, config=SHORT, **options):
     """A survey-cnn run without Prefect (training/run.py), its tables written (storage/results.py)."""
     from merflow.flows.protocol import train_protocol
     from merflow.storage import results
 
-    trained = train_protocol(fused_set["catalog"], fused_set["store"], protocol, None, SHORT, out,
+    trained = train_protocol(fused_set["catalog"], fused_set["store"], protocol, None, config, out,
                              model="survey-cnn", **options)
     results.write_run(out, **trained.tables())
     return trained
@@ -223,11 +309,18 @@ def test_lovo_rerun_resumes_from_its_checkpoints(lovo_run, fused_set, monkeypatc
 def test_the_same_model_on_loso_over_the_fused_set(fused_set, tmp_path):
     result = _train(fused_set, "fused4", str(tmp_path))
     predictions = result.predictions
-    assert set(predictions["dataset"]) == FIVE and not result.leaky
+    # Subject-disjoint, but balanced before the split (the survey's): the held-out samples were removed by
+    # their labels, so the number reads test labels and is labelled leaky (issue 17; it was called honest).
+    assert set(predictions["dataset"]) == FIVE and result.leaky
+    assert result.notes["leaks"] == [reason for reason in result.notes["leaks"] if reason.startswith("balanced")]
     assert len(set(Counter(predictions["label"]).values())) == 1  # balanced as well
     # Subject-disjoint: every fold tests one person, none of whose clips it trained on.
     assert (predictions.groupby("fold")["subject_key"].nunique() == 1).all()
     assert result.folds == predictions["subject_key"].nunique()
+    # The honest variant: each fold's training samples balanced after the split; every sample is tested.
+    honest = _train(fused_set, "fused4", str(tmp_path / "honest"), config=SHORT.replace(balance="undersample-training"))
+    assert not honest.leaky and honest.notes["leaks"] == [] and honest.notes["balance"]["method"] == "undersample-training"
+    assert len(honest.predictions) > len(predictions)  # nothing was removed before the split
 
 
 @pytest.mark.integration
@@ -263,15 +356,20 @@ def test_a_store_without_middle_crops_asks_to_recompute(fused_set, tmp_path):
 
     from merflow.flows.protocol import load_protocol
     from merflow.storage.features import open_features
+    from merflow.training.models.survey_cnn import SurveyConfig, load_images
 
     store = tmp_path / "old.zarr"
     shutil.copytree(fused_set["store"], store)
-    group = open_features(str(store), "samm").name
+    group = open_features(str(store), "smic_hs").name
     del zarr.open_group(str(store), mode="r+")[group]["middle"]
-    with pytest.raises(LookupError, match=r"no 'middle' crops.*recompute the features with `merflow features"):
-        load_protocol(fused_set["catalog"], str(store), "loso", "samm", model="survey-cnn")
+    # The middle frame is optional (an annotated apex or an imported image needs none); SMIC has no apex.
+    data = load_protocol(fused_set["catalog"], str(store), "loso", "smic_hs", model="survey-cnn")
+    samples = data.samples.reset_index(drop=True)
+    with pytest.raises(LookupError, match=r"middle crops.*recompute the features with `merflow features"):
+        load_images(data.source, samples, SurveyConfig())
+    assert len(load_images(data.source, samples, SurveyConfig(unannotated_apex="spotted"))[0]) == len(samples)
     # Meta-MMFNet reads no crops: the same store still trains it.
-    assert load_protocol(fused_set["catalog"], str(store), "loso", "samm").folds
+    assert load_protocol(fused_set["catalog"], str(store), "loso", "smic_hs").folds
 
 
 @pytest.mark.integration
@@ -290,3 +388,25 @@ def test_train_survey_cnn_through_the_cli(fused_set, tmp_path, capsys):
     assert "survey-cnn" in summary and "leaky" in summary
     assert main(["tune", "--model", "survey-cnn", "--dataset", "casme2", *common]) == 2
     assert "tune supports --model meta-mmfnet only" in capsys.readouterr().out
+
+
+def test_imported_arrays_are_read_as_stored_and_grey_ones_replicated_on_request():
+    # The survey's own arrays, imported (no frames: no apex source, no middle crop): channel 1 holds a grey
+    # image and channels 2, 3 zeros, as apex4.m stored SAMM and CASME.
+    import pandas as pd
+
+    from merflow.configs.features import FeatureConfig
+    from merflow.training.data import FeatureSource
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(1, 256, (3, 28, 28), dtype=np.uint8)
+    grey = np.zeros((3, 28, 28), np.uint8)
+    grey[0] = rng.integers(1, 256, (28, 28))
+    source = FeatureSource(FeatureConfig(size=28), {"apex": {"c4/0": colour, "c4/1": grey}})
+    samples = pd.DataFrame({"sample_key": ["c4/0", "c4/1"], "dataset": ["survey_c4", "survey_c4"]})
+    images, frames = sc.load_images(source, samples, sc.SurveyConfig())
+    assert frames == ["imported image"] * 2
+    np.testing.assert_array_equal(images, np.stack([colour, grey]).astype(np.float32))
+    replicated, _ = sc.load_images(source, samples, sc.SurveyConfig(grey_channels="replicate"))
+    np.testing.assert_array_equal(replicated[1], np.repeat(grey[:1], 3, axis=0).astype(np.float32))
+    np.testing.assert_array_equal(replicated[0], colour.astype(np.float32))

@@ -28,6 +28,8 @@ from merflow.tasks.labels import CLASS_SETS
 
 PROTOCOLS = ("loso", "lovo", "megc2019", "cde", "fused4", "fused9")
 PER_DATASET_PROTOCOLS = ("loso", "lovo")
+LEAKY_PROTOCOLS = ("lovo",)       # a held-out sample's person has other clips in training (docs/method.md)
+LEAKY_BALANCES = ("undersample",)  # balanced before the split: the held-out samples are removed by their labels
 
 # SMIC filmed each event with up to three cameras; one event is one sample, so composites take one
 # camera: HS, as MEGC2019 does and as the survey code does (its 16 SMIC subject folders are HS's).
@@ -313,3 +315,38 @@ def undersample(samples: pd.DataFrame, column: str, seed: int = 0) -> tuple[pd.D
               "before": {str(k): int(v) for k, v in counts.items()},
               "after": {str(k): size for k in counts.index}, "kept": sorted(kept)}
     return balanced, record
+
+
+def undersample_training(fold: Fold, samples: pd.DataFrame, seed: int = 0) -> tuple[Fold, dict]:
+    """``fold`` with its fit samples balanced inside the fold: every class of the fold's fit samples subsampled
+    at random to the smallest of them (seeded by ``seed`` and the fold's name); validation and test samples
+    are left as they are. The honest variant of the survey's balancing (``undersample`` before the split reads
+    the held-out subject's labels). ``samples``: the protocol's rows, with ``sample_key`` and the fold's label
+    column. Returns the fold and its per-class count."""
+    labels = samples.set_index("sample_key")[fold.label_column]
+    fit = pd.DataFrame({"sample_key": list(fold.fit_keys), fold.label_column: labels.loc[list(fold.fit_keys)].to_numpy()})
+    counts = fit[fold.label_column].value_counts().sort_index()
+    size = int(counts.min()) if len(counts) else 0
+    rng = _fold_rng(seed, f"undersample-training/{fold.name}")
+    kept = []
+    for label in counts.index:
+        keys = np.sort(fit.loc[fit[fold.label_column] == label, "sample_key"].to_numpy())
+        kept.extend(keys[np.sort(rng.choice(len(keys), size=size, replace=False))].tolist())
+    kept_set = set(kept)
+    balanced = Fold(fold.name, fold.protocol, fold.label_column, fold.classes,
+                    tuple(k for k in fold.fit_keys if k in kept_set), fold.validation_keys, fold.test_keys,
+                    fold.test_subjects)
+    return balanced, {"per_class": size, "classes": len(counts)}
+
+
+def leak_reasons(protocol: str, balance: str | None = None) -> list[str]:
+    """Why a run's numbers depend on its test labels, one line each (empty: they do not): LOVO (a held-out
+    sample's person has other clips in training) and balancing before the split (``balance undersample``: the
+    held-out subject's samples are removed by their labels, so its classes become the training minority)."""
+    reasons = []
+    if protocol in LEAKY_PROTOCOLS:
+        reasons.append("LOVO: a held-out sample's person has other clips in training")
+    if balance in LEAKY_BALANCES:
+        reasons.append("balanced before the split: the held-out samples were removed by their labels, so the "
+                       "held-out classes are the training minority")
+    return reasons

@@ -100,16 +100,119 @@ def pooled_table(metrics: pd.DataFrame, chosen_label: str = " (α chosen on vali
             for r in pooled.itertuples()]
 
 
-def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None,
-                   floor: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """One titled table per (run, protocol, honest trial): rows micro / macro / fused (α chosen on
-    validation), columns the per-class accuracy of each class, accuracy, UF1, UAR and n, on test subjects
-    pooled over folds. A composite protocol adds a block of rows per dataset (column ``data``), as in the
-    paper's Table 7. ``floor`` (the floor_metrics table): the run's floor, a row "floor" beside the models
-    (runs written before the floor have none, and their tables are as before)."""
+def run_record(runs: pd.DataFrame | None, run: str, protocol: str) -> dict:
+    """The configuration a run recorded (its runs row's ``config`` JSON: the settings, and its notes under
+    ``data``); {} where the run has no row."""
+    if runs is None or not len(runs) or "config" not in runs:
+        return {}
+    match = runs[(runs["run"] == run) & (runs["protocol"] == protocol)]
+    if not len(match) or not isinstance(match["config"].iat[0], str):
+        return {}
+    return json.loads(match["config"].iat[0])
+
+
+def run_leaks(record: dict, protocol: str) -> list[str]:
+    """Why the run's numbers read test labels, from its record (runs written before the record kept them:
+    LOVO, and the survey's balancing before the split, read from the protocol and the settings)."""
+    data = record.get("data") or {}
+    if "leaks" in data:
+        return list(data["leaks"])
+    reasons = []
+    if protocol == "lovo":
+        reasons.append("LOVO: a held-out sample's person has other clips in training")
+    if record.get("balance") == "undersample":
+        reasons.append("balanced before the split: the held-out samples were removed by their labels")
+    return reasons
+
+
+def _short_leak(reason: str) -> str:
+    return reason.split(":")[0]
+
+
+def honesty(record: dict, protocol: str, method: str, model: str, trial) -> str:
+    """What the figure of one row rests on: ``uses test labels (...)`` where the run leaks (LOVO, balancing
+    before the split), ``chosen on validation subjects`` where something was chosen on them, else
+    ``nothing chosen`` (fixed settings, the last epoch, a fixed α)."""
+    leaks = run_leaks(record, protocol)
+    if leaks:
+        return "uses test labels (" + ", ".join(_short_leak(reason) for reason in leaks) + ")"
+    if model == "floor" or method in ("nearest-centroid", "survey-cnn", "ststnet"):
+        return "nothing chosen"
+    if trial == SELECTED:
+        return "chosen on validation subjects"
+    validated = float(record.get("validation_fraction", 0.2)) > 0
+    if model == "fused" and validated:
+        return "chosen on validation subjects"
+    if record.get("epoch_choice", "last") != "last" and validated:
+        return "chosen on validation subjects"
+    return "nothing chosen"
+
+
+def _what_chose(record: dict, protocol: str, method: str, trial) -> str:
+    """The title's account of what chose the run's epochs, α and settings, from the run's own record."""
+    data = record.get("data") or {}
+    differences = data.get("recipe_differences") or []
+    recipe = record.get("recipe")
+    if method == "nearest-centroid":
+        return "nearest-centroid: class means of the training samples, nothing learned or chosen"
+    if method != "meta-mmfnet":  # survey-cnn, ststnet: one model on a fixed schedule
+        epochs = record.get("epochs")
+        if not differences and recipe_is_published(method, record):
+            return f"{method}, the published fixed schedule ({epochs} epochs, the last), nothing chosen"
+        what = "; ".join(differences) if differences else "settings differ from the published (see runs.config)"
+        return f"{method}, a fixed schedule ({epochs} epochs, the last), nothing chosen; recipe custom: {what}"
+    if trial == SELECTED:
+        return "configuration and α chosen per fold on validation subjects"
+    validated = float(record.get("validation_fraction", 0.2)) > 0
+    alpha = ("fused at the α chosen per fold on validation" if validated
+             else "fused at α 1.0, fixed (no validation subjects: nothing chose α)")
+    epochs = ("each stage's last epoch" if record.get("epoch_choice", "last") == "last"
+              else f"epochs chosen on validation ({record.get('epoch_choice')})")
+    label = f"{alpha}; {epochs}"
+    if recipe == "published" and differences:
+        label += "; recipe published with changes: " + "; ".join(differences)
+    elif recipe:
+        label += f"; recipe {recipe}"
+    return label
+
+
+def recipe_is_published(method: str, record: dict) -> bool:
+    """Whether a survey-cnn or ststnet run's record says its recipe was the published one (runs written before
+    the record listed differences: the survey-cnn defaults of their time are read as custom unless they say so)."""
+    data = record.get("data") or {}
+    if "recipe_differences" in data:
+        return not data["recipe_differences"]
+    return False
+
+
+def run_warnings(record: dict) -> list[str]:
+    """What ``merflow train`` warned about a run, from its record: a cut to the first folds (``--max-folds``),
+    features that differ from the recipe's, samples left out, folds skipped."""
+    data = record.get("data") or {}
+    lines = []
+    if data.get("max_folds"):
+        cut = data["max_folds"]
+        lines.append(f"only the first {cut['first']} of {cut['of']} folds ran (--max-folds): a quick look, not a "
+                     "result to report")
+    if data.get("feature_mismatch"):
+        lines.append("recipe published on features that differ from the published code's: "
+                     + "; ".join(data["feature_mismatch"]))
+    if data.get("excluded_samples"):
+        lines.append(f"{len(data['excluded_samples'])} samples left out (quarantined by the features flow)")
+    if data.get("skipped_folds"):
+        lines.append(f"{len(data['skipped_folds'])} folds skipped: " + ", ".join(list(data["skipped_folds"])[:5]))
+    if data.get("input"):
+        lines.append(f"input: {data['input']}")
+    return lines
+
+
+def summary_blocks(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None,
+                   floor: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame, list[str], list[str]]]:
+    """``summary_tables``' tables with, for each, the run's warnings (``run_warnings``) and each row's honesty
+    (``honesty``: nothing chosen, chosen on validation subjects, or uses test labels), from the run's record."""
     rows = headline(_for_run(metrics, run))
     floors = headline(_for_run(floor, run)) if floor is not None and len(floor) else None
-    tables = []
+    blocks = []
     for (run_id, protocol, trial), part in rows.groupby(["run", "protocol", "trial"], sort=False, dropna=False):
         method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
         beside = (floors[(floors["run"] == run_id) & (floors["protocol"] == protocol)] if floors is not None
@@ -123,23 +226,34 @@ def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
                            part[[*SCORES, "n"]].rename(columns=SCORE_LABELS)], axis=1)
         # loso/lovo over a whole class set (no dataset) spans datasets too: a block per dataset
         composite = protocol not in SINGLE_DATASET_PROTOCOLS or part.loc[part["scope"] == "dataset", "key"].nunique() > 1
+        shown = part if composite else part[part["scope"] == "pooled"]
         if not composite:  # the one dataset's block repeats the pooled one
             table = table[part["scope"] == "pooled"].drop(columns="data")
+        record = run_record(runs, run_id, protocol)
         dataset = _run_dataset(runs, run_id, protocol)
-        chosen = ("configuration and α chosen per fold on validation" if trial == SELECTED
-                  else "fused at the α chosen per fold on validation")
-        if method == "nearest-centroid":
-            chosen = "nearest-centroid: class means of the training samples, nothing learned or chosen"
-        elif method != "meta-mmfnet":  # survey-cnn: one model, a fixed schedule (training/models/)
-            chosen = f"{method}, the published fixed schedule (nothing chosen on validation)"
+        chosen = _what_chose(record, protocol, method, trial)
         if len(beside):
             chosen += "; floor: nearest-centroid on flow u, v (learns nothing), the same folds"
-        if protocol == "lovo":
-            chosen += "; LOVO is leaky: a held-out sample's person has other clips in training"
+        leaks = run_leaks(record, protocol)
+        if leaks:
+            chosen += "; leaky, uses test labels: " + "; ".join(leaks)
         title = (f"{run_id} · {protocol}{f' ({dataset})' if dataset else ''}: test, pooled over folds"
                  f"{' and per dataset' if composite else ''}; {chosen}")
-        tables.append((title, table.reset_index(drop=True)))
-    return tables
+        honest = [honesty(record, protocol, method, model, trial) for model in shown["model"]]
+        blocks.append((title, table.reset_index(drop=True), run_warnings(record), honest))
+    return blocks
+
+
+def summary_tables(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None,
+                   floor: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """One titled table per (run, protocol, honest trial): rows micro / macro / fused (α chosen on
+    validation), columns the per-class accuracy of each class, accuracy, UF1, UAR and n, on test subjects
+    pooled over folds. A composite protocol adds a block of rows per dataset (column ``data``), as in the
+    paper's Table 7. ``floor`` (the floor_metrics table): the run's floor, a row "floor" beside the models
+    (runs written before the floor have none, and their tables are as before). Each title says what chose
+    the run's epochs, α and settings, from the run's own record (``summary_blocks`` adds its warnings and
+    each row's honesty)."""
+    return [(title, table) for title, table, _, _ in summary_blocks(metrics, runs, run, floor)]
 
 
 def _by_split(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from merflow.configs.train import TrainConfig
 from merflow.tasks import sample_lists as published_lists
 from merflow.training.data import FeatureSource
 from merflow.training.errors import DataError
-from merflow.training.folds import Fold, folds, macro_samples, protocol_samples
+from merflow.training.folds import Fold, folds, leak_reasons, macro_samples, protocol_samples
 from merflow.training.metrics import summarise
 from merflow.training.models import FoldResult, ModelInfo, RunPlan
 from merflow.training.models import get as get_model
@@ -313,13 +313,40 @@ def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: 
     if floor.get("input"):  # which input the floor read (flow u, v or the apex pixels), its channels and scaling
         plan.notes["floor"] = floor["input"]
     timings["total"] = round(time.perf_counter() - started, 2)
-    columns = {"shots": plan.shots, "method": model, "recipe": config.recipe}
+    # What chose what, and whether the numbers read test labels: recorded with the run (its summary reads them).
+    plan.notes.setdefault("leaks", leak_reasons(protocol, plan.settings.get("balance")))
+    plan.notes.setdefault("recipe_differences", list(getattr(config, "recipe_differences", [])))
+    plan.notes["chosen"] = run_choices(model, config)
+    recipe = recorded_recipe(config)
+    columns = {"shots": plan.shots, "method": model, "recipe": recipe}
     row = run_row(run, protocol, dataset, plan.settings | {"data": plan.notes}, data.feature_config, classes,
-                  timings) | {"method": model, "recipe": config.recipe}
+                  timings) | {"method": model, "recipe": recipe}
     macro = {k: prepared[k] for k in MACRO_SUMMARY} if get_model(model).macro_pretraining else None
     return TrainedRun(run, protocol, dataset, model, classes, len(trained),
                       {o.fold.name: o.chosen for o in trained if o.chosen}, metrics, predictions, row, columns,
-                      plan.notes, timings, floor["metrics"], floor["predictions"], plan.leaky, macro)
+                      plan.notes, timings, floor["metrics"], floor["predictions"],
+                      plan.leaky or bool(plan.notes["leaks"]), macro)
+
+
+def recorded_recipe(config) -> str | None:
+    """The recipe a run's rows record: the configuration's, except that a published recipe with any of its
+    settings changed is recorded as "custom" (``recipe_differences`` lists what changed; the base recipe is in
+    the runs row's configuration)."""
+    recipe = config.recipe
+    return "custom" if recipe == "published" and getattr(config, "recipe_differences", []) else recipe
+
+
+def run_choices(model: str, config) -> dict:
+    """What chose each setting of a run's headline numbers, as its record keeps it (``data.chosen``):
+    ``validation subjects``, ``fixed`` (nothing chose it) or ``nothing learned``."""
+    if model == "nearest-centroid":
+        return {"model": "nothing learned or chosen: class means of the training samples"}
+    if isinstance(config, TrainConfig):
+        validated = config.validation_fraction > 0
+        return {"epochs": "validation subjects" if config.epoch_choice != "last" else "fixed: each stage's last epoch",
+                "alpha": "validation subjects" if validated else "fixed: 1.0 (no validation subjects to choose on)",
+                "settings": f"recipe {recorded_recipe(config)}"}
+    return {"epochs": f"fixed: {config.epochs} epochs, the last epoch", "settings": f"recipe {recorded_recipe(config)}"}
 
 
 def run_notes(data: ProtocolData, config: TrainConfig) -> dict:

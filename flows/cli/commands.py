@@ -13,6 +13,7 @@ from merflow.flows.cli.options import (
     centroid_config,
     search_grids,
     spot_configs,
+    ststnet_config,
     survey_config,
     train_config,
     tune_train_config,
@@ -220,14 +221,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     survey = args.model == "survey-cnn"
     centroid = args.model == "nearest-centroid"
-    config = None if survey or centroid else train_config(args, shots=args.shots)
+    ststnet = args.model == "ststnet"
+    config = None if survey or centroid or ststnet else train_config(args, shots=args.shots)
     started = time.perf_counter()
     result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
                         dataset=args.dataset, out=str(args.out), class_set=args.class_set, config=config, run=args.run,
                         sample_list=args.sample_list, sample_lists=args.sample_lists,
                         feature_config=args.feature_config, model=args.model,
                         survey_config=survey_config(args) if survey else None, balance=args.balance,
-                        centroid_config=centroid_config(args) if centroid else None, max_folds=args.max_folds)
+                        centroid_config=centroid_config(args) if centroid else None, max_folds=args.max_folds,
+                        ststnet_config=ststnet_config(args) if ststnet else None)
     print_train_result(result, args.protocol, args.dataset)
     console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
                   f"took {time.perf_counter() - started:.0f} s", markup=False)
@@ -275,8 +278,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from merflow.training import models
 
     if not models.get(args.model).tunable:
-        what = ("learns nothing (class means)" if args.model == "nearest-centroid"
-                else "trains the survey's fixed published schedule (main4.m)")
+        what = {"nearest-centroid": "learns nothing (class means)",
+                "ststnet": "trains its official code's fixed schedule (main.py)"}.get(
+            args.model, "trains the survey's fixed published schedule (main4.m)")
         raise ValueError(f"merflow tune supports --model {models.DEFAULT_MODEL} only: {args.model} {what}, with "
                          f"nothing to search; run it with `merflow train --model {args.model}`")
     grids = search_grids(args)

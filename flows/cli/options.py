@@ -1,5 +1,5 @@
 """The typed configurations a command's options make: `train`'s and `tune`'s TrainConfig, `train --model
-survey-cnn`'s SurveyConfig, `tune`'s grids. Options left unset keep the configuration's own defaults."""
+survey-cnn`'s SurveyConfig, `train --model ststnet`'s StstnetConfig, `tune`'s grids. Options left unset keep the configuration's own defaults."""
 
 from __future__ import annotations
 
@@ -51,9 +51,18 @@ def survey_config(args: argparse.Namespace):
     """The SurveyConfig of `train --model survey-cnn`: main4.m's schedule unless --epochs says otherwise."""
     from merflow.training.models.survey_cnn import SurveyConfig
 
-    given = {name: getattr(args, name) for name in ("balance", "epochs") if getattr(args, name)}
+    given = {name: getattr(args, name) for name in ("balance", "epochs", "engine") if getattr(args, name, None)}
     return SurveyConfig(seed=args.seed, device=args.device, unannotated_apex=args.unannotated_apex,
-                        grey_channels=args.grey_channels, **given)
+                        grey_channels=args.grey_channels, init=args.init, **given)
+
+
+def ststnet_config(args: argparse.Namespace):
+    """The StstnetConfig of `train --model ststnet`: main.py's schedule unless --epochs says otherwise."""
+    from merflow.training.models.ststnet import StstnetConfig
+
+    given = {name: getattr(args, name) for name in ("epochs", "engine") if getattr(args, name, None)}
+    return StstnetConfig(seed=args.seed, device=args.device, input_order=args.input_order,
+                         input_range=args.input_range, **given)
 
 
 def centroid_config(args: argparse.Namespace):

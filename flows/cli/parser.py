@@ -185,6 +185,7 @@ def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
     from merflow.flows.cli.options import TRAIN_FIELDS
     from merflow.training import models
     from merflow.training.models.nearest_centroid import CentroidConfig
+    from merflow.training.models.ststnet import StstnetConfig
     from merflow.training.models.survey_cnn import SurveyConfig
 
     def recipes(name: str) -> str:
@@ -196,15 +197,21 @@ def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
 
     parser.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
                         help="meta-mmfnet (default), or survey-cnn: the survey baseline's CNN on the 28x28 apex "
-                             "frame with its MATLAB schedule, or nearest-centroid: the floor every run records, "
-                             "class means of the training samples (training/models/)")
+                             "frame with its MATLAB schedule, or ststnet: STSTNet's three streams on the 28x28 flow "
+                             "image with its official code's schedule, or nearest-centroid: the floor every run "
+                             "records, class means of the training samples (training/models/)")
     add_config_options(parser, CentroidConfig, ["features"], rename={"features": "centroid_features"})
     parser.add_argument("--balance", choices=models.BALANCES,
-                        help="subsample every class to the smallest before the split, seeded (default: "
+                        help="survey-cnn: undersample = every class subsampled to the smallest before the split, "
+                             "seeded (the survey's; leaky: it reads the held-out samples' labels), "
+                             "undersample-training = each fold's training samples only (honest), none (default: "
                              + ", ".join(f"{info.name} {info.default_balance}" for info in models.MODELS.values())
                              + ")")
-    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "epochs"],
-                       unset={"epochs": f"default {default(SurveyConfig, 'epochs')}, main4.m's MaxEpochs"})
+    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "init", "epochs", "engine"],
+                       unset={"epochs": f"default: the model's (survey-cnn {default(SurveyConfig, 'epochs')}, main4.m's "
+                                        f"MaxEpochs; ststnet {default(StstnetConfig, 'epochs')}, main.py's)",
+                              "engine": "default auto"})
+    add_config_options(parser, StstnetConfig, ["input_order", "input_range"])
     add_config_options(parser, TrainConfig, ["recipe", *TRAIN_FIELDS, "seed", "device"],
                        unset={name: recipes(name) for name in TRAIN_FIELDS}, overrides={"device": {"choices": DEVICES}})
     # Locations are strings: Path("s3://b/r") would be a local folder "s3:" (storage/locations.py).
@@ -287,11 +294,17 @@ def results_options(group: argparse.ArgumentParser) -> None:
     query.set_defaults(handler=results.cmd_results_query)
 
     summary = subcommands.add_parser(
-        "summary", parents=[location, one_run], help="paper-style tables of the honest test results",
-        description="Per run and protocol: micro, macro and fused (α chosen per fold on validation) on the test "
-                    "subjects pooled over folds: per-class accuracy, accuracy, UF1, UAR and n; composite protocols "
-                    "(megc2019, cde, fused4, fused9) add one block per dataset. For a search, the 'selected' result. "
-                    "Each block ends with the run's floor: a nearest centroid on flow u, v on the same folds.")
+        "summary", parents=[location, one_run],
+        help="paper-style tables of each run's headline test results, each saying what chose what",
+        description="Per run and protocol: the model's headline rows (Meta-MMFNet: micro, macro and fused at the α "
+                    "its run chose on validation, or α 1.0 where it had no validation subjects; survey-cnn, ststnet: "
+                    "their one model) on the test samples pooled over folds: per-class accuracy, accuracy, UF1, UAR, "
+                    "n and each row's honesty (nothing chosen, chosen on validation subjects, or uses test labels: "
+                    "LOVO, balancing before the split); composite protocols (megc2019, cde, fused4, fused9) add one "
+                    "block per dataset. For a search, the 'selected' result. The title says what chose the epochs, α "
+                    "and settings (the recipe and what differs from it), from the run's own record; the lines below "
+                    "repeat what `train` warned (--max-folds, features that differ from the recipe's). Each block "
+                    "ends with the run's floor: a nearest centroid on flow u, v on the same folds.")
     summary.set_defaults(handler=results.cmd_results_summary)
 
     best = subcommands.add_parser(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -232,12 +233,20 @@ def print_train_result(result: dict, protocol: str, dataset: str | None) -> None
         console.print(line, markup=False)
     if notes.get("balance"):
         balance = notes["balance"]
-        console.print(f"balanced (undersample, seed {balance['seed']}): {balance['per_class']} per class, "
-                      f"{len(balance['kept'])} samples kept of " + ", ".join(f"{k} {v}" for k, v in
-                                                                          balance["before"].items()), markup=False)
-    if result.get("leaky"):
-        console.print("[yellow]LOVO is leaky: a held-out sample's person has other clips in training (the survey's "
-                      "protocol, for comparison); the subject-disjoint number: --protocol fused4 / fused9 or loso[/]")
+        if balance.get("method") == "undersample-training":
+            console.print(f"balanced inside each fold (undersample-training, seed {balance['seed']}): each fold's "
+                          f"training samples at {balance['per_class']['min']} to {balance['per_class']['max']} per "
+                          "class", markup=False)
+        else:
+            console.print(f"balanced (undersample, seed {balance['seed']}) before the split: {balance['per_class']} "
+                          f"per class, {len(balance['kept'])} samples kept of " + ", ".join(
+                              f"{k} {v}" for k, v in balance["before"].items()), markup=False)
+    if notes.get("recipe_differences"):
+        console.print("recipe custom: " + "; ".join(notes["recipe_differences"]), markup=False)
+    for leak in notes.get("leaks") or (["LOVO: a held-out sample's person has other clips in training"]
+                                       if result.get("leaky") else []):
+        what, why = leak.split(": ", 1) if ": " in leak else (leak, "")
+        console.print(f"[yellow]{escape(what)} is leaky (the number uses test labels): {escape(why)}[/]")
 
 
 def print_tune_summary(summary: dict, out) -> None:

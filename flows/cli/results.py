@@ -75,21 +75,27 @@ def cmd_results_query(args: argparse.Namespace) -> int:
 
 
 def print_results_summary(results, run: str | None = None) -> None:
-    """The paper-style tables of the honest test results in ``results`` (one run's, if given)."""
-    from merflow.training.report import summary_tables
+    """The paper-style tables of the test results in ``results`` (one run's, if given): each says what chose
+    the run's epochs, α and settings and each row's honesty (nothing chosen, chosen on validation subjects, or
+    uses test labels), from the run's own record, then what `train` warned about the run; then the spotting
+    runs' table."""
+    from merflow.training.report import summary_blocks
     from merflow.training.spotting.report import summary_table as spotting_summary
 
     metrics, runs, floor, spot_metrics, spot_runs = _load(results, run, "metrics", "runs", "floor_metrics",
                                                           "spot_metrics", "spot_runs")
-    tables = summary_tables(metrics, runs, floor=floor)
-    if not spot_runs.empty:
-        tables.append(("spotting (leave-one-subject-out; MEGC F1 pooled over videos; STRS of the micro-expressions; "
-                       "published figures of the same dataset beside: docs/spotting.md)",
-                       spotting_summary(spot_metrics, spot_runs)))
-    if not tables:
+    blocks = summary_blocks(metrics, runs, floor=floor)
+    if not blocks and spot_runs.empty:
         raise LookupError(f"no test metrics of a plain run, a search's selected result or a spotting run in {results}")
-    for title, table in tables:
-        render.print_frame(table, title=title, float_format="{:.4f}" if title.startswith("spotting") else "{:.3f}")
+    for title, table, warnings, honesty in blocks:
+        render.print_frame(table.assign(honesty=honesty), title=title, float_format="{:.3f}")
+        for line in warnings:
+            render.console.print(f"[yellow]warning:[/] {escape(line)}" if "--max-folds" in line or "differ" in line
+                                 else escape(line))
+    if not spot_runs.empty:
+        render.print_frame(spotting_summary(spot_metrics, spot_runs), float_format="{:.4f}", title=(
+            "spotting (leave-one-subject-out; MEGC F1 pooled over videos; STRS of the micro-expressions; "
+            "published figures of the same dataset beside: docs/spotting.md)"))
     warn_skipped()
 
 

@@ -34,14 +34,38 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:  # the registry itself imports nothing heavy (the CLI's parser reads it)
     import pandas as pd
 
     from merflow.training.folds import Fold
 
-BALANCES = ("none", "undersample")
+# none: every sample; undersample: every class subsampled to the smallest before the folds are built (the
+# survey's, leaky: the held-out subject's samples are removed by their labels, so its classes become the
+# training minority); undersample-training: each fold's training samples only, after the split (honest).
+BALANCES = ("none", "undersample", "undersample-training")
+LEAKY_BALANCES = ("undersample",)  # as training/folds.py LEAKY_BALANCES (this module imports nothing heavy)
+
+
+class PublishedSettings:
+    """A model configuration whose authors fixed some settings: ``PUBLISHED`` maps each such field to the
+    authors' value (the model module says where each is read). ``recipe`` is "published" only when every
+    one of them is the authors', else "custom"; ``recipe_differences`` lists what differs, as recorded in
+    the runs row and shown to the user."""
+
+    PUBLISHED: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def recipe_differences(self) -> list[str]:
+        """Each fixed setting that is not the authors': ``"epochs 3 (published: 150)"``."""
+        return [f"{name} {getattr(self, name)} (published: {value})" for name, value in self.PUBLISHED.items()
+                if getattr(self, name) != value]
+
+    @property
+    def recipe(self) -> str:
+        """'published' when every setting the authors fixed is theirs, else 'custom'."""
+        return "custom" if self.recipe_differences else "published"
 
 
 class CheckpointCache(Protocol):
@@ -109,7 +133,11 @@ MODELS: dict[str, ModelInfo] = {info.name: info for info in [
               "classifiers, fused as d_micro + α·d_macro", ("diff", "flow"), True, "none", True),
     ModelInfo("survey-cnn", "merflow.training.models.survey_cnn",
               "the survey baseline (Gong, An, Elfiky 2022): one small CNN on the 28x28 apex frame, MATLAB "
-              "main4.m's schedule", ("apex", "middle"), False, "undersample", False, None),
+              "main4.m's schedule", ("apex",), False, "undersample", False, None,
+              optional_inputs=("middle",)),  # the middle frame for SMIC (no apex); an imported group has none
+    ModelInfo("ststnet", "merflow.training.models.ststnet",
+              "STSTNet (Liong et al., FG 2019): three shallow streams on the 28x28 flow image (strain, v, u), "
+              "its official code's 800-epoch schedule", ("flow",), False, "none", False, None),
     ModelInfo("nearest-centroid", "merflow.training.models.nearest_centroid",
               "the floor: class means of the training samples' flow u, v (or difference, or both), each channel "
               "scaled on the training samples only; the nearest mean wins, nothing learned", (), False,

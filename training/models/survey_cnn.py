@@ -28,10 +28,37 @@ validation. trainNetwork discards the training data that does not fit into the l
 mini-batch of each epoch (the trainingOptions documentation under Shuffle; MATLAB Answers 1730315):
 with Shuffle 'once' the same samples are left out of every epoch (447 training samples, batch 256: one
 iteration per epoch on the same 256 samples). A training set smaller than the mini-batch is taken as
-one mini-batch (an assumption: MATLAB's documentation does not say). Weights are initialised with
-MATLAB's default 'glorot' (uniform, ±sqrt(6 / (fan_in + fan_out))), biases and BN offsets with 0, BN
-scales with 1. After training, batch normalisation uses the population statistics of the training
-data (trainNetwork's default 'population': one more pass over the training data).
+one mini-batch (an assumption: MATLAB's documentation does not say). After training, batch normalisation
+uses the population statistics of the training data (trainNetwork's default 'population': one more pass
+over the training data).
+
+Initialisation (``init``): the survey's MATLAB drew the weights of conv_2_1 and fc_2 from N(0, 0.01^2) and
+set the biases to 0 (BN scales 1, offsets 0). The evidence: the layer structs of ``net4.mat`` and
+``net9.mat`` (conv_2_1: Bias, DilationFactor, FilterSize, Name, NumChannels, NumFilters, PaddingMode,
+PaddingSize, Stride, Version 4, Weights; fc_2: Bias, InputSize, Name, OutputSize, Version 2, Weights) carry
+no ``WeightsInitializer`` or ``BiasInitializer`` (tests/test_survey_cnn.py reads them). MATLAB added those
+properties, with 'glorot' as the default, in R2019a, so the file was saved by an older release, whose
+trainNetwork drew weights from N(0, 0.01^2) and set biases to zero (../shared/METHOD.md, "Survey baseline";
+today's MATLAB documentation lists only the new default). It matters: 150 steps of
+Adam at 5e-5 barely move Glorot-sized weights, and on the survey's own C9 inputs a faithful port scores
+17/144 (chance) with Glorot and 38/144, the survey's count, with N(0, 0.01^2). ``init glorot`` (uniform,
++-sqrt(6 / (fan_in + fan_out)), MATLAB's default since R2019a) stays as an option, and makes the recipe
+custom.
+
+Grey images (``grey_channels``): apex4.m filled only channel 1 of a grey dataset's 28x28x3 input (SAMM:
+``all_C(:,:,1,e)=Image2``; CASME: ``all_C(:,:,1,e)=Image8``) and left the other two zero, as C4.mat holds
+them (155 of 448 images); ``replicate`` (three equal channels) is merflow's option.
+
+The recipe (``recipe``): "published" only when every setting the survey fixed (``SurveyConfig.PUBLISHED``:
+the initialisation, grey channels, balancing, the unannotated apex, epochs, mini-batch, learning rate, L2,
+Adam's factors, the shuffle, dropout, single precision) is the survey's; otherwise "custom", and the runs row
+and the run's messages list each difference.
+
+Balancing (``balance``): the survey subsampled every class to the smallest before its LOVO split
+(``undersample``). Before any split, the held-out subject's samples are removed by their labels, so its
+classes become the training minority: the number depends on test labels (leaky), under LOVO and under a
+subject-disjoint protocol alike, and is labelled so. ``undersample-training`` balances each fold's training
+samples only, after the split (the honest variant); ``none`` trains on every sample.
 
 Many folds at once, exactly: F folds' networks are stacked as groups of one network (a grouped
 convolution over F x 3 input channels, batch normalisation over F x 5 channels, which are per-fold
@@ -48,7 +75,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import cv2
 import numpy as np
@@ -61,9 +88,10 @@ from torch.nn import functional as F
 from merflow.configs import config_hash
 from merflow.configs.base import Config as ConfigBase
 from merflow.configs.base import choice
-from merflow.training.folds import Fold, folds, undersample
+from merflow.training import shallow_cnn
+from merflow.training.folds import LEAKY_PROTOCOLS, Fold, folds, leak_reasons, undersample, undersample_training
 from merflow.training.loops import pick_device  # the one device rule (auto: CUDA where there is one)
-from merflow.training.models import FoldResult, RunPlan
+from merflow.training.models import BALANCES, LEAKY_BALANCES, FoldResult, PublishedSettings, RunPlan
 
 NAME = "survey-cnn"
 INPUT_SIZE = 28           # net4.mat imageinput InputSize [28 28 3]
@@ -73,10 +101,12 @@ KERNEL = 3                # conv_2_1 FilterSize [3 3], PaddingMode 'same'
 POOL = 3                  # maxpool_7 PoolSize [3 3], Stride [3 3], PaddingMode 'same'
 AVG_POOL = 2              # avgpool PoolSize [2 2], Stride [2 2], no padding
 BN_EPSILON = 1e-5         # batchnorm_2_1 Epsilon
-BALANCES = ("none", "undersample")
 UNANNOTATED_APEX = ("middle", "spotted")
 GREY_CHANNELS = ("replicate", "first")
 SHUFFLES = ("once", "every-epoch")
+INITS = ("matlab-normal", "glorot")   # N(0, 0.01^2) (MATLAB before R2019a: the survey's), Glorot uniform (since R2019a)
+ENGINES = ("auto", "kernel", "torch")
+MATLAB_NORMAL_STD = 0.01
 
 
 def _pooled_size(size: int) -> int:
@@ -92,13 +122,22 @@ Balance = choice(BALANCES)
 UnannotatedApex = choice(UNANNOTATED_APEX)
 GreyChannels = choice(GREY_CHANNELS)
 DType = choice(("float32", "float64"))
+Init = choice(INITS)
+Engine = choice(ENGINES)
 AtLeastOne = Annotated[int, Field(ge=1)]
 
 
-class SurveyConfig(ConfigBase):
+class SurveyConfig(PublishedSettings, ConfigBase):
     """Everything that decides a survey-cnn run's numbers; recorded with every result row."""
 
-    epochs: AtLeastOne = Field(150, description="survey-cnn training epochs")  # main4.m MaxEpochs
+    # The settings the survey fixed (main4.m, apex4.m, net4.mat, MATLAB's defaults of its release): its recipe
+    # is "published" only with every one of them.
+    PUBLISHED: ClassVar[dict] = {"init": "matlab-normal", "grey_channels": "first", "balance": "undersample",
+                                 "unannotated_apex": "middle", "epochs": 150, "batch_size": 256,
+                                 "learning_rate": 5e-5, "l2": 1e-4, "beta1": 0.9, "beta2": 0.999,
+                                 "adam_epsilon": 1e-8, "shuffle": "once", "dropout": 0.5, "dtype": "float32"}
+
+    epochs: AtLeastOne = Field(150, description="training epochs of survey-cnn or ststnet")  # main4.m MaxEpochs
     batch_size: AtLeastOne = 256      # main4.m MiniBatchSize
     learning_rate: float = 5e-5       # main4.m InitialLearnRate
     l2: float = 1e-4                  # trainingOptions' default L2Regularization
@@ -107,21 +146,27 @@ class SurveyConfig(ConfigBase):
     adam_epsilon: float = 1e-8        # default Epsilon
     shuffle: Shuffle = "once"         # default Shuffle
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5  # net4.mat dropout_2_1 Probability
-    balance: Balance = "undersample"  # the survey: every class subsampled to the smallest (4 x 112, 9 x 16)
+    # the survey: every class subsampled to the smallest before the split (4 x 112, 9 x 16): leaky
+    balance: Balance = "undersample"
     # SMIC (no apex): apex4.m takes frame floor((N+1)/2) of the clip
     unannotated_apex: UnannotatedApex = Field(
         "middle", description="survey-cnn, datasets without an apex (SMIC): the clip's middle frame as the survey, "
                               "or merflow's spotted apex")
     grey_channels: GreyChannels = Field(
-        "replicate", description="survey-cnn, grey datasets (SAMM, CASME): three equal channels, or the "
-                                 "grey image in channel 1 and zeros, as the survey's apex4.m filled them (first)")
+        "first", description="survey-cnn, grey datasets (SAMM, CASME): the grey image in channel 1 and zeros, as "
+                             "the survey's apex4.m filled them (first), or three equal channels (replicate)")
     seed: int = 0
     device: str = "auto"
-    dtype: DType = "float32"
-    # Folds trained together (results do not depend on it). None: 4 on a CPU, where small stacks stay in
-    # cache (benchmarks/README.md: 13.5 ms a fold-iteration at 4, 23 ms at 1, 27 ms at 128 on 2 cores),
-    # 128 on a GPU, where a big stack fills the device (~3 GB).
+    dtype: DType = "float32"          # MATLAB trains in single precision
+    # Folds trained together by the torch engine (results do not depend on it). None: 4 on a CPU, where small
+    # stacks stay in cache (benchmarks/README.md: 13.5 ms a fold-iteration at 4, 23 ms at 1, 27 ms at 128 on
+    # 2 cores), 128 on a GPU, where a big stack fills the device (~3 GB).
     folds_per_batch: AtLeastOne | None = None
+    init: Init = Field("matlab-normal", description="survey-cnn's initial weights: N(0, 0.01^2) and zero biases, as "
+                                                    "the survey's MATLAB (before R2019a) drew them, or glorot")
+    engine: Engine = Field("auto", description="ststnet/survey-cnn trainer: the C kernel (auto where it builds), or "
+                                               "PyTorch (slow on a CPU; a GPU)")
+    threads: AtLeastOne | None = None  # folds the kernel trains at once (None: every CPU)
 
     @property
     def validation_fraction(self) -> float:
@@ -133,19 +178,14 @@ class SurveyConfig(ConfigBase):
         return self.folds_per_batch or (128 if device.type == "cuda" else 4)
 
     def weights_dict(self) -> dict:
-        """The settings a fold's weights and scores depend on (not where or how many at a time it ran)."""
+        """The settings a fold's weights and scores depend on (not where or how many at a time it ran, nor the
+        engine asked for: the engine that ran is keyed separately)."""
         settings = self.to_dict()
-        for name in ("device", "folds_per_batch"):
+        for name in ("device", "folds_per_batch", "engine", "threads"):
             settings.pop(name)
+        if settings["init"] == "glorot":  # the only initialisation before ``init`` existed: checkpoint keys as then
+            settings.pop("init")
         return settings
-
-    @property
-    def recipe(self) -> str:
-        """'published' when every training setting is main4.m's (and MATLAB's defaults), else 'custom'."""
-        published = SurveyConfig(seed=self.seed, device=self.device, folds_per_batch=self.folds_per_batch,
-                                 balance=self.balance, unannotated_apex=self.unannotated_apex,
-                                 grey_channels=self.grey_channels)
-        return "published" if published == self else "custom"
 
 
 def fold_seed(seed: int, fold_name: str) -> int:
@@ -178,20 +218,53 @@ class StackedSurveyCNN(nn.Module):
         self.register_buffer("bn_var", torch.ones(folds * FILTERS))
 
     @torch.no_grad()
-    def initialise(self, generators: list[torch.Generator]) -> None:
-        """MATLAB's 'glorot' initialisation, each fold from its own generator; zero biases."""
+    def initialise(self, generators: list[torch.Generator], init: str = "matlab-normal") -> None:
+        """Each fold's weights from its own generator: N(0, 0.01^2) (``matlab-normal``, the survey's MATLAB) or
+        MATLAB's 'glorot' (uniform, +-sqrt(6 / (fan_in + fan_out))); zero biases, BN scales 1 and offsets 0."""
         conv_bound = math.sqrt(6 / (KERNEL * KERNEL * INPUT_CHANNELS + KERNEL * KERNEL * FILTERS))
         fc_bound = math.sqrt(6 / (self.features + self.n_classes))
         dtype = self.conv_weight.dtype
         for f, generator in enumerate(generators):
-            conv = torch.rand((FILTERS, self.conv_weight.shape[1]), generator=generator, dtype=torch.float64)
-            fc = torch.rand((self.n_classes, self.features), generator=generator, dtype=torch.float64)
-            self.conv_weight[f * FILTERS:(f + 1) * FILTERS] = ((2 * conv - 1) * conv_bound).to(dtype)
-            self.fc_weight[f] = ((2 * fc - 1) * fc_bound).to(dtype)
+            shapes = (FILTERS, self.conv_weight.shape[1]), (self.n_classes, self.features)
+            if init == "glorot":
+                conv = (2 * torch.rand(shapes[0], generator=generator, dtype=torch.float64) - 1) * conv_bound
+                fc = (2 * torch.rand(shapes[1], generator=generator, dtype=torch.float64) - 1) * fc_bound
+            elif init == "matlab-normal":
+                conv = torch.randn(shapes[0], generator=generator, dtype=torch.float64) * MATLAB_NORMAL_STD
+                fc = torch.randn(shapes[1], generator=generator, dtype=torch.float64) * MATLAB_NORMAL_STD
+            else:
+                raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
+            self.conv_weight[f * FILTERS:(f + 1) * FILTERS] = conv.to(dtype)
+            self.fc_weight[f] = fc.to(dtype)
         self.conv_bias.zero_()
         self.fc_bias.zero_()
         self.bn_scale.fill_(1.0)
         self.bn_offset.zero_()
+
+    def flat(self, fold: int) -> np.ndarray:
+        """Fold ``fold``'s parameters in training/shallow_cnn.py's layout."""
+        rows = slice(fold * FILTERS, (fold + 1) * FILTERS)
+        return shallow_cnn.join_parameters({
+            "conv_weight": self.conv_weight[rows].detach().float().cpu().numpy(),
+            "conv_bias": self.conv_bias[rows].detach().float().cpu().numpy(),
+            "bn_scale": self.bn_scale[rows].detach().float().cpu().numpy(),
+            "bn_offset": self.bn_offset[rows].detach().float().cpu().numpy(),
+            "fc_weight": self.fc_weight[fold].detach().float().cpu().numpy(),
+            "fc_bias": self.fc_bias[fold].detach().float().cpu().numpy()})
+
+    @torch.no_grad()
+    def load_flat(self, fold: int, flat: np.ndarray) -> None:
+        """Fold ``fold``'s parameters from training/shallow_cnn.py's layout."""
+        parts = shallow_cnn.split_parameters(np.asarray(flat, np.float32), FILTERS, self.n_classes)
+        rows = slice(fold * FILTERS, (fold + 1) * FILTERS)
+        dtype = self.conv_weight.dtype
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=self.conv_weight.device, dtype=dtype)  # noqa: E731
+        self.conv_weight[rows] = as_tensor(parts["conv_weight"].reshape(FILTERS, -1))
+        self.conv_bias[rows] = as_tensor(parts["conv_bias"])
+        self.bn_scale[rows] = as_tensor(parts["bn_scale"])
+        self.bn_offset[rows] = as_tensor(parts["bn_offset"])
+        self.fc_weight[fold] = as_tensor(parts["fc_weight"])
+        self.fc_bias[fold] = as_tensor(parts["fc_bias"])
 
     def conv_relu(self, patches: torch.Tensor, mean_patches: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """ReLU(conv) of each fold's images ``index`` (F, B) as (B, F*5, H, W). ``patches`` (27, N*H*W),
@@ -285,6 +358,14 @@ def _batches(rng: np.random.Generator, n_train: int, config: SurveyConfig) -> li
     return batches
 
 
+def engine_of(config: SurveyConfig, reasons: list | None = None) -> str:
+    """The engine a run trains with (training/shallow_cnn.py ``choose_engine``): the kernel needs the same
+    mini-batches every epoch (Shuffle 'once') and single precision."""
+    unsupported = ("--shuffle every-epoch changes the mini-batches every epoch" if config.shuffle != "once"
+                   else "float64 training" if config.dtype != "float32" else None)
+    return shallow_cnn.choose_engine(config.engine, config.device, unsupported, reasons)
+
+
 def plan_size(plans: list[list[np.ndarray]]) -> int:
     """The mini-batch size of a chunk's plans (every fold of a chunk has the same)."""
     return len(plans[0][0])
@@ -298,7 +379,8 @@ def train_folds(images: np.ndarray, labels: np.ndarray, tasks: list[FoldTask], n
     Folds are trained ``config.chunk_size(device)`` at a time; folds whose training sets give the same
     mini-batch plan share a batch. Each fold's numbers depend only on its own data and seed.
     """
-    device = pick_device(config.device)
+    engine = engine_of(config)
+    device = pick_device(config.device) if engine == "torch" else torch.device("cpu")
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     pool = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=dtype)
     targets = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
@@ -310,10 +392,12 @@ def train_folds(images: np.ndarray, labels: np.ndarray, tasks: list[FoldTask], n
         by_plan.setdefault(batch_plan(len(task.train), config), []).append(task)
     scores: dict[str, np.ndarray] = {}
     done = 0
+    # The kernel trains its threads' folds side by side, each alone: a chunk only bounds memory.
+    per_chunk = 16 if engine == "kernel" else config.chunk_size(device)
     for group in by_plan.values():
-        for start in range(0, len(group), config.chunk_size(device)):
-            chunk = group[start:start + config.chunk_size(device)]
-            scores.update(_train_chunk(pool, targets, chunk, n_classes, config, device, dtype))
+        for start in range(0, len(group), per_chunk):
+            chunk = group[start:start + per_chunk]
+            scores.update(_train_chunk(pool, targets, chunk, n_classes, config, device, dtype, engine))
             done += len(chunk)
             if on_batch:
                 on_batch(done, len(tasks), [t.name for t in chunk])
@@ -321,13 +405,14 @@ def train_folds(images: np.ndarray, labels: np.ndarray, tasks: list[FoldTask], n
 
 
 def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask], n_classes: int,
-                 config: SurveyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, np.ndarray]:
+                 config: SurveyConfig, device: torch.device, dtype: torch.dtype,
+                 engine: str = "torch") -> dict[str, np.ndarray]:
     folds, size = len(chunk), pool.shape[-1]
     seeds = [fold_seed(config.seed, task.name) for task in chunk]
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     rngs = [np.random.default_rng(s) for s in seeds]
     model = StackedSurveyCNN(folds, n_classes, config.dropout, size).to(device=device, dtype=dtype)
-    model.initialise(generators)
+    model.initialise(generators, config.init)
     # Only the images some fold of the chunk uses (all of them, in LOVO).
     used = np.unique(np.concatenate([np.concatenate([t.train, t.test]) for t in chunk]))
     local = {int(k): i for i, k in enumerate(used)}
@@ -347,6 +432,30 @@ def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask
     mean_patches = unfold3(means)                                                            # (F, 27, H*W)
     local_targets = targets[torch.from_numpy(used).to(device)]
     plans = [_batches(rng, len(task.train), config) for rng, task in zip(rngs, chunk)]
+    if engine == "kernel":
+        _train_with_kernel(model, images, local_targets, train_index, means, plans, seeds, config)
+    else:
+        _train_with_torch(model, patches, mean_patches, train_index, local_targets, plans, generators, config,
+                          device, dtype)
+    model.eval()
+    model.finalise(patches, mean_patches, train_index, train_mask)
+    scores = {}
+    with torch.no_grad():
+        tests = np.unique(np.concatenate([t.test for t in chunk]))
+        row = {int(k): i for i, k in enumerate(tests)}
+        index = torch.tensor([local[int(k)] for k in tests], device=device)
+        probabilities = torch.softmax(model(patches, mean_patches, index.expand(folds, -1)), dim=-1)
+        probabilities = probabilities.double().cpu().numpy()                                  # (U, F, C)
+        for f, task in enumerate(chunk):
+            scores[task.name] = probabilities[[row[int(k)] for k in task.test], f]
+    return scores
+
+
+def _train_with_torch(model: StackedSurveyCNN, patches, mean_patches, train_index, local_targets, plans, generators,
+                      config: SurveyConfig, device, dtype) -> None:
+    """The chunk's folds stacked in one network, autograd and one Adam (each fold's own masks and batches)."""
+    folds, n_classes = model.folds, model.n_classes
+    size = model.size
     optimiser = torch.optim.Adam(model.parameter_groups(config.l2), lr=config.learning_rate,
                                  betas=(config.beta1, config.beta2), eps=config.adam_epsilon)
     pooled = math.ceil(size / POOL)   # maxpool_7's output side, where dropout acts
@@ -367,18 +476,29 @@ def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    model.eval()
-    model.finalise(patches, mean_patches, train_index, train_mask)
-    scores = {}
-    with torch.no_grad():
-        tests = np.unique(np.concatenate([t.test for t in chunk]))
-        row = {int(k): i for i, k in enumerate(tests)}
-        index = torch.tensor([local[int(k)] for k in tests], device=device)
-        probabilities = torch.softmax(model(patches, mean_patches, index.expand(folds, -1)), dim=-1)
-        probabilities = probabilities.double().cpu().numpy()                                  # (U, F, C)
-        for f, task in enumerate(chunk):
-            scores[task.name] = probabilities[[row[int(k)] for k in task.test], f]
-    return scores
+
+
+def _train_with_kernel(model: StackedSurveyCNN, images, local_targets, train_index, means, plans, seeds,
+                       config: SurveyConfig) -> None:
+    """The chunk's folds with training/shallow_cnn.py's kernel (threads over folds), from the stacked network's
+    initial weights; the trained weights are written back into it. The kernel draws each fold's dropout from
+    its own seed; Shuffle 'once' gives each fold the same mini-batches every epoch."""
+    per_epoch = len(plans[0]) // config.epochs
+    pool = images.detach().float().cpu().numpy()
+    targets = local_targets.cpu().numpy()
+    index = train_index.cpu().numpy()
+    jobs = []
+    for f, (plan, seed) in enumerate(zip(plans, seeds)):
+        batches = [index[f][plan[i]] for i in range(per_epoch)]
+        jobs.append(shallow_cnn.Job(str(f), batches, [targets[b] for b in batches], model.flat(f), seed,
+                                    means[f].detach().float().cpu().numpy()))
+    schedule = shallow_cnn.Schedule(steps=config.epochs * per_epoch, lr=config.learning_rate, beta1=config.beta1,
+                                    beta2=config.beta2, adam_eps=config.adam_epsilon, weight_decay=config.l2,
+                                    dropout=config.dropout, bn_eps=BN_EPSILON)
+    network = shallow_cnn.Network(1, FILTERS, model.n_classes)   # 'same' padding: one pixel
+    trained = shallow_cnn.train(pool, network, schedule, jobs, threads=shallow_cnn.thread_count(config.threads))
+    for f in range(len(jobs)):
+        model.load_flat(f, trained[str(f)].params)
 
 
 def smoke_step(seed: int = 0) -> dict:
@@ -408,7 +528,6 @@ Config = SurveyConfig
 # Datasets whose frames the survey read as grey: apex4.m fills only channel 1 of their 28x28x3 input
 # (SAMM: all_C(:,:,1,e)=Image2; CASME: all_C(:,:,1,e)=Image8), the colour sets all three.
 SURVEY_GREY_DATASETS = frozenset({"samm", "casme"})
-LEAKY_PROTOCOLS = ("lovo",)   # a held-out sample's person is in training (docs/method.md "Protocols")
 
 
 def default_config(**overrides) -> SurveyConfig:
@@ -417,30 +536,53 @@ def default_config(**overrides) -> SurveyConfig:
 
 
 def plan(data, config: SurveyConfig, protocol: str, dataset: str | None, class_set: str | None = None) -> RunPlan:
-    """The survey's run: the protocol's samples balanced (``config.balance``) before the split, then its
-    folds rebuilt on them; one network per fold trained on every other training sample with main4.m's
-    fixed schedule (no inner validation: nothing is chosen), scored on the held-out samples."""
+    """The survey's run: one network per fold trained on its training samples with main4.m's fixed schedule (no
+    inner validation: nothing is chosen), scored on the held-out samples. ``balance undersample`` (the
+    survey's) balances the protocol's samples before the split and rebuilds the folds on them: leaky, since
+    the held-out subject's samples are removed by their labels; ``undersample-training`` balances each fold's
+    training samples after the split (honest); ``none`` keeps every sample."""
     column = data.folds[0].label_column
     rows = data.samples.reset_index(drop=True)
     balance_record = None
     messages = []
     if config.balance == "undersample":
         rows, balance_record = undersample(rows, column, config.seed)
-        messages.append(f"balanced by undersampling (seed {config.seed}): {balance_record['per_class']} per class, "
-                        f"{len(rows)} of {len(data.samples)} samples (before: "
-                        + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + ")")
+        messages.append(f"balanced before the split by undersampling (seed {config.seed}), the survey's: "
+                        f"{balance_record['per_class']} per class, {len(rows)} of {len(data.samples)} samples "
+                        "(before: " + ", ".join(f"{k} {v}" for k, v in balance_record["before"].items()) + "); this "
+                        "reads the held-out samples' labels (leaky): --balance undersample-training balances each "
+                        "fold's training samples only")
     fold_list = folds(rows, protocol, dataset, class_set=class_set, validation_fraction=0.0, seed=config.seed)
+    if config.balance == "undersample-training":
+        balanced = [undersample_training(fold, rows, config.seed) for fold in fold_list]
+        fold_list = [fold for fold, _ in balanced]
+        sizes = sorted({info["per_class"] for _, info in balanced})
+        balance_record = {"method": "undersample-training", "seed": config.seed,
+                          "per_class": {"min": sizes[0], "max": sizes[-1]}, "folds": len(fold_list)}
+        messages.append(f"balanced inside each fold (seed {config.seed}): each fold's training samples undersampled "
+                        f"to its smallest class ({sizes[0]} to {sizes[-1]} per class); test samples as they are")
     identity = data.identity() | {
-        "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record else None})}
-    leaky = protocol in LEAKY_PROTOCOLS
-    if leaky:
-        messages.append(f"{protocol} is leaky: a held-out sample's person has other clips in training (the survey's "
-                        "protocol, run for comparison); subject-disjoint: --protocol loso or fused4/fused9")
+        "model": NAME, "balanced": config_hash({"kept": balance_record["kept"] if balance_record and "kept" in
+                                                balance_record else None, "balance": config.balance})}
+    leaks = leak_reasons(protocol, config.balance)
+    if leaks:
+        honest = " ".join(part for part in (
+            "a subject-disjoint protocol (--protocol fused4, fused9 or loso)" if protocol in LEAKY_PROTOCOLS else "",
+            "with" if protocol in LEAKY_PROTOCOLS and config.balance in LEAKY_BALANCES else "",
+            "--balance undersample-training" if config.balance in LEAKY_BALANCES else "") if part)
+        messages.append("leaky, the number uses test labels: " + "; ".join(leaks) + f". The honest number: {honest}")
+    if config.recipe != "published":
+        messages.append("survey-cnn recipe custom: " + "; ".join(config.recipe_differences))
+    reasons: list[str] = []
+    engine = engine_of(config, reasons)
+    if reasons:
+        messages.append(f"survey-cnn trains with PyTorch: {reasons[0]}")
     notes = {"excluded_samples": dict(sorted(data.excluded.items())),
              "sample_list": data.sample_list, "balance": balance_record,
-             "schedule": "fixed: main4.m's published schedule, no inner validation, nothing chosen",
-             "leaky": leaky}
-    return RunPlan(fold_list, notes, identity, messages, {"model": NAME, **config.to_dict()}, leaky)
+             "schedule": ("fixed: main4.m's published schedule" if config.recipe == "published"
+                          else f"fixed: {config.epochs} epochs (custom)") + ", no inner validation, nothing chosen",
+             "leaky": bool(leaks), "leaks": leaks, "engine": engine, "recipe_differences": config.recipe_differences}
+    return RunPlan(fold_list, notes, identity, messages, {"model": NAME, **config.to_dict()}, bool(leaks))
 
 
 def prepare(data, config: SurveyConfig, checkpoints) -> None:
@@ -451,17 +593,28 @@ def prepare(data, config: SurveyConfig, checkpoints) -> None:
 def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np.ndarray, list[str]]:
     """(N, 3, 28, 28) float32 images in 0..255 for ``samples`` (in their order), and which frame each is:
     the annotated apex; where the dataset has none (SMIC), the clip's middle frame or the spotted apex
-    (``config.unannotated_apex``). ``source``: a training.data.FeatureSource holding the ``apex`` and
-    ``middle`` crops (``ModelInfo.inputs``)."""
-    absent = [name for name in ("apex", "middle") if name not in source.arrays]
+    (``config.unannotated_apex``); an imported image (no apex source recorded: the survey's own arrays) as
+    it is. ``source``: a training.data.FeatureSource holding the ``apex`` (and, where a sample needs it, the
+    ``middle``) crops (``ModelInfo.inputs``).
+
+    Grey images: ``first`` leaves channels 2 and 3 at zero for the survey's grey datasets (apex4.m), as the
+    survey's arrays already store them; ``replicate`` copies channel 1 into them (for a grey dataset's crop
+    and for an imported image whose channels 2 and 3 are exact zeros)."""
+    # An imported image's features row says "imported" (flows/imports.py); an in-memory source may say nothing.
+    sources = [None if source.apex_source.get(key) in (None, "", "imported") else source.apex_source.get(key)
+               for key in samples["sample_key"]]
+    needed = {"apex"} | ({"middle"} if config.unannotated_apex == "middle" and any(
+        kind not in (None, "annotated") for kind in sources) else set())
+    absent = sorted(name for name in needed if name not in source.arrays)
     if absent:
-        raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops, which the loaded features lack: "
-                          "load the protocol with the model's inputs (training.models.MODELS['survey-cnn'].inputs)")
+        raise LookupError(f"survey-cnn reads the {' and '.join(absent)} crops of these samples (no annotated "
+                          f"apex: the middle frame, as apex4.m), which the loaded features lack (a store written "
+                          f"before crops were stored, or imported inputs): recompute the features with `merflow "
+                          f"features`, or train with --unannotated-apex spotted")
     images = np.zeros((len(samples), INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), np.float32)
     frames = [""] * len(samples)
-    for i, (key, dataset) in enumerate(zip(samples["sample_key"], samples["dataset"])):
-        annotated = source.apex_source.get(key) == "annotated"
-        name = "apex" if annotated or config.unannotated_apex == "spotted" else "middle"
+    for i, (key, dataset, kind) in enumerate(zip(samples["sample_key"], samples["dataset"], sources)):
+        name = "apex" if kind in (None, "annotated") or config.unannotated_apex == "spotted" else "middle"
         image = source.arrays[name][key]
         if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
             image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
@@ -469,18 +622,23 @@ def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np
         image = image.astype(np.float32)
         if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
             image[1:] = 0.0
+        elif config.grey_channels == "replicate" and kind is None and not image[1:].any():
+            image[1:] = image[0]
         images[i] = image
-        frames[i] = "annotated apex" if annotated else "middle frame" if name == "middle" else "spotted apex"
+        frames[i] = ("imported image" if kind is None else "annotated apex" if kind == "annotated"
+                     else "middle frame" if name == "middle" else "spotted apex")
     return images, frames
 
 
 def _chunk_key(config: SurveyConfig, chunk: list[Fold], labels: dict, frames: dict, fingerprints: dict,
-               feature_hash: str) -> str:
+               feature_hash: str, engine: str = "torch") -> str:
     keys = sorted({k for fold in chunk for k in fold.fit_keys + fold.test_keys})
-    return config_hash({"model": NAME, "config": config.weights_dict(), "features": feature_hash,
-                        "folds": [[f.name, list(f.fit_keys), list(f.test_keys)] for f in chunk],
-                        "classes": list(chunk[0].classes),
-                        "samples": [[k, labels[k], frames[k], fingerprints.get(k, "")] for k in keys]})
+    settings = {"model": NAME, "config": config.weights_dict(), "features": feature_hash,
+                "folds": [[f.name, list(f.fit_keys), list(f.test_keys)] for f in chunk],
+                "classes": list(chunk[0].classes),
+                "samples": [[k, labels[k], frames[k], fingerprints.get(k, "")] for k in keys]}
+    # The kernel draws other dropout masks than torch's: its scores are its own (torch's keys are as before).
+    return config_hash(settings | ({"engine": engine} if engine != "torch" else {}))
 
 
 def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *, prepared=None,
@@ -499,6 +657,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     labels = np.array([classes.index(rows.at[k, column]) for k in keys], dtype=np.int64)
     label_of, frame_of = dict(zip(keys, rows[column])), dict(zip(keys, frame_names))
     fingerprints = data.source.fingerprints
+    engine = engine_of(config)
     folder = checkpoints.folder(NAME)
     by_plan: dict[tuple[int, int], list[Fold]] = {}
     for fold in fold_list:
@@ -511,7 +670,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     for group in by_plan.values():
         for start in range(0, len(group), per_checkpoint):
             chunk = group[start:start + per_checkpoint]
-            key = _chunk_key(config, chunk, label_of, frame_of, fingerprints, data.feature_config.hash)
+            key = _chunk_key(config, chunk, label_of, frame_of, fingerprints, data.feature_config.hash, engine)
 
             def train_chunk(chunk=chunk):
                 tasks = [FoldTask(f.name, np.array([index[k] for k in f.fit_keys], dtype=np.int64),
