@@ -72,6 +72,10 @@ class FeatureOptions(_Options):
                             description=description(FeatureConfig, "shard_size"))
     first_frame: FirstFrame = Field(default(FeatureConfig, "first_frame"),
                                     description=description(FeatureConfig, "first_frame"))
+    sequence_length: int = Field(default(FeatureConfig, "sequence_length"), ge=0,
+                                 description=description(FeatureConfig, "sequence_length"))
+    max_missing_share: float = Field(default(FeatureConfig, "max_missing_share"), ge=0, lt=1,
+                                     description=description(FeatureConfig, "max_missing_share"))
     dask_address: str | None = Field(None, description="tcp://SCHEDULER:8786; None: a LocalCluster on the worker")
     n_workers: int | None = Field(None, ge=1, description="LocalCluster workers; None: one per core")
 

@@ -130,7 +130,10 @@ def training_set(tmp_path_factory, prefect_backend) -> dict:
     sources = [synthesize(SynthConfig("casme2", subjects=26, samples=255, archive="none", seed=1, scale=0.35), out),
                synthesize(SynthConfig("ckplus", subjects=8, samples=40, archive="none", seed=1, scale=0.35), out)]
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
-    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
+    # No sequence arrays (sequence_length 0): the pair models these sets train read none, and CI's time is short
+    # (tests/test_features_flow.py and tests/test_sequences.py compute the default sequences).
+    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2,
+                  sequence_length=0)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
 
 
@@ -145,7 +148,10 @@ def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
     out = tmp_path_factory.mktemp("fused")
     sources = [synth_folders[name] for name in ("casme", "casme2", "casme_sq", "samm", "smic")]
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
-    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
+    # No sequence arrays (sequence_length 0): the pair models these sets train read none, and CI's time is short
+    # (tests/test_features_flow.py and tests/test_sequences.py compute the default sequences).
+    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2,
+                  sequence_length=0)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
 
 

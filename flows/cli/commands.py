@@ -236,7 +236,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     result = features_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
                            dask_address=args.dask_address, flow_algorithm=args.flow, size=args.size,
                            detector=args.detector, no_face=args.no_face, shard_size=args.shard_size,
-                           n_workers=args.workers, first_frame=args.first_frame)
+                           n_workers=args.workers, first_frame=args.first_frame, sequence_length=args.sequence_length,
+                           max_missing_share=args.max_missing_share)
     print_features_summary(result)
     console.print(f"features took {time.perf_counter() - started:.1f} s")
     return 0

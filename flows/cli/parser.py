@@ -143,7 +143,7 @@ def features_options(features: argparse.ArgumentParser) -> None:
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])
-    add_config_options(features, FeatureConfig, ["shard_size", "first_frame"])
+    add_config_options(features, FeatureConfig, ["shard_size", "first_frame", "sequence_length", "max_missing_share"])
     features.set_defaults(handler=commands.cmd_features)
 
 
@@ -165,9 +165,10 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=parameter(flow, "protocol"))
     # No default here, unlike the flows' (casme2): a per-dataset protocol on the command line names its dataset.
     parser.add_argument("--dataset", default=None,
-                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq; the "
+                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq, casme3; the "
                              "imported survey images: survey_c4, survey_c9 (lovo only)")
-    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
+    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others), "
+                                            "casme3_4 or casme3_3 (CAS(ME)^3 in 4 or 3 classes; casme3_7 its default)")
     parser.add_argument("--sample-list", choices=SAMPLE_LISTS,
                         help="only the samples of a published list: survey = the survey baseline's own lists "
                              "(CASME.xls, casme2.xls, samm.xls, SMIC.xls, CAS(ME)2.xls), with their labels")
@@ -462,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="face crops, difference and optical flow of every sample into a Zarr store (on Dask)",
         description="Detect the face on each sample's onset frame, crop every frame with that one box, take the "
                     "annotated apex (or spot it), and store the crops, apex-onset difference and optical flow "
-                    "(u, v, magnitude, strain) in a Zarr store. Runs on a local Dask cluster, or on an existing "
+                    "(u, v, magnitude, strain) in a Zarr store, with each sample's sequence (--sequence-length T "
+                    "frames onset to offset and their T - 1 flows) and its landmarks. Runs on a local Dask cluster, or on an existing "
                     "one with --dask-address. Rerunning computes only what is missing or changed.")
     commands_.add_parser("show", options=show_options, help="draw a sample's stored features as a PNG",
                          description="Onset crop, apex crop, difference, flow as HSV colour and strain, side by side.")

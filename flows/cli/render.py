@@ -75,7 +75,7 @@ def print_error(message: str) -> None:
 def print_catalog_summary(result: dict) -> None:
     """A catalog's per-dataset counts and quarantine reasons (storage/catalog.py summary), and each source's outcome."""
     table = Table(title=f"catalog {result['catalog']}")
-    for column in ("dataset", "samples", "subjects", "emotions", "apex missing", "quarantined"):
+    for column in ("dataset", "samples", "subjects", "emotions", "class sets", "apex missing", "quarantined"):
         table.add_column(column)
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
@@ -84,7 +84,9 @@ def print_catalog_summary(result: dict) -> None:
         label = name + (" (imported)" if imported == info["samples"] and imported else
                         f" ({imported} imported)" if imported else "")
         table.add_row(label, str(info["samples"]), str(info["subjects"]),
-                      ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
+                      ", ".join(f"{k} {v}" for k, v in info["emotions"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info.get("class_sets", {}).items()) or "-",
+                      str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
     if result.get("long_videos"):
