@@ -21,12 +21,26 @@ DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")  # cv2.DISOPTICAL_FLOW_PRESET
 SIZES = (28, 64, 80, 112, 128)
 FIRST_FRAMES = ("onset", "onset+1")
 # The features' schema version (storage/features.py writes it with every group); part of the hash.
-FEATURE_SCHEMA_VERSION = 2  # 2: the middle crop (training/models/survey_cnn.py)
+# 2: the middle crop (training/models/survey_cnn.py). 3: the sequence arrays and the landmarks
+# (SEQUENCE_ARRAYS). A configuration without sequences (sequence_length 0, or imported) is still schema 2 and
+# hashes as before, so the groups written before schema 3 keep their names (FeatureConfig.to_dict).
+FEATURE_SCHEMA_VERSION = 3
+PAIR_SCHEMA_VERSION = 2
 # The arrays of a shard, name -> (dtype, channels): what tasks/features.py computes, storage/features.py stores.
 ARRAYS = {"onset": ("uint8", 3), "apex": ("uint8", 3), "middle": ("uint8", 3), "diff": ("float32", 3),
           "flow": ("float32", 4)}
 FLOW_CHANNELS = ("u", "v", "magnitude", "strain")
 CROP_CHANNELS = ("red", "green", "blue")  # tasks/features.py read_frame: OpenCV's BGR turned to RGB
+# The sequence arrays (feature schema 3, ``sequence_length`` T > 0): name -> (dtype, dimension names after
+# "sample"); their shapes are ``FeatureConfig.array_shapes``: frames (T, size, size), flow_seq (T - 1, 2, size,
+# size), landmarks (7, 2).
+SEQUENCE_ARRAYS = {"frames": ("uint8", ("time", "y", "x")), "flow_seq": ("float32", ("time", "channel", "y", "x")),
+                   "landmarks": ("float32", ("point", "xy"))}
+SEQUENCE_FLOW_CHANNELS = ("u", "v")
+# The landmarks' points in stored order (tasks/sequences.py landmark_points): the detector's five, ordered by
+# where they lie in the crop (eyes and mouth corners left to right), then the two brows merflow derives.
+LANDMARK_POINTS = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right", "brow_left", "brow_right")
+PAIR_DIMENSIONS = ("channel", "y", "x")
 # What each computed array holds, channel by channel and in which units (training/data.py FeatureSource
 # ``conventions``; an imported group's come from its ImportedConfig instead): a model that reads a channel by
 # name, or a scale, reads it here rather than assuming it.
@@ -40,6 +54,25 @@ COMPUTED_CONVENTIONS: dict[str, dict] = {
     "flow": {"origin": "computed", "channels": list(FLOW_CHANNELS),
              "scaling": "float32, unnormalised: u, v in pixels of the crop from the first frame of the pair to the "
                         "apex, magnitude = hypot(u, v), strain dimensionless (tasks/motion.py flow_channels)"},
+    # The sequence arrays (tasks/sequences.py): onset to offset in the pair's face box, T = sequence_length.
+    "frames": {"origin": "computed", "dimensions": ["time", "y", "x"], "channels": ["grey"],
+               "scaling": "uint8 0..255 grey crops (tasks/motion.py to_grey of each crop): frame k is the clip at time "
+                          "t_k = k (N - 1) / (T - 1) frames after the onset (N frames onset..offset, k = 0..T-1), "
+                          "linearly interpolated between the frames floor(t_k) and floor(t_k) + 1 and rounded; "
+                          "frames[0] is the onset, frames[T-1] the offset"},
+    "flow_seq": {"origin": "computed", "dimensions": ["time", "channel", "y", "x"],
+                 "channels": list(SEQUENCE_FLOW_CHANNELS),
+                 "scaling": "float32, unnormalised: u, v in pixels of the crop from frames[k] to frames[k + 1], "
+                            "k = 0..T-2 (tasks/motion.py optical_flow; v > 0 is down)"},
+    "landmarks": {"origin": "computed", "dimensions": ["point", "xy"], "channels": ["x", "y"],
+                  "points": list(LANDMARK_POINTS),
+                  "scaling": "float32 pixels of the crop (x to the right, y down, pixel centres on integers: the "
+                             "crops' own coordinates), found once on the onset frame; left and right are the "
+                             "image's; NaN where the detector gave no points (Haar, or no face: centre crop)",
+                  "brows": "each eye moved along the face's up direction (perpendicular to the eye line, away from "
+                           "the mouth) to the darkest row 0.2-0.5 inter-ocular distances above it where that is a "
+                           "valley of the onset crop, else by 0.35 of that distance (ZOO.md 1.8's proxy); the "
+                           "mark's landmarks.brows says which"},
 }
 # Inputs made by someone else's pipeline (`merflow import-features`, flows/imports.py): the formats read
 # (tasks/imports.py) and the array each one fills.
@@ -175,12 +208,37 @@ class FeatureConfig(Config):
         "onset", description="the pair compared: onset and apex, or onset+1 and apex+1 as the published Meta-MMFNet "
                              "code reads them (for `merflow train --recipe published`)")
     imported: ImportedConfig | None = None
+    # The sequence (feature schema 3, tasks/sequences.py): T frames from onset to offset and their T - 1 flows, and
+    # the landmarks. 10 is ELRCN's TIM10 (ZOO.md 1.7); the 3D networks read 18 or 24 (1.6). 0: no sequence arrays
+    # (a group as feature schema 2 wrote it, under the same name as before).
+    sequence_length: int = Field(10, ge=0, le=256, description="frames per sample from onset to offset, resampled "
+                                                               "(T; with T - 1 flows and the landmarks); 0: none")
+    # A listed frame that is missing, unreadable or blank (a dropped frame written black) inside the clip is
+    # interpolated across from its readable neighbours; past this share of the frames the sequence reads, the
+    # sample is quarantined (too_many_missing_frames).
+    max_missing_share: float = Field(0.2, ge=0, lt=1, description="share of the frames a sequence reads that may be "
+                                                                  "missing and interpolated across; more: quarantined")
+
+    @field_validator("sequence_length")
+    @classmethod
+    def _sequence_of_two_or_none(cls, value):
+        if value == 1:
+            raise ValueError("sequence_length is 0 (no sequence) or at least 2 (one flow needs two frames)")
+        return value
+
+    @property
+    def sequences(self) -> bool:
+        """Whether a group of this configuration holds the sequence arrays (computed with sequence_length > 0)."""
+        return self.imported is None and self.sequence_length > 0
 
     def to_dict(self) -> dict:
         """The settings and the feature schema version, as stored with the group and hashed into its name."""
         settings = self.model_dump(mode="json") | {"feature_schema": FEATURE_SCHEMA_VERSION}
         if settings["first_frame"] == "onset":  # the default leaves the hash (the group names) as before
             del settings["first_frame"]
+        if not self.sequences:  # no sequence arrays: recorded and hashed as feature schema 2 wrote them
+            del settings["sequence_length"], settings["max_missing_share"]
+            settings["feature_schema"] = PAIR_SCHEMA_VERSION
         if settings["imported"] is None:  # computed features: recorded and hashed as before imports existed
             del settings["imported"]
         else:  # no face was found and no flow computed: those settings decided nothing, so none is recorded
@@ -189,20 +247,43 @@ class FeatureConfig(Config):
         return settings
 
     def arrays(self) -> dict[str, tuple[str, int]]:
-        """The arrays a group of this configuration holds, name -> (dtype, channels)."""
-        if self.imported is None:
-            return dict(ARRAYS)
-        return {self.imported.array: (self.imported.dtype, len(self.imported.channels))}
+        """The arrays a group of this configuration holds, name -> (dtype, first dimension after the sample's:
+        an image array's channels, a sequence's length, the landmarks' points); ``array_shapes`` gives them whole."""
+        return {name: (dtype, shape[0]) for name, (dtype, shape) in self.array_shapes().items()}
+
+    def array_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The arrays a group of this configuration holds, name -> (dtype, one sample's shape)."""
+        size = self.size
+        if self.imported is not None:
+            return {self.imported.array: (self.imported.dtype, (len(self.imported.channels), size, size))}
+        shapes = {name: (dtype, (channels, size, size)) for name, (dtype, channels) in ARRAYS.items()}
+        if self.sequences:
+            length = self.sequence_length
+            shapes |= {"frames": ("uint8", (length, size, size)),
+                       "flow_seq": ("float32", (length - 1, len(SEQUENCE_FLOW_CHANNELS), size, size)),
+                       "landmarks": ("float32", (len(LANDMARK_POINTS), 2))}
+        return shapes
+
+    def dimensions(self, name: str) -> tuple[str, ...]:
+        """The names of an array's dimensions after ``sample`` (Zarr's dimension names)."""
+        return SEQUENCE_ARRAYS[name][1] if name in SEQUENCE_ARRAYS else PAIR_DIMENSIONS
 
     def conventions(self) -> dict[str, dict]:
         """What each array of a group of this configuration holds: origin, channels in stored order, scaling."""
         if self.imported is not None:
             return {self.imported.array: self.imported.convention()}
-        conventions = {name: dict(COMPUTED_CONVENTIONS[name]) for name in ARRAYS}
+        conventions = {name: dict(COMPUTED_CONVENTIONS[name]) for name in self.array_shapes()}
         conventions["flow"]["algorithm"] = self.motion.algorithm
+        if self.sequences:
+            conventions["frames"]["length"] = self.sequence_length
+            conventions["flow_seq"]["algorithm"] = self.motion.algorithm
         return conventions
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureConfig:
-        """The configuration stored with a group (``to_dict``; older groups have no ``first_frame``)."""
-        return cls.model_validate({name: data[name] for name in cls.model_fields if name in data})
+        """The configuration stored with a group (``to_dict``; older groups have no ``first_frame``, and those of
+        feature schema 2 no sequence: ``sequence_length`` 0)."""
+        values = {name: data[name] for name in cls.model_fields if name in data}
+        if values.get("imported") is None:  # an imported group records no sequence setting: it never had one
+            values.setdefault("sequence_length", 0)
+        return cls.model_validate(values)

@@ -21,11 +21,12 @@ SYNTH_EMOTIONS: dict[str, tuple[str, ...]] = {
     "casme": ("tense", "disgust", "repression", "surprise", "happiness", "sadness", "contempt", "fear"),
     "casme_sq": ("disgust", "happiness", "surprise", "anger", "fear", "pain", "sadness", "helpless"),
     "ckplus": ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),
+    "casme3": ("disgust", "surprise", "others", "fear", "anger", "sad", "happy"),
 }
 SYNTH_DATASETS = tuple(SYNTH_EMOTIONS)
 ARCHIVE_FORMATS = ("zip", "tar.gz", "none")
 # What users type -> the writer's name.
-DATASET_ALIASES = {"casme2sq": "casme_sq", "ck+": "ckplus", "smic_hs": "smic"}
+DATASET_ALIASES = {"casme2sq": "casme_sq", "ck+": "ckplus", "smic_hs": "smic", "casme^3": "casme3"}
 
 Archive = choice(ARCHIVE_FORMATS)
 

@@ -131,12 +131,15 @@ def features_flow(catalog_dir: str, store: str, dataset: str | None = None,
                   no_face: NoFace = default(FeatureOptions, "no_face"),
                   shard_size: int = default(FeatureOptions, "shard_size"),
                   n_workers: int | None = default(FeatureOptions, "n_workers"), pictures: int = 3,
-                  first_frame: FirstFrame = default(FeatureOptions, "first_frame")) -> dict:
+                  first_frame: FirstFrame = default(FeatureOptions, "first_frame"),
+                  sequence_length: int = default(FeatureOptions, "sequence_length"),
+                  max_missing_share: float = default(FeatureOptions, "max_missing_share")) -> dict:
     """Compute the features of every catalog sample (or one dataset's) into the store; resumable."""
     logger = get_run_logger()
     config = FeatureConfig(face=FaceConfig(detector=detector, no_face=no_face),
                            motion=MotionConfig(algorithm=flow_algorithm), size=size, shard_size=shard_size,
-                           first_frame=first_frame)
+                           first_frame=first_frame, sequence_length=sequence_length,
+                           max_missing_share=max_missing_share)
     locations.require(catalog_dir, store)  # a missing extra is one line, before any work
     feature_store = FeatureStore(store)
     jobs, done = feature_store.plan_shards(with_fingerprints(catalog_records(catalog_dir, dataset)), config)

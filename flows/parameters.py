@@ -72,6 +72,10 @@ class FeatureOptions(_Options):
                             description=description(FeatureConfig, "shard_size"))
     first_frame: FirstFrame = Field(default(FeatureConfig, "first_frame"),
                                     description=description(FeatureConfig, "first_frame"))
+    sequence_length: int = Field(default(FeatureConfig, "sequence_length"), ge=0,
+                                 description=description(FeatureConfig, "sequence_length"))
+    max_missing_share: float = Field(default(FeatureConfig, "max_missing_share"), ge=0, lt=1,
+                                     description=description(FeatureConfig, "max_missing_share"))
     dask_address: str | None = Field(None, description="tcp://SCHEDULER:8786; None: a LocalCluster on the worker")
     n_workers: int | None = Field(None, ge=1, description="LocalCluster workers; None: one per core")
 
@@ -111,3 +115,14 @@ class SearchOptions(_Options):
                                   description=description(SearchConfig, "max_folds"))
     ray_address: str | None = Field(default(SearchConfig, "ray_address"),
                                     description=description(SearchConfig, "ray_address"))
+
+
+class VideoFolderOptions(_Options):
+    """Which files of a folder or bucket are videos to recognise (flows/recognise_folder.py), and where the work runs."""
+
+    patterns: list[str] = Field(["*.mp4", "*.avi", "*.mov", "*.mkv"], min_length=1,
+                                description="file name patterns of the videos (fsspec glob, case-sensitive)")
+    recursive: bool = Field(False, description="look in sub-folders too (results keep the relative path)")
+    dask_address: str | None = Field(None, description="tcp://SCHEDULER:8786; None: a LocalCluster on the worker, "
+                                                       "started only when a video is to be recognised")
+    n_workers: int | None = Field(None, ge=1, description="LocalCluster workers; None: one per core")

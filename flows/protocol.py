@@ -55,6 +55,18 @@ def load_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, dat
                                 where={"catalog": str(catalog_dir), "store": str(store)})
 
 
+def run_inputs(catalog_dir: str | os.PathLike, store: str, protocol: str, dataset: str | None, class_set: str | None,
+               sample_list: str | None, sample_lists: str | None, feature_config: str | None) -> dict:
+    """Where a run read its data and which of it, as its runs row records them (its notes' ``inputs``):
+    `merflow export` reads them back to fit the run's model on every subject."""
+    from merflow.storage import locations
+
+    return {"catalog": locations.normalise(catalog_dir), "store": locations.normalise(store), "protocol": protocol,
+            "dataset": dataset, "class_set": class_set, "sample_list": sample_list,
+            "sample_lists": None if sample_lists is None else locations.normalise(sample_lists),
+            "feature_config": feature_config}
+
+
 def prepare_unit(model: str, data: units.ProtocolData, config, checkpoints):
     """The model's run-wide work before the folds (``prepare``: Meta-MMFNet's CK+ macro encoder, checkpointed)."""
     return models.load(model).prepare(data, config, checkpoints)
@@ -98,6 +110,8 @@ def run_protocol(catalog_dir: str | os.PathLike, store: str, protocol: str, data
                           sample_list=sample_list, sample_lists=sample_lists, feature_config=feature_config,
                           model=model)
         plan = info.load().plan(data, config, protocol, dataset, class_set)
+        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
+                                          feature_config)  # `merflow export` reads them back
         check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
         for message in plan.messages:
             note(message)

@@ -126,7 +126,14 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
                       dask_address: str | None, n_workers: int | None) -> dict:
     """The face tracked through every video and the per-frame features for every window k, on Dask;
     what is done already (marks of this input and track) is skipped. Returns the counts."""
-    logger = get_run_logger()
+    return per_frame_features(videos, windows, store, config, dask_address, n_workers, get_run_logger())
+
+
+def per_frame_features(videos: pd.DataFrame, windows: set[int], store: str, config: SpotFeatureConfig,
+                       dask_address: str | None, n_workers: int | None, logger, report=None) -> dict:
+    """``compute_per_frame`` without Prefect (flows/export.py computes a bundle's windows with it): ``logger`` a
+    logging.Logger, ``report(stage, done, total)`` the progress (default: the CLI's bar, ``reporting``)."""
+    report = report or _report
     spot_store = SpotFeatureStore(store)
     counts = {"detections_computed": 0, "chunks_computed": 0, "chunks_skipped": 0, "frames_computed": 0,
               "compute_seconds": 0.0, "no_face": []}
@@ -160,7 +167,7 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
                                     "chunk": chunk, "first": start, "frame_files": record["frame_files"][start:stop],
                                     "indices": [i for i in checks if start <= i < stop]})
         if detect_jobs:
-            run_on_dask(client(), detect_task, detect_jobs, spot_store.url, config, "faces", logger, _report)
+            run_on_dask(client(), detect_task, detect_jobs, spot_store.url, config, "faces", logger, report)
             counts["detections_computed"] = len(detect_jobs)
         chunk_jobs: list[dict] = []
         for record in records:
@@ -189,7 +196,7 @@ def compute_per_frame(videos: pd.DataFrame, windows: set[int], store: str, confi
                     len(chunk_jobs), counts["chunks_skipped"], sorted(windows), config.hash)
         if chunk_jobs:
             results = run_on_dask(client(), chunk_task, chunk_jobs, spot_store.url, config, "per-frame features",
-                                  logger, _report)
+                                  logger, report)
             counts["chunks_computed"] = len(results)
             counts["frames_computed"] = sum(r["frames"] for r in results)
         counts["compute_seconds"] = round(time.perf_counter() - started, 2)
@@ -334,7 +341,9 @@ def spot_flow(catalog_dir: str, store: str, dataset: str, out: str = RESULTS, ru
     run = check_name(run, "run id") if run is not None else f"spot-{dataset}-{config.spotter}-{config.recipe}-{config.hash[:6]}-{features.hash[:6]}"
     protocol = f"loso-{dataset}"
     timings["total"] = time.perf_counter() - started
-    row = spot_run_row(run, protocol, dataset, config, features, recognition, timings)
+    # Where the run read its data: `merflow export` reads them back to fit the run's spotter on every subject.
+    inputs = {"catalog": locations.normalise(catalog_dir), "store": SpotFeatureStore(store).url}
+    row = spot_run_row(run, protocol, dataset, config, features, recognition, timings, inputs)
     write_spotting(locations.normalise(out), run, protocol, table_intervals, metrics, row)
     pooled = metrics[metrics["scope"] == "pooled"]
     summary = {"run": run, "protocol": protocol, "dataset": dataset, "results": locations.normalise(out),

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from merflow import __version__
-from merflow.configs.catalog import APEX_OUTSIDE_CLIP, IMPORTED, INGESTED, LABEL_COLUMNS
+from merflow.configs.catalog import APEX_OUTSIDE_CLIP, IMPORTED, INGESTED, STORED_LABEL_COLUMNS_V3
+from merflow.configs.labels import label_columns, protocol_labels
 from merflow.storage import locations, locks
 
 # 2: clip_id, apex_annotated; apex_outside_clip is kept (apex spotted), not quarantined.
@@ -31,7 +32,13 @@ from merflow.storage import locations, locks
 #    (clip_dir, frame_files, n_frames, fps, onset, offset, apex_source) are null for them, and ``origin``
 #    says which kind a row is (``origin_detail``: what the source says of an imported sample, e.g. that it
 #    is named by its position). Version-2 files are read as version 3 (``UPGRADES``): every row ingested.
-SCHEMA_VERSION = 3
+# 4: no label_* columns stored: each is derived when the catalog is read (``with_labels``), from the row's dataset
+#    and emotion through configs/labels.py's class sets, so that a new class set is its mapping, not a schema
+#    change. What a source states outright (an imported row's label_megc2019, label_fused4 or label_fused9, a
+#    label a user edited) is kept in ``stated_labels`` (class set -> label, null: in no class of it), which wins.
+#    Version-2 and -3 files are read as version 4: their label columns become stated labels where they differ
+#    from the derivation (imported rows' always; ingested rows' only where a mapping has changed since).
+SCHEMA_VERSION = 4
 SAMPLES_FILE = "samples.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SOURCES_FILE = "sources.parquet"
@@ -66,7 +73,9 @@ SAMPLES_SCHEMA = pa.schema([
     pa.field("emotion_raw", pa.string()),
     pa.field("emotion", pa.string(), nullable=False),
     pa.field("objective_class", pa.string()),
-    *[pa.field(column, pa.string()) for column in LABEL_COLUMNS],
+    # Labels the source states outright (class set name -> label; null: the row is in no class of that set);
+    # every other label is derived when read (``with_labels``). Null: none stated.
+    pa.field("stated_labels", pa.map_(pa.string(), pa.string())),
     *_SOURCE_FIELDS,
 ])
 
@@ -94,8 +103,11 @@ SOURCES_SCHEMA = pa.schema([
 
 _SCHEMAS = {SAMPLES_FILE: SAMPLES_SCHEMA, QUARANTINE_FILE: QUARANTINE_SCHEMA, SOURCES_FILE: SOURCES_SCHEMA}
 # Older versions this merflow reads, and what makes a file of one the current version: version 2 had no
-# imported samples, so its rows are all ingested; its non-null frame fields only became nullable.
-UPGRADES = {"2": {SAMPLES_FILE: {"origin": INGESTED, "origin_detail": None}}}
+# imported samples, so its rows are all ingested; its non-null frame fields only became nullable. Versions 2
+# and 3 stored the label columns (STORED_LABEL_COLUMNS_V3): they are read as stated labels (``stated_from_columns``).
+UPGRADES = {"2": {SAMPLES_FILE: {"origin": INGESTED, "origin_detail": None, "stated_labels": None}},
+            "3": {SAMPLES_FILE: {"stated_labels": None}}}
+LABEL_PREFIX = "label_"
 
 
 class CatalogSchemaError(ValueError):
@@ -116,7 +128,11 @@ Location = str | os.PathLike
 
 
 def write_table(directory: Location, name: str, frame: pd.DataFrame) -> str:
-    """Write one catalog file atomically (locally: temp file in the same folder, then rename)."""
+    """Write one catalog file atomically (locally: temp file in the same folder, then rename). The samples'
+    ``label_*`` columns are not stored: where one differs from what its class set derives, it is kept as a
+    stated label (``stated_from_columns``), so a frame read, edited and written reads back as edited."""
+    if name == SAMPLES_FILE:
+        frame = stated_from_columns(frame)
     table = _table(frame, _SCHEMAS[name])
     with locations.atomic_write(locations.join(directory, name)) as file:
         pq.write_table(table, file)
@@ -128,32 +144,116 @@ def read_table(directory: Location, name: str) -> pd.DataFrame:
     path = locations.join(directory, name)
     schema = _SCHEMAS[name]
     if not locations.exists(path):
-        return schema.empty_table().to_pandas()
+        empty = schema.empty_table().to_pandas()
+        return with_labels(empty) if name == SAMPLES_FILE else empty
     table = pq.read_table(io.BytesIO(locations.read_bytes(path)))
     version = (table.schema.metadata or {}).get(b"merflow.schema_version", b"?").decode()
     if version in UPGRADES:
-        table = _upgraded(table, schema, UPGRADES[version].get(name, {}))
+        kept = STORED_LABEL_COLUMNS_V3 if name == SAMPLES_FILE else ()
+        table = _upgraded(table, schema, UPGRADES[version].get(name, {}), kept)
     elif version != str(SCHEMA_VERSION):
         raise CatalogSchemaError(f"{path} has catalog schema version {version}; this merflow reads version "
-                                 f"{SCHEMA_VERSION} (and upgrades version {', '.join(UPGRADES)}): re-ingest the "
+                                 f"{SCHEMA_VERSION} (and upgrades versions {', '.join(UPGRADES)}): re-ingest the "
                                  "sources into a new folder (merflow ingest SOURCE ... --out NEW_CATALOG_DIR)")
     # Nullable ints stay ints (apex is null where not annotated) instead of turning into floats.
-    return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get)
+    frame = table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}.get)
+    if name == SAMPLES_FILE:
+        frame = with_labels(stated_from_columns(frame) if version in UPGRADES else _stated_as_dicts(frame))
+    return frame
 
 
-def _upgraded(table: pa.Table, schema: pa.Schema, added: dict) -> pa.Table:
-    """An older version's table as the current ``schema``: the columns it lacks filled with ``added``'s values."""
-    columns = []
+def _upgraded(table: pa.Table, schema: pa.Schema, added: dict, kept: tuple[str, ...] = ()) -> pa.Table:
+    """An older version's table as the current ``schema``: the columns it lacks filled with ``added``'s values;
+    of the columns the current schema no longer stores, those in ``kept`` stay (after the schema's)."""
+    columns, fields = [], list(schema)
     for field in schema:
         if field.name in table.column_names:
             columns.append(table[field.name].cast(field.type))
         else:
             columns.append(pa.array([added[field.name]] * len(table), type=field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    for name in kept:
+        if name in table.column_names and name not in schema.names:
+            columns.append(table[name])
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+# ------------------------------------------------------------------------------------------------ labels
+def _stated(value) -> dict:
+    """A ``stated_labels`` cell as a dict (pyarrow reads a map as (key, value) pairs; null: none stated)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return {}
+    return dict(value.items() if isinstance(value, dict) else value)
+
+
+def _stated_as_dicts(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["stated_labels"] = [_stated(v) or None for v in frame["stated_labels"]]
+    return frame
+
+
+def _label(value) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def derived_labels(frame: pd.DataFrame) -> list[dict[str, str | None]]:
+    """Each row's ``label_*`` columns as its class sets derive them (configs/labels.py ``protocol_labels``) from
+    its dataset and normalised emotion; none for imported rows, whose labels are only those their source states."""
+    cache: dict[tuple, dict] = {}
+    derived = []
+    origins = frame["origin"] if "origin" in frame else [INGESTED] * len(frame)
+    for dataset, subject, sample_id, emotion, is_macro, origin in zip(
+            frame["dataset"], frame["subject"], frame["sample_id"], frame["emotion"], frame["is_macro"], origins):
+        if origin != INGESTED:
+            derived.append({})
+            continue
+        key = (dataset, subject, sample_id, _label(emotion), bool(is_macro))
+        if key not in cache:
+            cache[key] = protocol_labels(*key)
+        derived.append(cache[key])
+    return derived
+
+
+def stated_from_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as stored: its ``label_*`` columns dropped, and each value that differs from what the row's class
+    sets derive kept in ``stated_labels`` (one that agrees is dropped from it: derived again when read)."""
+    columns = [c for c in frame.columns if c.startswith(LABEL_PREFIX)]
+    frame = frame.copy()
+    stated = [_stated(v) for v in frame["stated_labels"]] if "stated_labels" in frame else [{} for _ in range(len(frame))]
+    if columns and len(frame):
+        derived = derived_labels(frame)
+        for column in columns:
+            name = column[len(LABEL_PREFIX):]
+            for index, value in enumerate(frame[column].tolist()):
+                value = _label(value)
+                if value != derived[index].get(column):
+                    stated[index][name] = value
+                else:
+                    stated[index].pop(name, None)
+    frame["stated_labels"] = [dict(sorted(s.items())) or None for s in stated]
+    return frame.drop(columns=columns)
+
+
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """The samples with every ``label_*`` column (``configs.labels.label_columns()``, then any class set only a
+    source states): the row's stated label where it states one, else its class set's derivation."""
+    stated = [_stated(v) for v in frame["stated_labels"]]
+    columns = list(label_columns())
+    columns += sorted({f"{LABEL_PREFIX}{name}" for s in stated for name in s} - set(columns))
+    derived = derived_labels(frame) if len(frame) else []
+    labels = {column: [s.get(column[len(LABEL_PREFIX):], d.get(column)) if column[len(LABEL_PREFIX):] in s
+                       else d.get(column) for s, d in zip(stated, derived)] for column in columns}
+    return pd.concat([frame.drop(columns=[c for c in columns if c in frame.columns]),
+                      pd.DataFrame(labels, index=frame.index, dtype=object)], axis=1)
+
+
+def samples_columns() -> list[str]:
+    """The columns ``read_samples`` gives: the stored ones (``SAMPLES_SCHEMA``), then the label columns."""
+    return SAMPLES_SCHEMA.names + list(label_columns())
 
 
 def read_samples(directory: Location) -> pd.DataFrame:
-    """The catalog's samples table (empty with its columns when there is none yet)."""
+    """The catalog's samples table (empty with its columns when there is none yet), with every ``label_*``
+    column (``samples_columns``): stated by the source, or derived from the row's dataset and emotion."""
     return read_table(directory, SAMPLES_FILE)
 
 
@@ -200,10 +300,11 @@ def _merge(directory: Location, source: dict, samples: list[dict], problems: lis
                                 | {"reason": "duplicate_id",
                                    "detail": f"already in the catalog from {taken[row['sample_key']]}"} | stamp)
         else:  # rows that do not say otherwise are ingested ones (an adapter's, a test's)
-            new_samples.append({"origin": INGESTED, "origin_detail": None} | row | stamp)
+            new_samples.append(_stored_row({"origin": INGESTED, "origin_detail": None} | row | stamp))
     source_row = dict(source, n_samples=len(new_samples), n_quarantined=len(new_problems))
     frames = {
-        SAMPLES_FILE: pd.concat([old_samples, pd.DataFrame(new_samples, columns=SAMPLES_SCHEMA.names)]),
+        SAMPLES_FILE: pd.concat([stated_from_columns(old_samples),
+                                 pd.DataFrame(new_samples, columns=SAMPLES_SCHEMA.names)]),
         QUARANTINE_FILE: pd.concat([old_quarantine, pd.DataFrame(new_problems, columns=QUARANTINE_SCHEMA.names)]),
         SOURCES_FILE: pd.concat([old_sources, pd.DataFrame([source_row], columns=SOURCES_SCHEMA.names)]),
     }
@@ -213,6 +314,20 @@ def _merge(directory: Location, source: dict, samples: list[dict], problems: lis
         frame = frames[name].sort_values(["source", "sample_key"] if name != SOURCES_FILE else ["source"])
         write_table(directory, name, frame.reset_index(drop=True))
     return source_row
+
+
+def _stored_row(row: dict) -> dict:
+    """A new sample row as stored: the ``label_*`` values it gives are stated where they differ from what its
+    class sets derive (an imported row's labels, always); a label it does not give is derived when read."""
+    columns = {key: row[key] for key in row if key.startswith(LABEL_PREFIX)}
+    stated = _stated(row.get("stated_labels"))
+    if columns:
+        derived = derived_labels(pd.DataFrame([row]))[0]
+        for column, value in columns.items():
+            if _label(value) != derived.get(column):
+                stated[column[len(LABEL_PREFIX):]] = _label(value)
+    return {key: value for key, value in row.items() if key not in columns} | {
+        "stated_labels": dict(sorted(stated.items())) or None}
 
 
 def require_catalog(directory: Location) -> None:
@@ -237,6 +352,9 @@ def summary(directory: Location) -> dict:
             "apex_missing": int((rows["apex_source"] == "missing").sum()),
             "apex_outside_clip": int((rows["apex_source"] == APEX_OUTSIDE_CLIP).sum()),
             "imported": int((rows["origin"] == IMPORTED).sum()),  # features imported, no frames
+            # Each class set's labelled samples of this dataset (derived or stated): what its protocols can use.
+            "class_sets": {column[len(LABEL_PREFIX):]: int(rows[column].notna().sum())
+                           for column in rows.columns if column.startswith(LABEL_PREFIX) and rows[column].notna().any()},
         }
     reasons = {}
     for (dataset, reason), rows in quarantine.groupby(["dataset", "reason"]):

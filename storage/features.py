@@ -5,7 +5,10 @@ Layout of ``STORE/<dataset>-<config hash>/``:
 - arrays ``onset``, ``apex``, ``middle`` (uint8 face crops; ``middle`` is the clip's middle frame
   floor((N+1)/2), the survey baseline's frame where a dataset has no apex), ``diff`` (float32 apex -
   onset, each in [-1, 1] first) and ``flow`` (float32 u, v, magnitude, strain), all ``(sample, channel, y, x)`` with dimension
-  names; a chunk is one sample, a shard holds ``shard_size`` samples, Zstd-compressed;
+  names; with a sequence (feature schema 3, ``sequence_length`` T): ``frames`` (uint8 grey, ``(sample, time, y, x)``,
+  T frames onset to offset), ``flow_seq`` (float32 u, v between consecutive frames, ``(sample, time, channel, y,
+  x)``, T - 1) and ``landmarks`` (float32 crop pixels, ``(sample, point, xy)``, 7 points); the conventions of each
+  are configs/features.py's; a chunk is one sample, a shard holds ``shard_size`` samples, Zstd-compressed;
 - attributes ``merflow``: the feature configuration, its hash, library versions, the dataset and
   the sample index (sample key -> row), which only the flow's driver writes;
 - ``_done/<shard>.json``: the completion mark of a shard, written by the shard's only writer after
@@ -55,6 +58,7 @@ from merflow.configs.features import (  # noqa: F401
     FEATURE_SCHEMA_VERSION,
     FIRST_FRAMES,
     FLOW_CHANNELS,
+    SEQUENCE_ARRAYS,
     SIZES,
     FeatureConfig,
 )
@@ -63,7 +67,7 @@ from merflow.storage import locations, locks
 
 DONE_DIR = "_done"
 CLAIMS_DIR = "_claims"
-DIMENSIONS = ("sample", "channel", "y", "x")
+DIMENSIONS = ("sample", "channel", "y", "x")  # the pair's arrays; the sequence arrays' (configs/features.py)
 CHECKSUM = "crc32"  # of each row's values as stored (the array's dtype, C order)
 
 
@@ -166,7 +170,7 @@ class FeatureStore:
         name = group_name(dataset, config)
         group = root.require_group(name)
         meta = group.attrs.get("merflow") or {
-            "feature_schema": FEATURE_SCHEMA_VERSION, "dataset": dataset, "config": config.to_dict(),
+            "feature_schema": config.to_dict()["feature_schema"], "dataset": dataset, "config": config.to_dict(),
             "config_hash": config.hash, "versions": library_versions(), "shard_size": config.shard_size,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sample_index": {},
         }
@@ -176,14 +180,16 @@ class FeatureStore:
                 index[key] = len(index)
         n = max(len(index), 1)
         conventions = config.conventions()
-        # An imported group holds the one array it imported (configs/features.py FeatureConfig.arrays).
-        for array_name, (dtype, channels) in config.arrays().items():
-            shape = (n, channels, config.size, config.size)
+        # An imported group holds the one array it imported; a computed one of feature schema 3 the sequence
+        # arrays too (configs/features.py FeatureConfig.array_shapes). One sample a chunk, shard_size a shard.
+        for array_name, (dtype, sample_shape) in config.array_shapes().items():
+            shape = (n,) + sample_shape
             if array_name not in group:
-                named = config.imported is not None or array_name == "flow"  # computed crops: no attribute, as before
+                # Computed crops and difference: no attribute, as before the attribute existed.
+                named = config.imported is not None or array_name not in ("onset", "apex", "middle", "diff")
                 group.create_array(array_name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
                                    shards=(config.shard_size,) + shape[1:], compressors=ZstdCodec(level=3),
-                                   dimension_names=DIMENSIONS, fill_value=0,
+                                   dimension_names=("sample",) + config.dimensions(array_name), fill_value=0,
                                    attributes={"channels": conventions[array_name]["channels"]} if named else None)
             elif group[array_name].shape[0] < n:
                 group[array_name].resize(shape)
@@ -223,8 +229,10 @@ class FeatureStore:
         return locks.holder(self.claim_location(group, shard))
 
     def shard_file(self, group: str, array: str, shard: int) -> str:
-        """The location of one array's file of a shard (Zarr's default chunk key: ``c/<shard>/0/0/0``)."""
-        return locations.join(self.url, group, array, "c", str(shard), "0", "0", "0")
+        """The location of one array's file of a shard (Zarr's default chunk key: ``c/<shard>/0/0/0`` for the pair's
+        arrays, one ``0`` per dimension after the sample's: ``c/<shard>/0/0/0/0`` for ``flow_seq``)."""
+        zeros = len(SEQUENCE_ARRAYS[array][1]) if array in SEQUENCE_ARRAYS else len(DIMENSIONS) - 1
+        return locations.join(self.url, group, array, "c", str(shard), *["0"] * zeros)
 
     def write_shard(self, group: str, shard: int, start: int, arrays: dict[str, np.ndarray], samples: dict) -> None:
         """Write one whole shard's rows, then its mark with each row's checksum, holding the shard's claim

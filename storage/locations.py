@@ -41,7 +41,7 @@ import posixpath
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -353,6 +353,50 @@ def put_file(local: str | os.PathLike, location: str | os.PathLike) -> str:
     fs, path = filesystem(location)
     fs.put_file(os.fspath(local), path)  # one PUT, or a multipart upload that appears when complete
     return os.fspath(location)
+
+
+def publish_folder(location: str | os.PathLike, files: dict[str, bytes], last: str,
+                   may_replace: Callable[[str], bool] | None = None) -> str:
+    """Write a folder of files (relative '/'-separated names -> bytes) whole or absent; returns its location.
+
+    Local: every file is written into a hidden sibling folder, which is then renamed into place, so a reader
+    sees the whole folder or none of it. An existing folder at ``location`` is replaced only where
+    ``may_replace(location)`` says so (swapped aside, then removed: a reader sees the old or the new one);
+    otherwise a non-empty one is a FileExistsError. Object store: no rename exists, so each file is one PUT
+    and ``last`` (a marker readers check, e.g. a manifest) is written after every other and deleted before
+    them when the folder is replaced: a folder without its ``last`` reads as absent."""
+    if last not in files:
+        raise ValueError(f"the last file {last!r} is not among the files to write")
+    target = normalise(location)
+    existing = exists(target) and (not isdir(target) or bool(listdir(target)))
+    if existing and not (may_replace and may_replace(target)):
+        raise FileExistsError(f"{target} exists and is not a folder merflow may replace: choose another place")
+    if is_remote(target):
+        delete(join(target, last))
+        for name_, data in files.items():
+            if name_ != last:
+                write_bytes(join(target, *name_.split("/")), data)
+        write_bytes(join(target, last), files[last])
+        return target
+    final = Path(target)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
+    aside = final.parent / f".{final.name}.{secrets.token_hex(6)}.old"
+    try:
+        for name_, data in files.items():
+            path = staging.joinpath(*name_.split("/"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if final.exists():
+            os.replace(final, aside)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside.exists() and not final.exists():
+            os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
 
 
 # ---------------------------------------------------------------------------------------- local cache

@@ -160,6 +160,7 @@ SPOT_RUNS_SCHEMA = pa.schema([
     pa.field("git_commit", pa.string()),
     pa.field("versions", pa.string(), nullable=False),
     pa.field("timings", pa.string(), nullable=False),
+    pa.field("inputs", pa.string()),                             # JSON: catalog and store (`merflow export` reads them)
 ])
 
 SPOT_INTERVALS_SCHEMA = pa.schema([

@@ -42,7 +42,8 @@ import numpy as np
 from merflow.configs.features import FeatureConfig
 from merflow.configs.spotting import SpotFeatureConfig, frames
 from merflow.tasks.faces import FaceBox, NoFaceError, crop_face, crop_points, detect_face
-from merflow.tasks.motion import flow_channels, frame_difference, optical_flow, optical_strain, spot_apex, to_grey
+from merflow.tasks.features import SampleError, clip_arrays
+from merflow.tasks.motion import optical_flow, optical_strain, to_grey
 
 FEATURE_CHANNELS = ("u", "v", "strain")
 # Five points of a face centred in its crop where the detector gives none (Haar): eyes, nose, mouth
@@ -326,22 +327,31 @@ def video_features(frames_: Sequence[np.ndarray], k: int, track: Track, config: 
 
 
 # ------------------------------------------------------------------------------------------ an interval as a clip
+def clip_features(frames_: Sequence[np.ndarray], onset: int, offset: int, apex: int | None,
+                  config: FeatureConfig = FeatureConfig()) -> tuple[dict[str, np.ndarray], dict]:
+    """Frames ``onset`` .. ``offset`` of a video as the features flow makes a clip's (tasks/features.py
+    ``clip_arrays``, the same function): the face found on the onset frame (``config.face``; NoFaceError without
+    one, whatever ``config.face.no_face`` says: a spotted interval has no catalog row to quarantine) cropping
+    every frame of it, the apex the given one (a frame index of the video) or, where None, the frame that moved
+    most from the onset (tasks/motion.py ``spot_apex``, MEAN's rule where no apex is known), the pair
+    ``config.first_frame`` names. Returns the arrays (onset, apex, middle, diff, flow) and the info, whose
+    ``apex_frame`` is a frame index of the video."""
+    def read(index: int) -> np.ndarray:
+        return frames_[onset + index]
+
+    config = config.replace(face=config.face.replace(no_face="quarantine"))
+    try:
+        arrays, info = clip_arrays(read, offset - onset + 1, None if apex is None else apex - onset, config)
+    except SampleError as error:
+        if error.reason == "no_face":
+            raise NoFaceError(error.detail) from None
+        raise FrameError(f"frames {onset}..{offset}: {error.detail}") from None
+    return arrays, info | {"apex_frame": onset + info["apex_index"]}
+
+
 def interval_features(frames_: Sequence[np.ndarray], onset: int, offset: int, apex: int | None,
                       config: FeatureConfig = FeatureConfig()) -> dict:
-    """An interval of a video as the features flow makes a clip's (tasks/features.py ``sample_features``): the
-    face found on the onset frame (``config.face``; NoFaceError without one) cropping every frame of it, the
-    apex the given one or, where None, the frame that moved most from the onset (tasks/motion.py ``spot_apex``,
-    MEAN's rule where no apex is known), and the flow and difference from onset to apex. Returns ``flow``
-    (4, size, size), ``diff`` (3, size, size), ``apex`` (the frame index used) and ``face`` (the box)."""
-    face = config.face.replace(no_face="quarantine")
-    box = detect_face(frames_[onset], face)
-    crop = config.size
-    onset_crop = crop_face(frames_[onset], box, crop)
-    if apex is None:
-        crops = [onset_crop] + [crop_face(frames_[i], box, crop) for i in range(onset + 1, offset + 1)]
-        spotted, _ = spot_apex(np.stack(crops), config.motion)
-        apex, apex_crop = onset + spotted, crops[spotted]
-    else:
-        apex_crop = crop_face(frames_[apex], box, crop)
-    return {"flow": flow_channels(optical_flow(onset_crop, apex_crop, config.motion)),
-            "diff": frame_difference(onset_crop, apex_crop), "apex": int(apex), "face": box.to_dict()}
+    """``clip_features`` as spot-then-recognise reads it: ``flow`` (4, size, size), ``diff`` (3, size, size),
+    ``apex`` (the frame index used) and ``face`` (the box)."""
+    arrays, info = clip_features(frames_, onset, offset, apex, config)
+    return {"flow": arrays["flow"], "diff": arrays["diff"], "apex": int(info["apex_frame"]), "face": info["face"]}

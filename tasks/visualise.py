@@ -1,7 +1,9 @@
-"""Pictures of one sample's features for people: onset crop, apex crop, difference, flow as HSV
-colour (hue = direction, value = magnitude) and strain, side by side with labels."""
+"""Pictures for people: one sample's features (onset crop, apex crop, difference, flow as HSV colour (hue =
+direction, value = magnitude) and strain, side by side with labels), and a recognised video's timeline."""
 
 from __future__ import annotations
+
+import io
 
 import cv2
 import numpy as np
@@ -85,3 +87,52 @@ def features_markdown(summary: dict, samples: list[tuple[str, dict]]) -> str:
         encoded = base64.b64encode(png_bytes(sample_strip(arrays, key))).decode()
         lines += ["", f"**{key}**", "", f"![{key}](data:image/png;base64,{encoded})"]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ a recognised video
+CLASS_COLOURS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+
+
+def timeline_png(n_frames: int, fps: float, motion: np.ndarray, curves: dict[str, tuple[np.ndarray, float]],
+                 intervals: list[dict], classes: tuple[str, ...], title: str = "") -> bytes:
+    """A recognised video at a glance, as PNG bytes (matplotlib's Agg canvas, no display): above, the motion
+    score of every frame (the mean ROI flow magnitude against frame i + k); below, each spotter's curve (what it
+    thresholds: SOFTNet's smoothed score, the baseline's smoothed motion) and its threshold; spotted intervals
+    shaded in both, coloured and labelled by class (grey: none). ``intervals``: dicts with start, end (frames),
+    type and class."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    seconds = np.arange(n_frames) / fps
+    figure = Figure(figsize=(12, 4.2), dpi=100, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(1, 1.2))
+    top.plot(seconds[:len(motion)], motion, color="#444444", linewidth=0.7)
+    top.set_ylabel("motion score")
+    for (kind, (curve, threshold)), style in zip(sorted(curves.items()), ("-", "--", ":")):
+        line = bottom.plot(seconds[:len(curve)], curve, linewidth=0.8, linestyle=style, label=f"{kind} spotter")[0]
+        if np.isfinite(threshold):
+            bottom.axhline(threshold, color=line.get_color(), linewidth=0.6, linestyle=":", alpha=0.8)
+    bottom.set_ylabel("spotter score")
+    bottom.set_xlabel("seconds")
+    colour = {c: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, c in enumerate(classes)}
+    for item in intervals:
+        shade = colour.get(item.get("class"), "#bbbbbb")
+        for axis in (top, bottom):
+            axis.axvspan(item["start"] / fps, (item["end"] + 1) / fps, color=shade, alpha=0.3, linewidth=0)
+        label = item.get("class") or "?"
+        top.annotate(f"{label}" + (" (M)" if item.get("type") == "macro" else ""),
+                     ((item["start"] + item["end"] + 1) / 2 / fps, 1.0), xycoords=("data", "axes fraction"),
+                     ha="center", va="bottom", fontsize=7, rotation=90 if len(intervals) > 12 else 0)
+    handles = [Patch(color=colour[c], alpha=0.3, label=c) for c in classes] + [Patch(color="#bbbbbb", alpha=0.3,
+                                                                                        label="no class")]
+    bottom.legend(handles=bottom.get_legend_handles_labels()[0] + handles, fontsize=7, loc="upper right", ncol=2)
+    top.set_title(title or f"{n_frames} frames at {fps:g} fps: {len(intervals)} intervals spotted", fontsize=9,
+                  loc="left")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def interval_strip(arrays: dict[str, np.ndarray], title: str) -> np.ndarray:
+    """An interval's onset, apex, difference, flow and strain (``sample_strip`` of its clip arrays), titled."""
+    return sample_strip({name: arrays[name] for name in STRIP_ARRAYS}, title)

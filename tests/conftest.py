@@ -32,6 +32,8 @@ FIXTURE_MARKERS = {
     "training_set": [pytest.mark.integration],
     "fused_set": [pytest.mark.integration],
     "spotting_set": [pytest.mark.integration],
+    "recognition_set": [pytest.mark.integration],
+    "recognition_bundle": [pytest.mark.integration],
 }
 
 
@@ -128,7 +130,10 @@ def training_set(tmp_path_factory, prefect_backend) -> dict:
     sources = [synthesize(SynthConfig("casme2", subjects=26, samples=255, archive="none", seed=1, scale=0.35), out),
                synthesize(SynthConfig("ckplus", subjects=8, samples=40, archive="none", seed=1, scale=0.35), out)]
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
-    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
+    # No sequence arrays (sequence_length 0): the pair models these sets train read none, and CI's time is short
+    # (tests/test_features_flow.py and tests/test_sequences.py compute the default sequences).
+    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2,
+                  sequence_length=0)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
 
 
@@ -143,7 +148,10 @@ def fused_set(synth_folders, tmp_path_factory, prefect_backend) -> dict:
     out = tmp_path_factory.mktemp("fused")
     sources = [synth_folders[name] for name in ("casme", "casme2", "casme_sq", "samm", "smic")]
     ingest_flow(sources=[str(s) for s in sources], out=str(out / "catalog"))
-    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2)
+    # No sequence arrays (sequence_length 0): the pair models these sets train read none, and CI's time is short
+    # (tests/test_features_flow.py and tests/test_sequences.py compute the default sequences).
+    features_flow(catalog_dir=str(out / "catalog"), store=str(out / "features.zarr"), size=28, n_workers=2,
+                  sequence_length=0)
     return {"catalog": out / "catalog", "store": str(out / "features.zarr"), "root": out}
 
 
@@ -181,6 +189,51 @@ def spotting_set(tmp_path_factory, prefect_backend) -> dict:
                         features=features, n_workers=2)
     return {"catalog": str(out / "catalog"), "store": str(out / "spot.zarr"), "results": str(out / "results"),
             "features": features, "summary": summary, "root": out}
+
+
+@pytest.fixture(scope="session")
+def recognition_set(tmp_path_factory, prefect_backend) -> dict:
+    """A spot run to export and apply (tests/test_recognise.py, test_export.py, test_recognise_folder.py), made as
+    users make one, small: three people's synthetic long videos in CAS(ME)^2's layout (10 s each at 160x120, 4
+    micro-expressions, blinking and nodding, not talking), ingested, and SOFTNet on their micro-expressions under
+    LOSO (test-size training: 10 epochs, batch 32, lr 0.01; 64-pixel crops, 24-pixel regions), on one Dask
+    cluster of 2 workers that the tests use too (``dask_address``)."""
+    from distributed import LocalCluster
+
+    from merflow.configs.spotting import SpotConfig, SpotFeatureConfig
+    from merflow.configs.synth import LongVideoSynthConfig
+    from merflow.flows.ingest import ingest_flow
+    from merflow.flows.spotting import spot_flow
+    from merflow.tasks.synthetic.long_videos import synthesize_long_videos
+
+    out = tmp_path_factory.mktemp("recognition")
+    # Seed 5: the bundle's spotter (fitted on all three) finds each planted interval of the first video at IoU
+    # >= 0.5. Not every seed does: over seeds 4-7, 41 of the 48 planted intervals of the three videos are found
+    # (SOFTNet's intervals are 2k + 1 = 11 frames, the planted ones 8-14: a peak 2 frames off falls under 0.5;
+    # benchmarks/README.md, "A model you can apply").
+    long_videos = synthesize_long_videos(LongVideoSynthConfig(
+        "casme_sq_lv", subjects=3, videos_per_subject=1, seconds=10, micro_per_video=4, macro_per_video=0,
+        talking=False, archive="none", seed=5, scale=0.25), out)
+    catalog, results = str(out / "catalog"), str(out / "results")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        ingest_flow(sources=[str(long_videos)], out=catalog)
+        spot = spot_flow(catalog_dir=catalog, store=str(out / "spot.zarr"), dataset="casme_sq_lv", out=results,
+                         config=SpotConfig(spotter="softnet", types=("micro",), epochs=10, batch_size=32, lr=0.01),
+                         features=SpotFeatureConfig(crop=64, roi=24, chunk_frames=128), dask_address=address)
+        yield {"catalog": catalog, "spot_store": str(out / "spot.zarr"), "results": results, "spot_run": spot["run"],
+               "dask_address": address, "long_videos": long_videos, "root": out, "spot": spot}
+
+
+@pytest.fixture(scope="session")
+def recognition_bundle(recognition_set, tmp_path_factory) -> Path:
+    """``recognition_set``'s spot run exported through the CLI (its row says where its catalog and store are)."""
+    from merflow.flows.cli import main
+
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    assert main(["export", "--results", recognition_set["results"], "--run", recognition_set["spot_run"], "--out",
+                 str(out), "--dask-address", recognition_set["dask_address"]]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

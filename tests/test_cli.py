@@ -11,11 +11,12 @@ import pytest
 from merflow.flows.cli import main
 from merflow.flows.cli.parser import build_parser
 
-COMMANDS = ["synth", "ingest", "import-features", "catalog", "features", "show", "train", "tune", "spot", "results",
+COMMANDS = ["synth", "ingest", "import-features", "catalog", "features", "show", "train", "tune", "spot", "export",
+            "recognise", "results",
             "demo"]
 
 
-def test_the_parser_has_exactly_the_ten_commands_in_order():
+def test_the_parser_has_exactly_the_commands_in_order():
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(subcommands.choices) == COMMANDS
 

@@ -32,18 +32,30 @@ DEFAULT_JSON = ('{"face": {"align": true, "detector": "yunet", "fallback": "haar
                 '"medium", "farneback": [0.5, 3, 15, 3, 5, 1.2, 0], "spot_algorithm": "dis", "spot_border": 0.2, '
                 '"tvl1_lambda": 0.15, "tvl1_scales": 5, "tvl1_tau": 0.25, "tvl1_theta": 0.3, "tvl1_warps": 5}, '
                 '"shard_size": 16, "size": 80}')
+# The stores written before feature schema 3 hold no sequence: their configurations are these with
+# sequence_length 0, which records and hashes exactly as schema 2 did (configs/features.py to_dict).
 PINNED = [
-    (FeatureConfig(), "8460fa7870db"),
+    (FeatureConfig(sequence_length=0), "8460fa7870db"),
     (FeatureConfig(face=FaceConfig(detector="haar", no_face="quarantine"), motion=MotionConfig(algorithm="dis"),
-                   size=28, shard_size=4, first_frame="onset+1"), "c827400b4470"),
-    (FeatureConfig(motion=MotionConfig(algorithm="tvl1"), size=112), "e93d2c614840"),
+                   size=28, shard_size=4, first_frame="onset+1", sequence_length=0), "c827400b4470"),
+    (FeatureConfig(motion=MotionConfig(algorithm="tvl1"), size=112, sequence_length=0), "e93d2c614840"),
     (FeatureConfig(face=FaceConfig(fallback=None, margin=0.2, align=False, min_confidence=0.7),
-                   motion=MotionConfig(farneback=[0.5, 3, 15, 3, 7, 1.5, 256], spot_border=0.1), size=64, shard_size=8),
+                   motion=MotionConfig(farneback=[0.5, 3, 15, 3, 7, 1.5, 256], spot_border=0.1), size=64, shard_size=8,
+                   sequence_length=0),
      "829c43b6372b"),
 ]
+# Feature schema 3 (the sequence arrays and the landmarks): the default holds a sequence of 10 (new names, new
+# groups: a default features run computes every store again, sequences included).
+PINNED_SCHEMA_3 = [
+    (FeatureConfig(), "743a82073874"),
+    (FeatureConfig(sequence_length=24), "08f82e0be52c"),
+    (FeatureConfig(sequence_length=18, max_missing_share=0.1, size=64), "773044db9df2"),
+]
+SCHEMA_3_DEFAULT_JSON = (DEFAULT_JSON.replace('"feature_schema": 2', '"feature_schema": 3, "max_missing_share": 0.2')
+                         .replace('"shard_size": 16', '"sequence_length": 10, "shard_size": 16'))
 
 
-@pytest.mark.parametrize(("config", "expected"), PINNED)
+@pytest.mark.parametrize(("config", "expected"), PINNED + PINNED_SCHEMA_3)
 def test_feature_group_hashes_are_those_of_the_stores_already_written(config, expected):
     assert config.hash == expected
     assert config_hash(config) == expected
@@ -51,7 +63,17 @@ def test_feature_group_hashes_are_those_of_the_stores_already_written(config, ex
 
 
 def test_the_default_configuration_is_recorded_as_before():
-    assert json.dumps(FeatureConfig().to_dict(), sort_keys=True) == DEFAULT_JSON
+    assert json.dumps(FeatureConfig(sequence_length=0).to_dict(), sort_keys=True) == DEFAULT_JSON
+    assert json.dumps(FeatureConfig().to_dict(), sort_keys=True) == SCHEMA_3_DEFAULT_JSON
+
+
+def test_a_sequence_is_two_frames_or_more_and_adds_its_arrays():
+    with pytest.raises(ValueError, match="0 \\(no sequence\\) or at least 2"):
+        FeatureConfig(sequence_length=1)
+    shapes = FeatureConfig(sequence_length=24, size=28).array_shapes()
+    assert shapes["frames"] == ("uint8", (24, 28, 28)) and shapes["flow_seq"] == ("float32", (23, 2, 28, 28))
+    assert shapes["landmarks"] == ("float32", (7, 2))
+    assert set(FeatureConfig(sequence_length=0).array_shapes()) == {"onset", "apex", "middle", "diff", "flow"}
 
 
 def test_a_stored_configuration_without_first_frame_still_reads():
@@ -258,7 +280,7 @@ def test_synthetic_configuration_is_recorded_as_before_and_validated(tmp_path):
         '"samples": 6, "samples_per_subject": 3, "scale": 0.5, "seed": 0, "subjects": 2}')
     assert config == SynthConfig(dataset="ckplus", subjects=2, samples=6, emotions=["anger", "fear"])
     assert config.total == 6 and SynthConfig("casme2").total == 12 and SynthConfig("smic_hs").dataset == "smic"
-    for settings, message in (({"dataset": "casme3"}, "unknown dataset 'casme3'"), ({"archive": "rar"}, "archive"),
+    for settings, message in (({"dataset": "casme4"}, "unknown dataset 'casme4'"), ({"archive": "rar"}, "archive"),
                               ({"scale": 2.0}, "scale"), ({"subjects": 0}, "subjects"),
                               ({"samples_per_subject": 0}, "at least one subject and one sample"),
                               ({"dataset": "samm", "emotions": ("anger",)}, "unknown samm emotions"),

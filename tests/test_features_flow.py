@@ -76,6 +76,30 @@ def test_every_catalog_sample_has_features_of_the_right_shape(catalog_dir, store
     assert result["shards_computed"] == sum(-(-len(r.table()) // 4) for r in readers.values())
 
 
+def test_the_sequences_and_landmarks_are_stored_per_sample_and_read_with_their_conventions(store):
+    from merflow.configs.features import FeatureConfig
+    from merflow.training.data import FeatureSource
+
+    url, _ = store
+    reader = _readers(url)["casme2"]
+    assert reader.attributes["feature_schema"] == 3 and reader.config.sequence_length == 10
+    assert reader.group["flow_seq"].metadata.dimension_names == ("sample", "time", "channel", "y", "x")
+    source = FeatureSource(**read_feature_arrays(url, ["casme2"], FeatureConfig(shard_size=4),
+                                                 ("frames", "flow_seq", "landmarks")))
+    key = reader.sample_keys[0]
+    assert source.require("frames", "test")[key].shape == (10, 80, 80)
+    assert source.require("flow_seq", "test")[key].shape == (9, 2, 80, 80) and source.channel_index("flow_seq", "v") == 1
+    landmarks = np.stack(list(source.require("landmarks", "test").values()))
+    assert landmarks.shape[1:] == (7, 2) and np.isfinite(landmarks).all() and (0 <= landmarks).all() \
+        and (landmarks < 80).all()
+    assert source.conventions["landmarks"]["points"][5:] == ["brow_left", "brow_right"]
+    assert source.conventions["frames"]["length"] == 10
+    table = reader.table()
+    ok = table[table["status"] == "ok"]
+    assert all(s["length"] == 10 and s["frames"] >= 8 for s in ok["sequence"])  # synthetic clips: 8-17 frames
+    assert {m["source"] for m in ok["landmarks"]} == {"detector"}
+
+
 def test_faces_are_found_and_every_frame_shares_the_box(store):
     url, _ = store
     for reader in _readers(url).values():
@@ -146,14 +170,15 @@ def _arrays_by_key(url: str, dataset: str) -> dict:
 def uninterrupted_tvl1(catalog_dir, tmp_path_factory) -> dict:
     """CASME II's TV-L1 features (one sample per shard) from a run that nothing interrupted."""
     url = str(tmp_path_factory.mktemp("uninterrupted") / "tvl1.zarr")
+    # No sequence: its T - 1 TV-L1 flows a sample would make each shard ten times slower, and resuming is the point.
     features_flow(catalog_dir=str(catalog_dir), store=url, dataset="casme2", shard_size=1, n_workers=2,
-                  flow_algorithm="tvl1")
+                  flow_algorithm="tvl1", sequence_length=0)
     return _arrays_by_key(url, "casme2")
 
 
 def test_a_run_killed_midway_resumes_to_the_same_content(catalog_dir, tmp_path, uninterrupted_tvl1):
     url = str(tmp_path / "killed.zarr")
-    options = ["--dataset", "casme2", "--shard-size", "1", "--workers", "1", "--flow", "tvl1"]
+    options = ["--dataset", "casme2", "--shard-size", "1", "--workers", "1", "--flow", "tvl1", "--sequence-length", "0"]
     command = [sys.executable, "-m", "merflow.flows.cli", "features", "--catalog", str(catalog_dir), "--store", url,
                *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -256,7 +281,8 @@ def test_a_worker_killed_on_a_real_cluster_loses_nothing_and_recomputes_no_finis
             def run_flow():
                 try:
                     outcome["result"] = features_flow(catalog_dir=str(catalog_dir), store=url, dataset="casme2",
-                                                      shard_size=1, flow_algorithm="tvl1", dask_address=address)
+                                                      shard_size=1, flow_algorithm="tvl1", dask_address=address,
+                                                      sequence_length=0)
                 except BaseException as error:  # noqa: BLE001 - reported by the assertion below
                     outcome["error"] = error
 

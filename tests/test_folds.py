@@ -242,7 +242,8 @@ def test_label_columns():
     (("loocv", "casme2"), "unknown protocol 'loocv'"),
     (("loso",), "'loso' needs a dataset"),
     (("lovo", "ckplus"), "macro-expressions only"),
-    (("loso", "casme3"), "unknown dataset 'casme3'"),
+    (("loso", "casme4"), "unknown dataset 'casme4'"),  # casme3 (CAS(ME)^3) is known since issue 19
+    (("loso", "casme3", "casme2_4"), "'casme2_4' has no labels for dataset 'casme3'.*casme3_3, casme3_4, casme3_7"),
     (("megc2019", "casme2"), "composite .* takes no dataset"),
     (("cde", None, "smic3"), "uses class set 'cde3'"),
     (("loso", "smic", "fused9"), "'fused9' has no labels for dataset 'smic_hs'"),

@@ -48,7 +48,7 @@ def _rows(catalog_dir: Path) -> pd.DataFrame:
 def test_every_dataset_and_format_lands_in_the_catalog(catalogs, archives):
     zip_catalog = catalogs["zip"]
     samples, quarantine = catalog.read_samples(zip_catalog), catalog.read_quarantine(zip_catalog)
-    assert set(samples["dataset"]) == {"casme", "casme2", "casme_sq", "smic_hs", "samm", "ckplus"}
+    assert set(samples["dataset"]) == {"casme", "casme2", "casme_sq", "smic_hs", "samm", "ckplus", "casme3"}
     # Nothing is dropped silently: every planned sample is a row or a quarantine entry
     # (SMIC's non_micro clip is not a sample, so it is in neither).
     assert len(samples) + len(quarantine) == 9 * len(DATASETS)

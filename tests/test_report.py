@@ -316,3 +316,9 @@ def test_runs_written_before_the_record_are_labelled_from_their_settings():
         "chosen on validation subjects"
     assert report.honesty({}, "loso", "meta-mmfnet", "fused", "selected") == "chosen on validation subjects"
     assert report.honesty({"validation_fraction": 0.0}, "loso", "meta-mmfnet", "fused", None) == "nothing chosen"
+
+
+def test_the_floor_is_named_by_the_input_the_run_recorded():
+    imported = {"data": {"floor": {"text": "imported apex red, green, blue"}}}
+    assert report.floor_input(imported) == "imported apex red, green, blue"
+    assert report.floor_input({}) == "flow u, v"  # runs recorded before the floor's input was noted

@@ -47,6 +47,17 @@ def test_casme_sq_workbook_matches_the_real_one(synth_folders, reference):
         assert [type(v) for v in our_row] == [type(v) for v in real_row], name
 
 
+@requires_reference
+def test_casme3_workbook_matches_the_real_one(synth_folders, reference):
+    real = openpyxl.load_workbook(reference / "casme3" / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx", read_only=True)
+    ours = openpyxl.load_workbook(synth_folders["casme3"] / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx", read_only=True)
+    assert ours.sheetnames == real.sheetnames == ["label", "Sheet1", "Sheet3"]
+    rows = [list(r) for r in ours["label"].iter_rows(max_row=2, values_only=True)]
+    real_rows = [list(r) for r in real["label"].iter_rows(max_row=2, values_only=True)]
+    assert rows[0] == real_rows[0]
+    assert [type(v) for v in rows[1]] == [type(v) for v in real_rows[1]]  # frame numbers as text, as the real sheet
+
+
 @pytest.mark.parametrize("dataset, pattern, channels, size", [
     ("casme2", "CASME2_RAW_selected/sub*/EP*/img*.jpg", 3, (480, 640)),
     ("samm", "SAMM/0*/0*_*_*/0*_?????.jpg", 1, (650, 960)),
@@ -54,6 +65,7 @@ def test_casme_sq_workbook_matches_the_real_one(synth_folders, reference):
     ("casme", "CASME_raw_selected/sub*/EP*/EP*-*.jpg", 3, None),
     ("casme_sq", "rawpic/s*/*_0*/img*.jpg", 3, (480, 640)),
     ("ckplus", "cohn-kanade-images/S*/0*/S*_0*_????????.png", 1, (490, 640)),
+    ("casme3", "part_A/data/part_A/spNO.*/[a-m]/color/*.jpg", 3, (720, 1280)),
 ])
 def test_frames_are_named_and_sized_like_the_real_ones(synth_folders, dataset, pattern, channels, size):
     frames = sorted(synth_folders[dataset].glob(pattern))
@@ -79,7 +91,7 @@ def test_same_seed_same_content_and_one_folder_deeper(tmp_path):
 
 def test_bad_options_are_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
-        SynthConfig("casme3")
+        SynthConfig("casme4")  # casme3 (CAS(ME)^3) is known since issue 19
     with pytest.raises(ValueError, match="archive"):
         SynthConfig("casme2", archive="rar")
     synthesize(SynthConfig("ckplus", subjects=1, samples_per_subject=1, scale=SCALE), tmp_path)

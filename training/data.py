@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merflow.configs.features import COMPUTED_CONVENTIONS, FeatureConfig
+from merflow.configs.features import COMPUTED_CONVENTIONS, SEQUENCE_ARRAYS, FeatureConfig
 from merflow.training.model import compose_input
 
 
@@ -36,7 +36,10 @@ class FeatureSource:
     set lives in memory and a fold only indexes it. storage/features.py ``read_feature_arrays`` reads it
     (``FeatureSource(**read_feature_arrays(...))``); a test builds one from arrays. Besides the arrays
     (``diff`` and ``flow`` where computed, the ``apex`` and ``middle`` crops where a model reads them, what an
-    import brought: ``flow`` or ``apex``) it keeps each valid sample's input fingerprint (what its features
+    import brought: ``flow`` or ``apex``; with a sequence (feature schema 3): ``frames`` (T, H, W) uint8 grey
+    onset to offset, ``flow_seq`` (T - 1, 2, H, W) float32 u, v between consecutive frames and ``landmarks``
+    (7, 2) float32 crop pixels, NaN where no detector points; their ``conventions`` carry ``dimensions``,
+    ``channels`` (u, v; x, y), ``points`` and the length T) it keeps each valid sample's input fingerprint (what its features
     were computed from: stage checkpoints are keyed by it), each quarantined sample's reason, where each
     apex came from, and each array's ``conventions``: array name -> {"origin": "computed" | "imported",
     "channels": [names in stored order], "scaling": text, and for imported arrays "order", "format",
@@ -68,7 +71,11 @@ class FeatureSource:
         where = f" in {self.store}" if self.store else ""
         held = ", ".join(f"{n} ({self.conventions.get(n, {}).get('origin', 'computed')})" for n in sorted(self.arrays))
         noun = "crops" if name in ("onset", "apex", "middle") else "array"
-        if any(c.get("origin") == "imported" for c in self.conventions.values()):
+        if name in SEQUENCE_ARRAYS:
+            todo = (f"compute the features with a sequence: `merflow features --catalog CATALOG --store "
+                    f"{self.store or 'STORE'} --size {self.config.size} --sequence-length T` (T = 10 by default; "
+                    "groups of feature schema 2, imported ones and those computed with --sequence-length 0 hold none)")
+        elif any(c.get("origin") == "imported" for c in self.conventions.values()):
             todo = (f"import inputs that hold {name!r} (`merflow import-features`), or compute features from the "
                     "frames (`merflow features`) and train on those")
         else:

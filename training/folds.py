@@ -1,6 +1,7 @@
 """Evaluation protocols: which catalog samples fit, validate and test in each fold.
 
-Protocols (docs/method.md "Protocols"): LOSO per dataset, LOVO (leave one video out) per dataset, and the
+Protocols (docs/method.md "Protocols"): LOSO per dataset (CAS(ME)^3 on casme3_7, casme3_4 or casme3_3), LOVO
+(leave one video out) per dataset, and the
 leave-one-subject-out composites MEGC2019 (CASME II + SAMM + SMIC-HS), CDE (CASME + CASME II + SMIC,
 Meta-MMFNet Table 7) and the survey's fused 4- and 9-class sets.
 
@@ -56,17 +57,25 @@ NATIVE_CLASS_SETS = {
     # CAS(ME)^2 has no class set of its own in the sources: its micro-expressions are studied only in
     # the survey's fused sets, so LOSO on it uses the fused 4-class set.
     "casme_sq": "fused4",
+    # CAS(ME)^3 part A: the dataset paper's 7 classes (casme3_4 and casme3_3 on request: --class-set).
+    "casme3": "casme3_7",
     # The survey's own balanced inputs, imported (`merflow import-features C4.mat label4.mat`): images of the
     # five datasets that name neither sample nor person, labelled in the fused sets (configs/catalog.py).
     **SURVEY_SETS,
 }
 MACRO_DATASET = "ckplus"
 
-# Micro-expression class sets and the datasets each labels (megc2019 is not a ClassSet in labels.py).
-_MICRO_CLASS_SET_DATASETS = {name: cs.datasets for name, cs in CLASS_SETS.items() if name != "ckplus7"}
-_MICRO_CLASS_SET_DATASETS["megc2019"] = COMPOSITES["megc2019"].datasets
-for _survey_set, _class_set in SURVEY_SETS.items():  # labelled by their set alone; never drawn into a composite
-    _MICRO_CLASS_SET_DATASETS[_class_set] = _MICRO_CLASS_SET_DATASETS[_class_set] | {_survey_set}
+
+
+def micro_class_set_datasets() -> dict[str, frozenset[str]]:
+    """Micro-expression class sets and the datasets each labels (megc2019 is not a ClassSet in labels.py); read
+    when asked, so that a class set registered at run time (configs.labels.register_class_set) has its protocols."""
+    sets = {name: cs.datasets for name, cs in CLASS_SETS.items() if not cs.macro}
+    sets["megc2019"] = COMPOSITES["megc2019"].datasets
+    for survey_set, class_set in SURVEY_SETS.items():  # labelled by their set alone; never drawn into a composite
+        sets[class_set] = sets[class_set] | {survey_set}
+    return sets
+
 
 # Random validation splits tried per fold; with fewer possible splits than this, all are tried.
 VALIDATION_CANDIDATES = 16
@@ -121,11 +130,13 @@ def label_column(protocol: str, dataset: str | None = None, class_set: str | Non
                          "or a class set, e.g. --class-set fused4 for LOVO over the survey's fused datasets")
     dataset = _resolve_dataset(dataset)
     name = class_set or NATIVE_CLASS_SETS[dataset]
-    if name not in _MICRO_CLASS_SET_DATASETS:
-        raise ValueError(f"unknown class set {name!r}; expected one of {sorted(_MICRO_CLASS_SET_DATASETS)}")
-    if dataset not in _MICRO_CLASS_SET_DATASETS[name]:
+    sets = micro_class_set_datasets()
+    if name not in sets:
+        raise ValueError(f"unknown class set {name!r}; expected one of {sorted(sets)}")
+    if dataset not in sets[name]:
         raise ValueError(f"class set {name!r} has no labels for dataset {dataset!r} "
-                         f"(it labels {sorted(_MICRO_CLASS_SET_DATASETS[name])})")
+                         f"(it labels {sorted(sets[name])}; {dataset}'s: "
+                         f"{', '.join(sorted(n for n, d in sets.items() if dataset in d))})")
     return f"label_{name}"
 
 
@@ -133,9 +144,10 @@ def class_set_datasets(class_set: str) -> frozenset[str]:
     """The datasets that loso/lovo over a whole class set (no dataset named) spans: every dataset the
     class set labels, SMIC as one camera (HS) as the composites take it. The survey's LOVO ran over its
     fused sets this way (448 folds over five datasets; docs/method.md "Protocols")."""
-    if class_set not in _MICRO_CLASS_SET_DATASETS:
-        raise ValueError(f"unknown class set {class_set!r}; expected one of {sorted(_MICRO_CLASS_SET_DATASETS)}")
-    labelled = _MICRO_CLASS_SET_DATASETS[class_set] - set(SURVEY_SETS)  # imported survey sets: named only
+    sets = micro_class_set_datasets()
+    if class_set not in sets:
+        raise ValueError(f"unknown class set {class_set!r}; expected one of {sorted(sets)}")
+    labelled = sets[class_set] - set(SURVEY_SETS)  # imported survey sets: named only
     smic = labelled & {"smic_hs", "smic_vis", "smic_nir"}
     return frozenset(labelled - smic) | (frozenset({SMIC_MODALITY}) if smic else frozenset())
 

@@ -219,6 +219,13 @@ def run_warnings(record: dict) -> list[str]:
     return lines
 
 
+def floor_input(record: dict) -> str:
+    """What the run's floor read, from its record (``data.floor``, training/run.py ``finish``): flow u, v, or the
+    apex pixels of imported images; runs recorded before it was noted read flow u, v."""
+    used = ((record or {}).get("data") or {}).get("floor") or {}
+    return used.get("text") or "flow u, v"
+
+
 def summary_blocks(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | None = None,
                    floor: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame, list[str], list[str]]]:
     """``summary_tables``' tables with, for each, the run's warnings (``run_warnings``) and each row's honesty
@@ -246,7 +253,7 @@ def summary_blocks(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
         dataset = _run_dataset(runs, run_id, protocol)
         chosen = _what_chose(record, protocol, method, trial)
         if len(beside):
-            chosen += "; floor: nearest-centroid on flow u, v (learns nothing), the same folds"
+            chosen += f"; floor: nearest-centroid on {floor_input(record)} (learns nothing), the same folds"
         leaks = run_leaks(record, protocol)
         if leaks:
             chosen += "; leaky, uses test labels: " + "; ".join(leaks)

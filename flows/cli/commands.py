@@ -14,8 +14,10 @@ from merflow.flows.cli.render import (
     console,
     print_catalog_summary,
     print_error,
+    print_export_summary,
     print_features_summary,
     print_import_summary,
+    print_recognise_result,
     print_spot_result,
     print_train_result,
     print_tune_summary,
@@ -84,6 +86,67 @@ def cmd_spot(args: argparse.Namespace) -> int:
     print_spot_result(result)
     console.print(f"run {result['run']}: results in {result['results']} (tables spot_runs, spot_intervals, "
                   f"spot_metrics); took {time.perf_counter() - started:.0f} s", markup=False)
+    if args.export:
+        return export(str(args.out), result["run"], args.export, dask_address=args.dask_address,
+                      n_workers=args.workers)
+    return 0
+
+
+class StageBars:
+    """A progress bar per stage (``hear(stage, done, total)``), shown from the first report on: a command that
+    fails before any work prints its one error line alone."""
+
+    def __init__(self):
+        self.bar, self.jobs = None, {}
+
+    def __enter__(self):
+        return self.hear
+
+    def hear(self, stage: str, done: int, total: int) -> None:
+        """One stage's progress."""
+        if self.bar is None:
+            self.bar = progress()
+            self.bar.start()
+        if stage not in self.jobs:
+            self.jobs[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.jobs[stage], completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def export(results: str, run: str, out: str, **options) -> int:
+    """flows/export.py ``export_run`` with a progress bar, then what the bundle holds."""
+    from merflow.flows.export import export_run
+
+    with StageBars() as hear:
+        summary = export_run(results, run, out, report=hear, **options)
+    print_export_summary(summary)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`merflow export`: a run's recipe fitted on every subject, written as a bundle."""
+    return export(str(args.results), args.run, str(args.out), catalog=args.catalog, store=args.store,
+                  spotter_run=args.spotter_run, recogniser_run=args.recogniser_run, dask_address=args.dask_address,
+                  n_workers=args.workers)
+
+
+def cmd_recognise(args: argparse.Namespace) -> int:
+    """`merflow recognise`: a bundle applied to a video, with a progress bar; the intervals printed."""
+    from merflow.configs.recognise import RecogniseConfig
+    from merflow.flows.recognise import load_model, recognise_video
+
+    config = RecogniseConfig(fps=args.fps, types=args.types or (), strips=not args.no_strips,
+                             chunk_frames=args.chunk_frames)
+    model = load_model(str(args.model))
+    for line in model.drift:
+        print_error(f"{line}: the bundle's numbers may differ from its export's (see result.json)")
+    with StageBars() as hear:
+        result = recognise_video(str(args.video), model, str(args.out), config, dask_address=args.dask_address,
+                                 n_workers=args.workers, report=hear)
+    print_recognise_result(result)
     return 0
 
 
@@ -165,7 +228,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     result = features_flow(catalog_dir=str(args.catalog), store=str(args.store), dataset=args.dataset,
                            dask_address=args.dask_address, flow_algorithm=args.flow, size=args.size,
                            detector=args.detector, no_face=args.no_face, shard_size=args.shard_size,
-                           n_workers=args.workers, first_frame=args.first_frame)
+                           n_workers=args.workers, first_frame=args.first_frame, sequence_length=args.sequence_length,
+                           max_missing_share=args.max_missing_share)
     print_features_summary(result)
     console.print(f"features took {time.perf_counter() - started:.1f} s")
     return 0
@@ -210,6 +274,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     """`merflow train`: the train flow with the options' configuration, then its pooled test table."""
     from merflow.flows.train import train_flow
 
+    if args.export:  # refused before training, not after
+        from merflow.training.deploy import check_exportable
+
+        check_exportable(args.model)
+        if not args.spotter_run:
+            raise ValueError("--export needs --spotter-run: a bundle spots before it recognises, and a training run "
+                             "spots nothing (run `merflow spot` first)")
     config = model_config(args)  # the model's whole configuration, validated (one line naming a wrong field)
     started = time.perf_counter()
     result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
@@ -220,6 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_train_result(result, args.protocol, args.dataset)
     console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
                   f"took {time.perf_counter() - started:.0f} s", markup=False)
+    if args.export:
+        return export(str(args.out), result["run"], args.export, spotter_run=args.spotter_run)
     return 0
 
 

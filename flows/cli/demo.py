@@ -15,6 +15,7 @@ from merflow.flows.cli.results import print_results_summary
 DEMO_DATASETS = {  # dataset -> (subjects, samples): every dataset and quirk appears; CASME II at its real
     # size, so that LOSO has 26 folds to learn from (6 subjects leave too little to rise above chance)
     "casme2": (26, 255), "samm": (5, 25), "smic": (4, 24), "casme": (4, 20), "casme_sq": (4, 18), "ckplus": (6, 30),
+    "casme3": (4, 24),
 }
 DEMO_OUT = Path("demo")
 DEMO_SEED = 0

@@ -9,7 +9,8 @@ import argparse
 # Options whose value becomes a folder or file name, per command (configs/names.py): checked before anything
 # starts, so that a bad one is one line (`results --run` only filters rows: runs written before names were
 # checked stay readable).
-NAMED_OPTIONS = {"train": {"run": "run id"}, "tune": {"run": "run id"}}
+NAMED_OPTIONS = {"train": {"run": "run id", "spotter_run": "--spotter-run"}, "tune": {"run": "run id"},
+                 "export": {"run": "run id", "spotter_run": "--spotter-run", "recogniser_run": "--recogniser-run"}}
 
 
 def check_names(args: argparse.Namespace) -> None:

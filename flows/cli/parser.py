@@ -143,7 +143,7 @@ def features_options(features: argparse.ArgumentParser) -> None:
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     add_config_options(features, FeatureConfig, ["size"])
     add_config_options(features, FaceConfig, ["detector", "no_face"])
-    add_config_options(features, FeatureConfig, ["shard_size", "first_frame"])
+    add_config_options(features, FeatureConfig, ["shard_size", "first_frame", "sequence_length", "max_missing_share"])
     features.set_defaults(handler=commands.cmd_features)
 
 
@@ -165,9 +165,10 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=parameter(flow, "protocol"))
     # No default here, unlike the flows' (casme2): a per-dataset protocol on the command line names its dataset.
     parser.add_argument("--dataset", default=None,
-                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq; the "
+                        help=f"for {'/'.join(PER_DATASET_PROTOCOLS)}: casme, casme2, smic, samm, casme_sq, casme3; the "
                              "imported survey images: survey_c4, survey_c9 (lovo only)")
-    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others)")
+    parser.add_argument("--class-set", help="another class set for loso/lovo, e.g. casme2_5 (CASME II with others), "
+                                            "casme3_4 or casme3_3 (CAS(ME)^3 in 4 or 3 classes; casme3_7 its default)")
     parser.add_argument("--sample-list", choices=SAMPLE_LISTS,
                         help="only the samples of a published list: survey = the survey baseline's own lists "
                              "(CASME.xls, casme2.xls, samm.xls, SMIC.xls, CAS(ME)2.xls), with their labels")
@@ -256,6 +257,14 @@ def train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
     train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
+    from merflow.training.deploy import RECOGNISERS
+
+    export = train.add_argument_group(f"a model to apply ({', '.join(RECOGNISERS)})")
+    export.add_argument("--export", metavar="MODEL_DIR", help="after the run, fit its model on every subject and write "
+                                                            "a bundle here (as `merflow export`), with the spotters "
+                                                            "of --spotter-run")
+    export.add_argument("--spotter-run", metavar="RUN", help="the spot run (same --out) whose spotters go into the "
+                                                            "bundle")
     train.set_defaults(handler=commands.cmd_train)
 
 
@@ -390,7 +399,47 @@ def spot_options(spot: argparse.ArgumentParser) -> None:
     add_config_options(features, MotionConfig, ["algorithm"], rename={"algorithm": "flow"})
     spot.add_argument("--dask-address", help="scheduler address, e.g. tcp://HOST:8786 (default: a local cluster)")
     spot.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    spot.add_argument("--export", metavar="MODEL_DIR", help="after the run, fit its spotters and classifier on every "
+                                                          "subject and write a bundle here (as `merflow export`)")
     spot.set_defaults(handler=commands.cmd_spot)
+
+
+def export_options(export: argparse.ArgumentParser) -> None:
+    """`merflow export`'s options (flows/export.py ``export_run``)."""
+    from merflow.flows.parameters import RESULTS
+
+    export.add_argument("--results", default=RESULTS, help="the results folder or URL holding the run (default "
+                                                           "%(default)s)")
+    export.add_argument("--run", required=True, help="a spot run (`merflow spot`) or a training run (`merflow train "
+                                                     "--model nearest-centroid|survey-cnn`); " + NAME_FORM)
+    export.add_argument("--out", required=True, metavar="MODEL_DIR", help="the bundle's folder (or URL); an existing "
+                                                                          "bundle there is replaced")
+    export.add_argument("--spotter-run", metavar="RUN", help="with a training run: the spot run whose spotters go "
+                                                            "with its model")
+    export.add_argument("--recogniser-run", metavar="RUN", help="with a spot run: a training run whose model "
+                                                               "classifies instead of the spot run's classifier")
+    export.add_argument("--catalog", help="the run's catalog, where it moved (default: where its row says it was)")
+    export.add_argument("--store", help="the run's feature store, where it moved (default: where its row says)")
+    export.add_argument("--dask-address", help="scheduler address for per-frame features (default: a local cluster)")
+    export.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    export.set_defaults(handler=commands.cmd_export)
+
+
+def recognise_options(recognise: argparse.ArgumentParser) -> None:
+    """`merflow recognise`'s options: RecogniseConfig's fields and where it runs."""
+    from merflow.configs.recognise import RecogniseConfig
+
+    recognise.add_argument("video", metavar="VIDEO", help="a video file (mp4, avi, mov, mkv, ...), a folder of frames "
+                                                          "(sorted naturally) or an fsspec URL of a file")
+    recognise.add_argument("--model", required=True, metavar="MODEL_DIR", help="a bundle written by `merflow export`")
+    recognise.add_argument("--out", required=True, metavar="OUT", help="the result folder (or URL): intervals.parquet "
+                                                                      "and .csv, timeline.png, strips/, result.json")
+    add_config_options(recognise, RecogniseConfig, ["fps", "types", "strips", "chunk_frames"],
+                       overrides={"types": {"metavar": "micro,macro"}})
+    recognise.add_argument("--dask-address", help="scheduler address (default: a local cluster, for a video longer "
+                                                  "than one chunk)")
+    recognise.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    recognise.set_defaults(handler=commands.cmd_recognise)
 
 
 def demo_options(parser: argparse.ArgumentParser) -> None:
@@ -442,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="face crops, difference and optical flow of every sample into a Zarr store (on Dask)",
         description="Detect the face on each sample's onset frame, crop every frame with that one box, take the "
                     "annotated apex (or spot it), and store the crops, apex-onset difference and optical flow "
-                    "(u, v, magnitude, strain) in a Zarr store. Runs on a local Dask cluster, or on an existing "
+                    "(u, v, magnitude, strain) in a Zarr store, with each sample's sequence (--sequence-length T "
+                    "frames onset to offset and their T - 1 flows) and its landmarks. Runs on a local Dask cluster, or on an existing "
                     "one with --dask-address. Rerunning computes only what is missing or changed.")
     commands_.add_parser("show", options=show_options, help="draw a sample's stored features as a PNG",
                          description="Onset crop, apex crop, difference, flow as HSV colour and strain, side by side.")
@@ -475,6 +525,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: merflow synth --dataset casme_sq_lv --subjects 4 --out archives && merflow ingest "
                "archives/CASME_sq_long.zip --out catalog && merflow spot --catalog catalog --store spot.zarr "
                "--dataset casme_sq_lv --spotter baseline --out results && merflow results summary --results results")
+    commands_.add_parser(
+        "export", options=export_options, help="fit a run's model on every subject and write a bundle to apply",
+        description="Fit a run's recipe on every subject (not a fold's) with the run's own settings, reading its data "
+                    "where its row in the result tables says it was (--catalog/--store where it moved), and write a "
+                    "bundle: the spotters (settings in frames and seconds, SOFTNet's weights), the recognition model "
+                    "(weights, configuration, classes in order), the feature settings, versions, a golden check and a "
+                    "manifest of every file's SHA-256. A spot run gives spotters and its classifier; a training run "
+                    "(nearest-centroid, survey-cnn) gives the model, with the spotters of --spotter-run.",
+        epilog="Example: merflow export --results results --run spot-casme_sq_lv-softnet-merflow-... --out model && "
+               "merflow recognise my_video.mp4 --model model --out my_video")
+    commands_.add_parser(
+        "recognise", options=recognise_options, help="spot and classify micro-expressions in a video with a bundle",
+        description="Decode the video (or a folder of frames), track the face, compute each frame's motion against "
+                    "frame i + k in chunks (on Dask for a long video), spot intervals with the bundle's spotters at the "
+                    "video's frame rate, classify each with its recognition model, and write the intervals (frames and "
+                    "seconds, class, confidence, face box) as Parquet and CSV, a timeline picture and a strip per "
+                    "interval, whole or absent. A rerun with the same video, bundle and settings does nothing.",
+        epilog="Example: merflow recognise interview.mp4 --model model --out interview-result")
     commands_.add_parser(
         "results", options=results_options, help="query, summarise, rank and plot result tables (read-only)",
         description="Read the result tables (runs, trials, metrics, predictions) without changing them: SQL queries "

@@ -75,7 +75,7 @@ def print_error(message: str) -> None:
 def print_catalog_summary(result: dict) -> None:
     """A catalog's per-dataset counts and quarantine reasons (storage/catalog.py summary), and each source's outcome."""
     table = Table(title=f"catalog {result['catalog']}")
-    for column in ("dataset", "samples", "subjects", "emotions", "apex missing", "quarantined"):
+    for column in ("dataset", "samples", "subjects", "emotions", "class sets", "apex missing", "quarantined"):
         table.add_column(column)
     for name in sorted(set(result["datasets"]) | set(result["quarantine_reasons"])):
         info = result["datasets"].get(name, {"samples": 0, "subjects": 0, "emotions": {}, "apex_missing": 0})
@@ -84,7 +84,9 @@ def print_catalog_summary(result: dict) -> None:
         label = name + (" (imported)" if imported == info["samples"] and imported else
                         f" ({imported} imported)" if imported else "")
         table.add_row(label, str(info["samples"]), str(info["subjects"]),
-                      ", ".join(f"{k} {v}" for k, v in info["emotions"].items()), str(info["apex_missing"]),
+                      ", ".join(f"{k} {v}" for k, v in info["emotions"].items()),
+                      ", ".join(f"{k} {v}" for k, v in info.get("class_sets", {}).items()) or "-",
+                      str(info["apex_missing"]),
                       ", ".join(f"{k} {v}" for k, v in reasons.items()) or "-")
     console.print(table)
     if result.get("long_videos"):
@@ -301,3 +303,42 @@ def print_frame(frame: pd.DataFrame, title: str | None = None, limit: int | None
     else:
         Console(width=natural, file=console.file, force_terminal=console.is_terminal,
                 color_system=console.color_system).print(table)
+
+
+def print_export_summary(summary: dict) -> None:
+    """What `merflow export` wrote: the spotters (k in frames and seconds), the recognition model, the bundle."""
+    table = Table(title=f"bundle {summary['out']} ({summary['hash'][:12]}): fitted on {len(summary['subjects'])} "
+                        "subjects, every one of the run's")
+    for column in ("part", "what", "settings"):
+        table.add_column(column)
+    for kind, spotter in summary["spotters"].items():
+        seconds = ", ".join(f"{k.removesuffix('_seconds')} {v:.3f} s" for k, v in spotter.items()
+                            if k.endswith("_seconds") and v is not None)
+        table.add_row(f"{kind} spotter", spotter["spotter"], f"k {spotter['k']} at {spotter['fps']:g} fps ({seconds}), "
+                                                             f"p {spotter['p']}")
+    recogniser = summary["recogniser"]
+    counts = recogniser["trained_on"].get("per_class", {})
+    table.add_row("recogniser", recogniser["model"], ", ".join(f"{c} {counts.get(c, 0)}" for c in recogniser["classes"]))
+    console.print(table)
+    console.print(f"{len(summary['files'])} files listed in {summary['out']}/manifest.json; took "
+                  f"{summary['seconds']:.0f} s", markup=False)
+
+
+def print_recognise_result(result: dict) -> None:
+    """`merflow recognise`'s outcome: the counts per type and class, and where the result is (or that it was there)."""
+    if result.get("skipped"):
+        console.print(f"{result['out']} already holds this video's result with this model and settings: nothing to do",
+                      markup=False)
+        return
+    video = result["video"]
+    table = Table(title=f"{video['location']}: {video['n_frames']} frames at {video['fps']:g} fps "
+                        f"({video['fps_source']}), {result['intervals']} intervals")
+    for column in ("type / class", "intervals"):
+        table.add_column(column)
+    for name, count in sorted(result["counts"].items()):
+        table.add_row(name, str(count))
+    console.print(table)
+    track = result["track"]
+    console.print(f"face: {track['segments']} segment(s), not found at {track['lost']} of {track['checked']} checks; "
+                  f"{result['frames_per_second']:g} frames/s; result in {result['out']} (intervals.parquet, "
+                  f"intervals.csv, timeline.png, strips/); took {result['seconds']:.0f} s", markup=False)

@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from merflow.tasks.datasets import casme, casme2, casme_sq, casme_sq_lv, ckplus, samm, samm_lv, smic
+from merflow.tasks.datasets import casme, casme2, casme3, casme_sq, casme_sq_lv, ckplus, samm, samm_lv, smic
 
 ADAPTERS: dict[str, ModuleType] = {
     "casme": casme, "casme2": casme2, "casme_sq": casme_sq, "smic": smic, "samm": samm, "ckplus": ckplus,
+    "casme3": casme3,
 }
 # Names users type for the same dataset.
 ALIASES = {"casme2sq": "casme_sq", "casme^2": "casme_sq", "cas(me)^2": "casme_sq", "ck+": "ckplus",
-           "smic_hs": "smic", "smic_vis": "smic", "smic_nir": "smic", "casme_ii": "casme2", "casmeii": "casme2"}
+           "smic_hs": "smic", "smic_vis": "smic", "smic_nir": "smic", "casme_ii": "casme2", "casmeii": "casme2",
+           "casme^3": "casme3", "cas(me)^3": "casme3", "casme3a": "casme3"}
 # The long-video sets (spotting, tasks/datasets/long_videos.py): their own interface (``read`` gives videos and
 # intervals, storage/long_videos.py's tables), read from the same sources as the clips beside them.
 LONG_VIDEO_ADAPTERS: dict[str, ModuleType] = {"samm_lv": samm_lv, "casme_sq_lv": casme_sq_lv}

@@ -6,7 +6,8 @@ the known quirks of the real data when ``quirks`` is on:
 
 - an apex given as '/' (CASME II, CASME), an apex outside onset..offset (CASME II, SAMM),
 - a clip holding two expressions, one sheet row each (CASME),
-- frames missing from a clip (CASME II, SAMM), an offset of 0 (CAS(ME)^2), CK+ sequences without a label,
+- frames missing from a clip (CASME II, SAMM), an offset of 0 (CAS(ME)^2, CAS(ME)^3), CK+ sequences without a label,
+- a clip letter in the wrong case and an emotion spelt with a capital (CAS(ME)^3),
 - a stray non-image file in a clip folder, and the archive unpacking one folder deeper (all).
 
 Layouts follow the datasets' documentation and the loaders in public code; each writer's docstring gives
@@ -57,6 +58,10 @@ SPECS: dict[str, DatasetSpec] = {
     "ckplus": DatasetSpec("CK+", (490, 640), False, 30.0,
                           {"anger": 45, "contempt": 18, "disgust": 59, "fear": 25, "happiness": 69, "sadness": 28,
                            "surprise": 83}, 500),
+    # CAS(ME)^3 part A: 1280x720 colour at 30 fps; the real label sheet's counts ('Others' counted with 'others').
+    "casme3": DatasetSpec("CASME3", (720, 1280), True, 30.0,
+                          {"disgust": 250, "surprise": 187, "others": 161, "fear": 86, "anger": 64, "sad": 57,
+                           "happy": 55}, 600),
 }
 
 Progress = Callable[[int], None] | None
@@ -373,5 +378,66 @@ def write_ckplus(root: Path, plans: list[Plan], scale: float, seed: int, rng, qu
         progress and progress(1)
 
 
+# ---------------------------------------------------------------------------------------- CAS(ME)^3
+CASME3_OBJECTIVE = {"happy": "VII", "surprise": "II", "disgust": "III", "anger": "IV", "fear": "V", "sad": "VI",
+                    "others": "VII"}
+CASME3_LETTERS = "abcdefghijklm"
+
+
+def write_casme3(root: Path, plans: list[Plan], scale: float, seed: int, rng, quirks: bool, progress: Progress):
+    """CAS(ME)^3 part A: part_A/data/part_A/spNO.1/b/color/175.jpg (colour frames by index, depth frames in
+    depth/ beside color/) and cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx, tab 'label' (frame numbers as text, as
+    the real sheet writes them); empty tabs Sheet1 and Sheet3.
+
+    Quirks: a recording holding two micro-expressions (the real sheet's spNO.1 e at onsets 62 and 96), an
+    'Others' spelt with a capital, a clip letter written in capitals whose folder is lower case (the real sheet's
+    spNO.14 'J'), an offset of 0 (spNO.40 e, rows 798 and 800 of the real sheet: corrected there by meb's errata,
+    quarantined here, where no erratum names it), a stray file in a frame folder."""
+    spec = SPECS["casme3"]
+    zero_offset, stray = _pick_quirk_rows(len(plans), 2, rng) + [None] * max(0, 2 - len(plans))
+    others_cap = next((i for i, p in enumerate(plans) if p.emotion == "others" and i != zero_offset), None)
+    book, sheet = _workbook_sheet("label")
+    sheet.append(["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion"])
+    # The second expression of a recording: the last sample of a subject seen before joins its previous recording.
+    repeated = next((i for i in range(len(plans) - 1, 0, -1)
+                     if any(p.subject == plans[i].subject for p in plans[:i])), None) if quirks else None
+    recordings: dict[int, int] = {}
+    letters: list[str] = []
+    for index, plan in enumerate(plans):
+        if index == repeated:
+            previous = max(i for i in range(index) if plans[i].subject == plan.subject)
+            letters.append(letters[previous])
+            plan.first = plans[previous].first + plans[previous].n_frames + 5
+        else:
+            recordings[plan.subject] = recordings.get(plan.subject, 0) + 1
+            letters.append(CASME3_LETTERS[(recordings[plan.subject] - 1) % len(CASME3_LETTERS)])
+    # The capital letter goes to a recording of one expression (two rows of one recording share its letter).
+    shared = {(plans[i].subject, letters[i]) for i in range(len(plans))
+              if sum((p.subject, letter) == (plans[i].subject, letters[i]) for p, letter in zip(plans, letters)) > 1}
+    capital = next((i for i in range(len(plans)) if (plans[i].subject, letters[i]) not in shared
+                    and i not in (zero_offset, others_cap)), None) if quirks else None
+    base = root / "part_A" / "data" / "part_A"
+    for index, (plan, letter) in enumerate(zip(plans, letters)):
+        subject = f"spNO.{plan.subject}"
+        numbers = [plan.number(i) for i in range(plan.n_frames)]
+        frames = render(spec, plan, scale, seed, rng)
+        recording = base / subject / letter
+        write_frames(recording / "color", frames, [f"{n}.jpg" for n in numbers])
+        # Depth beside colour (16-bit PNGs in the release): never read, present so that it is passed over.
+        write_frames(recording / "depth", np.zeros((1, 8, 8), np.uint16), [f"{numbers[0]}.png"])
+        if quirks and index == stray:
+            (recording / "color" / "Thumbs.db").write_bytes(b"\x00")
+        onset, apex, offset = numbers[plan.onset], numbers[plan.apex], numbers[plan.offset]
+        written_letter = letter.upper() if index == capital else letter
+        emotion = "Others" if quirks and index == others_cap else plan.emotion
+        sheet.append([subject, written_letter, str(onset), str(apex), str(0 if quirks and index == zero_offset
+                                                                          else offset),
+                      action_units(plan.emotion), CASME3_OBJECTIVE[plan.emotion], emotion])
+        progress and progress(1)
+    book.create_sheet("Sheet1")
+    book.create_sheet("Sheet3")
+    book.save(root / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx")
+
+
 WRITERS = {"casme2": write_casme2, "samm": write_samm, "smic": write_smic, "casme": write_casme,
-           "casme_sq": write_casme_sq, "ckplus": write_ckplus}
+           "casme_sq": write_casme_sq, "ckplus": write_ckplus, "casme3": write_casme3}

@@ -241,7 +241,7 @@ def fold_scores(fold: Fold, source, samples: pd.DataFrame, features: str = "flow
 
 def predictions(folds: list[Fold], source, samples: pd.DataFrame, features: str = "flow",
                 model: str = NAME) -> list[pd.DataFrame]:
-    """One predictions frame per fold (run.py's fold_predictions columns: test split, α null, chosen false)."""
+    """One predictions frame per fold (training/predictions.py's columns: test split, α null, chosen false)."""
     if not folds:
         return []
     matrix = _matrix(folds, source, samples, features)

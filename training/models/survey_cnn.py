@@ -416,6 +416,24 @@ def train_folds(images: np.ndarray, labels: np.ndarray, tasks: list[FoldTask], n
 def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask], n_classes: int,
                  config: SurveyConfig, device: torch.device, dtype: torch.dtype,
                  engine: str = "torch") -> dict[str, np.ndarray]:
+    model, patches, mean_patches, local = _fit_chunk(pool, targets, chunk, n_classes, config, device, dtype, engine)
+    folds = len(chunk)
+    scores = {}
+    with torch.no_grad():
+        tests = np.unique(np.concatenate([t.test for t in chunk]))
+        row = {int(k): i for i, k in enumerate(tests)}
+        index = torch.tensor([local[int(k)] for k in tests], device=device)
+        probabilities = torch.softmax(model(patches, mean_patches, index.expand(folds, -1)), dim=-1)
+        probabilities = probabilities.double().cpu().numpy()                                  # (U, F, C)
+        for f, task in enumerate(chunk):
+            scores[task.name] = probabilities[[row[int(k)] for k in task.test], f]
+    return scores
+
+
+def _fit_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask], n_classes: int,
+               config: SurveyConfig, device: torch.device, dtype: torch.dtype, engine: str = "torch"):
+    """The chunk's stacked networks trained (eval mode, population statistics set), with the patches of the
+    images they use, each fold's mean image's patches, and where each pool index sits among those images."""
     folds, size = len(chunk), pool.shape[-1]
     seeds = [fold_seed(config.seed, task.name) for task in chunk]
     generators = [torch.Generator().manual_seed(s) for s in seeds]
@@ -448,16 +466,7 @@ def _train_chunk(pool: torch.Tensor, targets: torch.Tensor, chunk: list[FoldTask
                           device, dtype)
     model.eval()
     model.finalise(patches, mean_patches, train_index, train_mask)
-    scores = {}
-    with torch.no_grad():
-        tests = np.unique(np.concatenate([t.test for t in chunk]))
-        row = {int(k): i for i, k in enumerate(tests)}
-        index = torch.tensor([local[int(k)] for k in tests], device=device)
-        probabilities = torch.softmax(model(patches, mean_patches, index.expand(folds, -1)), dim=-1)
-        probabilities = probabilities.double().cpu().numpy()                                  # (U, F, C)
-        for f, task in enumerate(chunk):
-            scores[task.name] = probabilities[[row[int(k)] for k in task.test], f]
-    return scores
+    return model, patches, mean_patches, local
 
 
 def _train_with_torch(model: StackedSurveyCNN, patches, mean_patches, train_index, local_targets, plans, generators,
@@ -508,6 +517,50 @@ def _train_with_kernel(model: StackedSurveyCNN, images, local_targets, train_ind
     trained = shallow_cnn.train(pool, network, schedule, jobs, threads=shallow_cnn.thread_count(config.threads))
     for f in range(len(jobs)):
         model.load_flat(f, trained[str(f)].params)
+
+
+def fit_all(images: np.ndarray, labels: np.ndarray, n_classes: int, config: SurveyConfig,
+            name: str = "all-subjects") -> dict[str, np.ndarray]:
+    """One network trained on every image (a deployed model: training/deploy.py), main4.m's schedule, seeded as a
+    fold named ``name``: its weights by state_dict name (population statistics included) and ``mean_image``,
+    the 'zerocenter' mean of its training images. float32 arrays."""
+    device = pick_device(config.device)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    if len(images) < 2:
+        raise ValueError(f"{len(images)} training image(s); batch normalisation needs at least 2")
+    pool = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=dtype)
+    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    task = FoldTask(name, np.arange(len(images), dtype=np.int64), np.zeros(0, np.int64))
+    model, _, _, _ = _fit_chunk(pool, targets, [task], n_classes, config, device, dtype, engine_of(config))
+    arrays = {key: value.detach().cpu().numpy().astype(np.float32) for key, value in model.state_dict().items()}
+    arrays["mean_image"] = pool.mean(0).cpu().numpy().astype(np.float32)
+    return arrays
+
+
+@torch.no_grad()
+def probabilities_of(arrays: dict[str, np.ndarray], images: np.ndarray, n_classes: int, dropout: float = 0.5
+                     ) -> np.ndarray:
+    """Softmax scores (len(images), n_classes) of (N, 3, 28, 28) images in 0..255 by a ``fit_all`` network (eval
+    mode: population statistics, no dropout), on the CPU in float32."""
+    model = StackedSurveyCNN(1, n_classes, dropout, images.shape[-1])
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items() if k != "mean_image"})
+    model.eval()
+    pool = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    mean_patches = unfold3(torch.from_numpy(np.asarray(arrays["mean_image"], np.float32))[None])    # (1, 27, H*W)
+    index = torch.arange(len(images))[None, :]
+    return torch.softmax(model(image_patches(pool), mean_patches, index), dim=-1)[:, 0].double().numpy()
+
+
+def survey_image(image: np.ndarray, grey_first: bool = False) -> np.ndarray:
+    """A stored (3, H, W) crop as the survey's input: 28 x 28 (apex4.m imresize; INTER_AREA), float32 in
+    0..255; ``grey_first``: only channel 1 kept (``grey_channels`` 'first' for a grey dataset)."""
+    if image.shape[-1] != INPUT_SIZE:
+        image = cv2.resize(np.ascontiguousarray(np.asarray(image).transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
+                           interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    image = np.asarray(image, dtype=np.float32).copy()
+    if grey_first:
+        image[1:] = 0.0
+    return image
 
 
 def smoke_step(seed: int = 0) -> dict:
@@ -634,14 +687,10 @@ def load_images(source, samples: pd.DataFrame, config: SurveyConfig) -> tuple[np
     frames = [""] * len(samples)
     for i, (key, dataset, kind) in enumerate(zip(samples["sample_key"], samples["dataset"], sources)):
         name = "apex" if kind in (None, "annotated") or config.unannotated_apex == "spotted" else "middle"
-        image = source.arrays[name][key]
-        if image.shape[-1] != INPUT_SIZE:  # the survey resized frames to 28x28 (apex4.m imresize)
-            image = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (INPUT_SIZE, INPUT_SIZE),
-                               interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-        image = image.astype(np.float32)
-        if config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS:
-            image[1:] = 0.0
-        elif config.grey_channels == "replicate" and kind is None and not image[1:].any():
+        # The survey resized frames to 28x28 (apex4.m imresize); its grey datasets fill channel 1 only.
+        image = survey_image(source.arrays[name][key],
+                             config.grey_channels == "first" and dataset in SURVEY_GREY_DATASETS)
+        if config.grey_channels == "replicate" and kind is None and not image[1:].any():
             image[1:] = image[0]
         images[i] = image
         frames[i] = ("imported image" if kind is None else "annotated apex" if kind == "annotated"

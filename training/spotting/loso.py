@@ -28,7 +28,7 @@ import pandas as pd
 
 from merflow.configs.spotting import SpotConfig, frames
 from merflow.training.spotting import baseline, softnet
-from merflow.training.spotting.intervals import peak_intervals, pseudo_labels, smooth, softnet_k
+from merflow.training.spotting.intervals import moving_average, peak_intervals, pseudo_labels, smooth, softnet_k
 from merflow.training.spotting.metrics import match_video, prf
 
 Loader = Callable[[str, int, tuple[str, ...]], dict[str, np.ndarray]]
@@ -155,12 +155,30 @@ class FittedSpotter:
 
     def intervals(self, arrays: dict[str, np.ndarray], n_frames: int) -> list:
         """The spotted intervals of one video from its per-frame arrays of window ``self.k``."""
+        return self.decode(self.signal(arrays, n_frames), n_frames)
+
+    def signal(self, arrays: dict[str, np.ndarray], n_frames: int) -> np.ndarray:
+        """Each frame's score before decoding: SOFTNet's output on ``roi`` (frames 0 .. n_frames - k - 1), or the
+        baseline's ``motion``. Computed chunk by chunk where a video is long (its parts concatenated are the
+        whole signal: ``decode`` looks at the whole video, for the threshold and the smoothing)."""
         if self.spotter == "baseline":
-            return baseline.predict(arrays["motion"], n_frames, baseline.BaselineSettings(
+            return np.asarray(arrays["motion"], dtype=np.float32)
+        return softnet.scores(self.model, arrays["roi"][:max(n_frames - self.k, 0)])
+
+    def decode(self, signal: np.ndarray, n_frames: int) -> list:
+        """The intervals from a whole video's ``signal`` (baseline: T, runs, length filter; SOFTNet: the score
+        smoothed over 2k frames, T, peaks k apart)."""
+        if self.spotter == "baseline":
+            return baseline.predict(signal, n_frames, baseline.BaselineSettings(
                 self.k, self.settings["p"], self.settings["low"],
                 float("inf") if self.settings["high"] is None else self.settings["high"]))
-        values = softnet.scores(self.model, arrays["roi"][:max(n_frames - self.k, 0)])
-        return peak_intervals(smooth(values, self.k), self.settings["p"], self.k, n_frames)
+        return peak_intervals(smooth(signal, self.k), self.settings["p"], self.k, n_frames)
+
+    def smoothed(self, signal: np.ndarray) -> np.ndarray:
+        """The curve ``decode`` thresholds (a timeline's line): the baseline's moving average over k, SOFTNet's 2k."""
+        if self.spotter == "baseline":
+            return moving_average(signal, self.k)
+        return smooth(signal, self.k)
 
     def at_fps(self, fitted_fps: float, fps: float) -> FittedSpotter:
         """The same spotter for a video of another frame rate: k and the length filter kept in seconds (ZOO.md's

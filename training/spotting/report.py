@@ -96,8 +96,9 @@ def _interval_rows(predictions: pd.DataFrame, truths: pd.DataFrame) -> pd.DataFr
 
 
 def spot_run_row(run: str, protocol: str, dataset: str, config: SpotConfig, features: SpotFeatureConfig,
-                 recognition: dict | None, timings: dict) -> dict:
-    """The ``spot_runs`` row: how the run was made (configurations, code, versions) and how long it took."""
+                 recognition: dict | None, timings: dict, inputs: dict | None = None) -> dict:
+    """The ``spot_runs`` row: how the run was made (configurations, code, versions), how long it took, and where
+    it read its data (``inputs``: catalog and store, which `merflow export` reads back)."""
     versions = {name: version(name) for name in ("merflow", "torch", "numpy", "zarr", "opencv-contrib-python-headless",
                                                   "yuface")}
     return {"run": run, "protocol": protocol, "dataset": dataset,
@@ -107,7 +108,8 @@ def spot_run_row(run: str, protocol: str, dataset: str, config: SpotConfig, feat
             "feature_config": json.dumps(features.to_dict(), sort_keys=True), "feature_config_hash": features.hash,
             "recognition": None if recognition is None else json.dumps(recognition, sort_keys=True),
             "git_commit": git_commit(), "versions": json.dumps(versions, sort_keys=True),
-            "timings": json.dumps({k: round(float(v), 2) for k, v in timings.items()})}
+            "timings": json.dumps({k: round(float(v), 2) for k, v in timings.items()}),
+            "inputs": None if inputs is None else json.dumps(inputs, sort_keys=True)}
 
 
 def summary_table(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

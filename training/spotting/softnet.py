@@ -119,3 +119,16 @@ def scores(model: SoftNet, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     out = [model(torch.from_numpy(normalize(x[start:start + batch_size])).to(device)).cpu().numpy()
            for start in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def state_arrays(model: SoftNet) -> dict[str, np.ndarray]:
+    """The network's weights as float32 arrays by their state_dict names (a bundle stores them: no pickled module)."""
+    return {name: tensor.detach().cpu().numpy().astype(np.float32) for name, tensor in model.state_dict().items()}
+
+
+def from_state_arrays(arrays: dict[str, np.ndarray], roi: int) -> SoftNet:
+    """A SOFTNet for ``roi`` x ``roi`` images with the weights ``state_arrays`` gave, in eval mode on the CPU; a
+    KeyError or a RuntimeError naming the weights that do not fit."""
+    model = SoftNet(roi)
+    model.load_state_dict({name: torch.from_numpy(np.asarray(value, dtype=np.float32)) for name, value in arrays.items()})
+    return model.eval()
