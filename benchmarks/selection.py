@@ -111,12 +111,13 @@ def run_variant(data, settings: dict, checkpoints: Path, max_folds: int | None =
     fused at each fold's chosen α, and what was chosen."""
     from merflow.configs.train import TrainConfig
     from merflow.storage.checkpoints import Checkpoints
+    from merflow.training.models import meta_mmfnet
     from merflow.training.stages import run_fold
 
     config = TrainConfig(**(SMALL | settings))
     checkpoints = Checkpoints(checkpoints)
     started = time.perf_counter()
-    macro = data.macro_model(config, checkpoints)
+    macro = meta_mmfnet.prepare(data, config, checkpoints)
     labels, preds, chosen = [], {"micro": [], "macro": [], "fused": []}, []
     for fold in data.folds[:max_folds]:
         result = run_fold(fold, data.source, data.samples, macro, config, checkpoints)

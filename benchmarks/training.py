@@ -164,7 +164,8 @@ def main() -> None:
     from merflow.training.data import FeatureSource
     from merflow.training.folds import folds, macro_samples, protocol_samples
     from merflow.training.loops import pick_device
-    from merflow.training.run import fold_predictions, metric_rows
+    from merflow.training.models.meta_mmfnet import fold_predictions
+    from merflow.training.run import metric_rows
     from merflow.training.stages import pretrain_macro, run_fold
 
     work = args.work or Path(tempfile.mkdtemp(prefix="merflow-bench-training-"))

@@ -32,7 +32,9 @@ def main() -> None:
     from merflow.flows.protocol import load_protocol
     from merflow.flows.search import ray, run_search
     from merflow.storage.checkpoints import Checkpoints
-    from merflow.training.run import fold_predictions, metric_rows
+    from merflow.training.models import meta_mmfnet
+    from merflow.training.models.meta_mmfnet import fold_predictions
+    from merflow.training.run import metric_rows
     from merflow.training.search.space import config_id, parse_grid, trial_train_config
     from merflow.training.stages import run_fold
 
@@ -59,7 +61,7 @@ def main() -> None:
     shutil.rmtree(direct_dir, ignore_errors=True)
     direct_checkpoints = Checkpoints(direct_dir)
     started = time.perf_counter()
-    macro = data.macro_model(base, direct_checkpoints)
+    macro = meta_mmfnet.prepare(data, base, direct_checkpoints)
     alpha_seconds, train_seconds = 0.0, 0.0
     for searched in search.space.configurations():
         config = trial_train_config(search, searched)

@@ -10,3 +10,7 @@ SELECTED = "selected"  # the trial name of a search's per-fold, validation-chose
 # checks against this): training/search/tables.py builds its rows with them, an empty table included.
 TRIAL_COLUMNS = ("run", "protocol", "trial", "fold", "tune_trial_id", "status", "failures", "error", "shots",
                  "searched", "config", "validation_accuracy", "alpha", "epochs", "seconds")
+
+# The ``method`` of result rows written before the tables had the column (Meta-MMFNet was the only model):
+# storage/results.py fills it in, and the summaries read such a run as one that chose on validation subjects.
+DEFAULT_METHOD = "meta-mmfnet"

@@ -101,7 +101,7 @@ class TrainConfig(Config):
                                "its run: what it cannot restore (ImageNet weights, its face crops, half precision "
                                "on a GPU, ...) is listed in docs/recipes.md")
     pretrain_lr_step: Annotated[int, Field(ge=0)] = 0  # StepLR(step, x0.1) in both pretrainings; 0: a constant rate
-    # last: a fixed schedule, each stage's last epoch (the default since issue 12, benchmarks/selection.py);
+    # last: a fixed schedule, each stage's last epoch (the default, benchmarks/selection.py measured why);
     # validation: each stage keeps its best validation-accuracy epoch; loss: its lowest validation cross-entropy
     epoch_choice: EpochChoice = Field(
         "last", description="each stage keeps its last epoch, its best validation accuracy (validation), or its "

@@ -1,37 +1,32 @@
 """The train flow: a registered model (training/models/) on every fold of a protocol, results as Parquet tables.
 
-Prefect tasks around the units of training/run.py (and flows/protocol.py's read), run in the flow's process one after another (no
-task runner, no workers): ``load-protocol`` (the catalog and the feature store read), ``macro-pretrain``
-(Meta-MMFNet only: CK+ once a run), one ``fold`` task per fold (Meta-MMFNet) or per batch of folds trained
-together (``ModelInfo.folds_per_task``: survey-cnn stacks every fold's network, nearest-centroid builds its
-feature matrix once: one task for all their folds), ``floor`` (the nearest centroid on the folds that
-trained) and ``write-results`` (storage/results.py ``write_run``). A failed fold or pretraining is
+flows/protocol.py ``run_protocol`` (the one run sequence) with each unit a Prefect task, run in the flow's
+process one after another (no task runner, no workers): ``load-protocol`` (the catalog and the feature store
+read), ``prepare`` (the model's run-wide work: Meta-MMFNet's CK+ pretraining), one ``fold`` task per unit of
+folds (``ModelInfo.folds_per_task``: one fold, or every fold where the model trains them together),
+``floor`` (the nearest centroid on the folds that trained) and ``write-results`` (storage/results.py ``write_run``). A failed fold or pretraining is
 retried (its finished stages are checkpointed, so a retry resumes), except on ``training.errors.DataError``
 (FoldSkipped among them), which no retry can mend. The pooled test table is kept as a Prefect artifact.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from merflow.configs.base import Config
 from merflow.configs.names import RunId
-from merflow.configs.train import TrainConfig
 from merflow.flows.defaults import default
 from merflow.flows.parameters import RESULTS, Evaluation, Protocol
-from merflow.flows.protocol import load_protocol, run_inputs
+from merflow.flows.protocol import Steps, folds_unit, load_protocol, prepare_unit, run_protocol
 from merflow.storage import locations, results
-from merflow.storage.checkpoints import Checkpoints, check_run_identity, run_checkpoints
+from merflow.storage.checkpoints import Checkpoints
 from merflow.training import models
 from merflow.training import run as units
 from merflow.training.errors import DataError
-from merflow.training.models import nearest_centroid
-from merflow.training.models.nearest_centroid import CentroidConfig
-from merflow.training.models.ststnet import StstnetConfig
-from merflow.training.models.survey_cnn import SurveyConfig
 from merflow.training.report import floor_table, pooled_table
 
 UNIT_RETRIES = 2  # a fold (or the CK+ pretraining) that fails for another reason than its data is run again
@@ -55,16 +50,15 @@ RETRIED = UNIT | {"retries": UNIT_RETRIES, "retry_condition_fn": unless_data_err
 
 @task(name="load-protocol", **UNIT)
 def load_protocol_task(catalog_dir: str, store: str, protocol: str, dataset: str | None, class_set: str | None,
-                       config, **options) -> units.ProtocolData:
+                       seed: int, validation_fraction: float, **options) -> units.ProtocolData:
     """The protocol's folds, catalog rows and features (flows/protocol.py ``load_protocol``)."""
-    return load_protocol(catalog_dir, store, protocol, dataset, class_set, config.seed, config.validation_fraction,
-                         **options)
+    return load_protocol(catalog_dir, store, protocol, dataset, class_set, seed, validation_fraction, **options)
 
 
-@task(name="macro-pretrain", **RETRIED)
-def pretrain_task(model: str, data: units.ProtocolData, config, checkpoints: Checkpoints):
+@task(name="prepare", **RETRIED)
+def prepare_task(model: str, data: units.ProtocolData, config, checkpoints: Checkpoints):
     """The model's run-wide work before the folds (Meta-MMFNet: the CK+ macro encoder, checkpointed)."""
-    return models.load(model).prepare(data, config, checkpoints)
+    return prepare_unit(model, data, config, checkpoints)
 
 
 @task(name="fold", task_run_name="fold {label}", **RETRIED)
@@ -77,13 +71,13 @@ def fold_task(label: str, model: str, data: units.ProtocolData, fold_list: list,
         if total > 1 and (done == total or done % 50 == 0):
             logger.info("%s: %d/%d folds trained (last %s)", model, done, total, fold.name)
 
-    return units.train_folds(data, model, fold_list, config, checkpoints, prepared=prepared, on_fold=progress)
+    return folds_unit(label, model, data, fold_list, config, checkpoints, prepared, on_fold=progress)
 
 
 @task(name="floor", **UNIT)
 def floor_task(data: units.ProtocolData, fold_list: list) -> dict:
     """The floor (nearest centroid, flow u, v) on the folds that trained."""
-    return nearest_centroid.floor(data, fold_list)
+    return Steps().floor(data, fold_list)
 
 
 @task(name="write-results", **UNIT)
@@ -92,71 +86,34 @@ def write_task(out: str, trained: units.TrainedRun) -> None:
     results.write_run(out, **trained.tables())
 
 
-def model_config(model: str, config: TrainConfig | None, survey_config: SurveyConfig | None,
-                 centroid_config: CentroidConfig | None, balance: str | None, ststnet_config: StstnetConfig | None = None):
-    """The configuration the flow's parameters give ``model`` (its default where none), with ``balance``."""
-    given = {models.DEFAULT_MODEL: config, "survey-cnn": survey_config, "nearest-centroid": centroid_config,
-             "ststnet": ststnet_config}[model]
-    return units.with_balance(given or models.load(model).default_config(), balance)
+TASKS = Steps(load=load_protocol_task, prepare=prepare_task, folds=fold_task, floor=floor_task)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(catalog_dir: str, store: str, protocol: Protocol = default(Evaluation, "protocol"),
-               dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS, class_set: str | None = None, config: TrainConfig | None = None,
-               run: RunId | None = None, sample_list: str | None = None, sample_lists: str | None = None,
-               feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
-               survey_config: SurveyConfig | None = None, balance: str | None = None,
-               centroid_config: CentroidConfig | None = None, max_folds: int | None = None,
-               ststnet_config: StstnetConfig | None = None) -> dict:
-    """Train and evaluate every fold of ``protocol``; write runs, metrics and predictions under ``out``.
-    ``sample_list`` ('survey'): only the samples of that published list (folder ``sample_lists``);
-    ``feature_config``: the hash of the store's feature configuration to train on, where it holds several.
-    ``model`` (training/models/): meta-mmfnet with ``config``, survey-cnn with ``survey_config``, ststnet with
-    ``ststnet_config``, or nearest-centroid with ``centroid_config``;
-    ``balance`` (none | undersample) overrides the model's default; ``max_folds``: the first N folds only,
-    a quick look, not a result to report (recorded in the runs row's notes)."""
+               dataset: str | None = default(Evaluation, "dataset"), out: str = RESULTS, class_set: str | None = None,
+               config: dict[str, Any] | Config | None = None, run: RunId | None = None, sample_list: str | None = None,
+               sample_lists: str | None = None, feature_config: str | None = None, model: str = models.DEFAULT_MODEL,
+               balance: str | None = None, max_folds: int | None = None) -> dict:
+    """Train and evaluate every fold of ``protocol`` with ``model`` (training/models/); write runs, metrics
+    and predictions under ``out``. ``config``: the model's configuration, whole: its config model, or a dict of
+    its fields (a deployment's form), validated by the registry (a wrong field is one line naming it); None:
+    its defaults. ``sample_list`` ('survey'): only the samples of that published list (folder
+    ``sample_lists``); ``feature_config``: the hash of the store's feature configuration to train on, where it
+    holds several; ``balance`` (none | undersample | undersample-training) overrides the model's default;
+    ``max_folds``: the first N folds only, a quick look, not a result to report (recorded in the runs row)."""
     locations.require(catalog_dir, store, out)  # a missing extra is one line, before any work
     logger = get_run_logger()
-    started = time.perf_counter()
-    info = models.get(model)
-    settings = model_config(model, config, survey_config, centroid_config, balance, ststnet_config)
-    run = units.run_id(run)
-    with results.writing_run(out, run):  # another command writing this run id: refused, one line
-        data = load_protocol_task(catalog_dir, store, protocol, dataset, class_set, settings, sample_list=sample_list,
-                                  sample_lists=sample_lists, feature_config=feature_config, model=model)
-        plan = info.load().plan(data, settings, protocol, dataset, class_set)
-        plan.notes["inputs"] = run_inputs(catalog_dir, store, protocol, dataset, class_set, sample_list, sample_lists,
-                                          feature_config)  # `merflow export` reads them back
-        check_run_identity(out, run, plan.identity)  # a run id reused for other data: refused
-        for message in plan.messages:
-            logger.warning(message)
-        checkpoints = run_checkpoints(out, run)
-        timings = {}
-        stage = time.perf_counter()
-        prepared = pretrain_task(model, data, settings, checkpoints) if info.macro_pretraining else None
-        if info.macro_pretraining:
-            timings["macro_pretrain"] = round(time.perf_counter() - stage, 2)
-        outcomes, fold_list = [], units.first_folds(plan, max_folds)
-        for batch in units.fold_batches(info, fold_list):
-            stage = time.perf_counter()
-            label = batch[0].name if len(batch) == 1 else f"{batch[0].name} .. {batch[-1].name} ({len(batch)})"
-            for outcome in fold_task(label, model, data, batch, settings, checkpoints, prepared):
-                outcomes.append(outcome)
-                message = units.fold_message(len(outcomes), len(fold_list), outcome)
-                if message:
-                    (logger.warning if outcome.skipped else logger.info)(message)
-            key = units.timing_key(info, batch)
-            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - stage, 2)
-        trained = units.collect(plan, outcomes, run, protocol)
-        floor = floor_task(data, [o.fold for o in trained])
-        result = units.finish(data, plan, trained, floor, settings, run=run, protocol=protocol, dataset=dataset,
-                              model=model, timings=timings, started=started, prepared=prepared)
-        write_task(out, result)
-        table = pooled_rows(result, settings) + floor_rows(result)
-        create_table_artifact(table, key="train-pooled-test", description=(
-            f"{protocol} {dataset or ''}: pooled test metrics" if model == models.DEFAULT_MODEL
-            else f"{model} {protocol}: pooled test metrics"))
-        return result.summary() | {"pooled": table, "results": str(out)}
+    settings = models.get(model).make_config(config, balance=balance)
+    result = run_protocol(catalog_dir, store, protocol, dataset, settings, out, model=model, run=run,
+                          class_set=class_set, max_folds=max_folds, sample_list=sample_list, sample_lists=sample_lists,
+                          feature_config=feature_config, steps=TASKS, on_note=logger.warning,
+                          on_fold_done=logger.info)
+    write_task(out, result)
+    table = pooled_rows(result, settings) + floor_rows(result)
+    create_table_artifact(table, key="train-pooled-test",
+                          description=f"{model} {protocol} {dataset or ''}: pooled test metrics")
+    return result.summary() | {"pooled": table, "results": str(out)}
 
 
 def floor_rows(result: units.TrainedRun) -> list[dict]:

@@ -1,10 +1,11 @@
 """The Tune trainable: one configuration on one fold (``fold_trial``), the unit a search's engine runs.
 
-It lives in flows/ because it orchestrates: it reads the protocol through flows/protocol.py, trains with
-training/stages.py (pure computation, checkpointed in storage/checkpoints.py's ``Checkpoints``), writes its
-predictions part through storage/results.py and reports to Ray (what it reports: training/search/reports.py).
+It lives in flows/ because it orchestrates: it reads the protocol through flows/protocol.py, trains with the
+model's ``search_fold`` (training/models/: the registered model whose configuration model the search's base
+is; pure computation, checkpointed in storage/checkpoints.py's ``Checkpoints``), writes its predictions part
+through storage/results.py and reports to Ray (what it reports: training/search/reports.py).
 
-A trial trains and evaluates the fold with ``training.stages.run_fold`` (every stage checkpointed under
+Meta-MMFNet's trial trains and evaluates the fold with ``training.stages.run_fold`` (every stage checkpointed under
 ``RESULTS/checkpoints/<run>/<fold>/``, stages named by the settings they depend on, so configurations
 that differ in shots share the fold's pretrained encoder, and a retried or resumed trial trains only
 what is missing), reports the micro model's validation accuracy after each meta-training epoch
@@ -27,11 +28,10 @@ from merflow.flows.protocol import load_protocol
 from merflow.storage import catalog as catalog_store
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import run_checkpoints
+from merflow.training import models
 from merflow.training.errors import DataError
-from merflow.training.run import fold_predictions
 from merflow.training.search.reports import COMPLETED, DATA_ERROR, METRIC, TIME_ATTR
 from merflow.training.search.space import safe_name, trial_train_config
-from merflow.training.stages import run_fold
 
 
 def protocol_data(search: SearchConfig):
@@ -61,17 +61,17 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
     started = time.perf_counter()
     data = protocol_data(search)
     fold = data.fold(spec["fold"])
-    macro = data.macro_model(config, checkpoints)
 
     def on_epoch(epoch: int, accuracy: float) -> None:
         tune.report({METRIC: accuracy, TIME_ATTR: epoch, "stage": "micro_meta"})
 
-    result = run_fold(fold, data.source, data.samples, macro, config, checkpoints, on_epoch=on_epoch)
-    predictions = fold_predictions(result, data.samples, config.alphas).drop(columns=["chosen"])
+    # The model of the search's configuration (training/models/: the one with that configuration model) trains it.
+    outcome = models.for_config(config).load().search_fold(data, fold, config, checkpoints, on_epoch=on_epoch)
+    predictions = outcome.predictions.drop(columns=["chosen"])
     predictions = predictions.assign(run=run, protocol=search.protocol, trial=spec["id"], shots=config.shots,
                                      recipe=config.recipe)
     results.write_part(out, "predictions", run, search.protocol, f"{spec['id']}-{safe_name(fold.name)}", predictions)
-    chosen = result["chosen"]
+    chosen = outcome.chosen
     # Last report: after it the trial counts as completed; its predictions are already on disk.
     tune.report({METRIC: chosen["validation_accuracy"] if chosen["validation_accuracy"] is not None else float("nan"),
                  TIME_ATTR: config.meta_epochs + 1, "stage": "evaluated", COMPLETED: True, "alpha": chosen["alpha"],

@@ -44,7 +44,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from merflow.configs.names import check_name
-from merflow.configs.results import SELECTED
+from merflow.configs.results import DEFAULT_METHOD, SELECTED
 from merflow.storage import locations, locks
 
 RESULTS_SCHEMA_VERSION = 4  # 2: the trials table; shots nullable; predictions.chosen_from. 3: method, recipe.
@@ -52,7 +52,6 @@ RESULTS_SCHEMA_VERSION = 4  # 2: the trials table; shots nullable; predictions.c
 VERSION_KEY = b"merflow.results_schema_version"  # every part's Parquet key-value metadata, since version 1
 # Which model made a row (training/models/: meta-mmfnet, survey-cnn) and its recipe (null where the model has
 # none). Version-2 parts have neither column: they were all Meta-MMFNet's, and read so (read_table, queries).
-DEFAULT_METHOD = "meta-mmfnet"
 METHOD_COLUMNS = ("method", "recipe")
 # The floor (training/models/nearest_centroid.py): a nearest centroid on the same folds as every train and
 # tune run, in tables of their own with the metrics' and predictions' schemas (model "floor", method

@@ -55,7 +55,7 @@ def test_a_survey_cnn_run_is_fitted_once_on_every_balanced_sample(training_set, 
 
     train_flow(catalog_dir=str(training_set["catalog"]), store=training_set["store"], protocol="loso",
                dataset="casme2", out=recognition_set["results"], run="survey-casme2", model="survey-cnn",
-               survey_config=SurveyConfig(epochs=2), max_folds=2)  # the export fits on every sample anyway
+               config=SurveyConfig(epochs=2), max_folds=2)  # the export fits on every sample anyway
     kind, row = find_run(recognition_set["results"], "survey-casme2")
     recogniser, where = train_run_recogniser(row, None, None)
     assert kind == "train" and where["catalog"] == str(training_set["catalog"])

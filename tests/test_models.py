@@ -24,7 +24,8 @@ def test_every_registered_model_trains_one_step(name):
     module = info.load()
     for attribute in INTERFACE:
         assert hasattr(module, attribute), f"{info.module} lacks {attribute}"
-    assert module.NAME == name
+    assert module.NAME == name and module.Config is info.config and models.for_config(module.default_config()) is info
+    assert not info.tunable or hasattr(module, "search_fold")  # a search space needs a search's fold
     assert info.default_balance in models.BALANCES and (info.inputs or info.optional_inputs)
     config = module.default_config()
     assert isinstance(config.to_dict(), dict) and hasattr(config, "seed")
@@ -32,6 +33,8 @@ def test_every_registered_model_trains_one_step(name):
     assert math.isfinite(step["loss"]) and step["loss"] > 0
     assert step["change"] > 0  # the optimiser step moved the weights
     assert step["logits"][1] == 4
+    if hasattr(module, "PARAMETERS"):  # the published parameter count, where the module declares it
+        assert sum(p.numel() for p in module.network().parameters()) == module.PARAMETERS
     again = module.smoke_step(seed=0)
     assert again["loss"] == pytest.approx(step["loss"])  # seeded: the same tiny step twice
 
@@ -40,14 +43,10 @@ def test_registry_defaults_and_unknown_names():
     assert models.DEFAULT_MODEL == "meta-mmfnet"
     assert models.get("survey-cnn").default_balance == "undersample"
     assert models.get("meta-mmfnet").default_balance == "none"
-    with pytest.raises(ValueError, match="unknown model 'resnet'.*meta-mmfnet, survey-cnn"):
+    with pytest.raises(ValueError, match="unknown model 'resnet'; the models are meta-mmfnet, .*survey-cnn"):
         models.get("resnet")
 
 
-# Small enough to train in seconds on a CPU: one epoch of everything, one shot.
-TINY = {"meta-mmfnet": {"macro_epochs": 1, "pretrain_epochs": 1, "meta_epochs": 1, "batches_per_epoch": 1,
-                        "shots": 1, "device": "cpu"},
-        "survey-cnn": {"epochs": 2, "device": "cpu"}, "ststnet": {"epochs": 2, "device": "cpu"}, "nearest-centroid": {}}
 
 
 def _tiny_protocol(validation_fraction: float) -> ProtocolData:
@@ -78,7 +77,8 @@ def _tiny_protocol(validation_fraction: float) -> ProtocolData:
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_every_registered_model_trains_one_tiny_fold(name, tmp_path):
     module = models.load(name)
-    config = module.default_config(**TINY[name])
+    # Small enough to train in seconds on a CPU: the module's TINY_SETTINGS (its own), else its defaults.
+    config = module.default_config(**getattr(module, "TINY_SETTINGS", {}))
     data = _tiny_protocol(config.validation_fraction)
     plan = module.plan(data, config, "loso", "casme2")
     assert plan.folds and plan.identity and isinstance(plan.settings, dict)
@@ -94,3 +94,114 @@ def test_every_registered_model_trains_one_tiny_fold(name, tmp_path):
     test = outcome.predictions[outcome.predictions["split"] == "test"]
     assert set(test["sample_key"]) == set(fold.test_keys) and set(test["pred"]) <= set(fold.classes)
     assert all(len(scores) == len(fold.classes) and np.isfinite(scores).all() for scores in test["scores"])
+
+
+# A model written as a newcomer would: this one module, nothing else. It predicts each fold's most frequent
+# training class (scores: the training class counts, times ``prior``).
+ONE_MODULE_MODEL = '''
+"""A test-only model: the training samples' most frequent class, for every held-out sample."""
+import numpy as np
+from pydantic import Field
+
+from merflow.configs.base import Config
+from merflow.training.models import FoldResult, ModelInfo, RunPlan, register_model
+from merflow.training.predictions import prediction_frame
+
+NAME = "majority"
+
+
+class MajorityConfig(Config):
+    prior: float = Field(1.0, description="majority: the weight of the class counts")
+    seed: int = Field(0, description="random seed")
+    recipe: None = None
+    validation_fraction: float = 0.0
+
+
+def default_config(**overrides):
+    return MajorityConfig(**overrides)
+
+
+def plan(data, config, protocol, dataset, class_set=None):
+    return RunPlan(data.folds, {}, data.identity(), [], config.to_dict())
+
+
+def prepare(data, config, checkpoints):
+    return None
+
+
+def run_folds(data, folds, config, checkpoints, *, prepared=None, on_fold=None):
+    outcomes = []
+    for done, fold in enumerate(folds, start=1):
+        labels = list(data.samples.loc[list(fold.fit_keys) + list(fold.validation_keys), fold.label_column])
+        counts = np.array([labels.count(c) for c in fold.classes], dtype=float) * config.prior
+        scores = np.tile(counts, (len(fold.test_keys), 1))
+        outcomes.append(FoldResult(fold, prediction_frame(fold, data.samples, "test", fold.test_keys, scores,
+                                                          model=NAME), {}))
+        if on_fold:
+            on_fold(done, len(folds), fold)
+    return outcomes
+
+
+def smoke_step(seed=0):
+    return {"loss": 1.0, "change": 1.0, "logits": (6, 4)}
+
+
+Config = MajorityConfig
+MODEL = register_model(ModelInfo(NAME, __name__, "the majority class of the training samples", MajorityConfig,
+                                 optional_inputs=("flow",), options=("prior", "seed"),
+                                 title="the majority class of the training samples"))
+'''
+
+
+def test_a_model_is_one_module_run_by_merflow_train(training_set, tmp_path, monkeypatch, capsys):
+    """The seam: one module dropped into the models' package (here a folder added to its path, so the source
+    tree stays as it is) is discovered, gets its options from its configuration's fields, runs through `merflow
+    train` with the floor beside it, and its summary says what chose what, with no other file touched."""
+    import json
+    import sys
+
+    from merflow.flows.cli import main
+    from merflow.storage import results
+
+    folder = tmp_path / "more_models"
+    folder.mkdir()
+    (folder / "majority.py").write_text(ONE_MODULE_MODEL)
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(folder)])
+    models.rediscover()
+    try:
+        assert models.get("majority").options == ("prior", "seed") and not models.get("majority").tunable
+        out = tmp_path / "results"
+        assert main(["train", "--model", "majority", "--prior", "2", "--catalog", str(training_set["catalog"]),
+                     "--store", training_set["store"], "--dataset", "casme2", "--out", str(out), "--run", "one",
+                     "--max-folds", "2"]) == 0
+        predictions = results.read_table(out, "predictions", run="one")
+        assert set(predictions["method"]) == {"majority"} and predictions["fold"].nunique() == 2
+        record = json.loads(results.read_table(out, "runs", run="one")["config"].iat[0])
+        assert record["prior"] == 2.0 and record["data"]["chooses"] == "nothing"
+        assert len(results.read_table(out, "floor_metrics", run="one"))  # the floor on the same folds
+        capsys.readouterr()
+        assert main(["results", "summary", "--results", str(out)]) == 0
+        printed = " ".join(capsys.readouterr().out.split())  # the table's title wraps
+        assert "majority: the majority class of the training samples, nothing learned or chosen" in printed, printed
+        assert main(["tune", "--model", "majority", "--catalog", str(training_set["catalog"]), "--store",
+                     training_set["store"], "--out", str(out)]) == 2
+        printed = capsys.readouterr()
+        assert "--model majority declares no search space" in printed.out + printed.err
+    finally:
+        models._REGISTRY.pop("majority", None)
+        sys.modules.pop(f"{models.__name__}.majority", None)
+
+
+def test_a_configuration_travels_whole_and_a_wrong_field_is_one_line():
+    info = models.get("ststnet")
+    config = info.make_config({"epochs": 3})
+    assert isinstance(config, info.config) and config.epochs == 3
+    assert info.make_config(config) is config
+    with pytest.raises(ValueError, match=r"model ststnet: StstnetConfig.epochs: .*got 'many'"):
+        info.make_config({"epochs": "many"})
+    with pytest.raises(ValueError, match=r"model ststnet: StstnetConfig.epoch: Extra inputs"):
+        info.make_config({"epoch": 3})
+    with pytest.raises(ValueError, match="model ststnet takes a StstnetConfig"):
+        info.make_config(models.get("nearest-centroid").make_config())
+    with pytest.raises(ValueError, match="--balance undersample is implemented for --model survey-cnn only"):
+        info.make_config(None, balance="undersample")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from merflow.configs.train import TrainConfig
-from merflow.flows.cli.options import train_config, tune_train_config
+from merflow.flows.cli.options import model_config, tune_model_config
 from merflow.flows.cli.parser import build_parser
 from merflow.flows.protocol import load_protocol, train_protocol
 from merflow.storage import catalog as catalog_store
@@ -96,7 +96,7 @@ PUBLISHED_ARGS = ["train", "--catalog", "c", "--store", "s", "--dataset", "casme
 
 
 def test_recipe_published_is_the_published_codes_training():
-    config = train_config(build_parser().parse_args(PUBLISHED_ARGS), shots=5)
+    config = model_config(build_parser().parse_args(PUBLISHED_ARGS))
     assert config == TrainConfig.from_recipe("published")
     expected = {"recipe": "published", "encoder": "resnet18", "layout": "stack_height", "weight_decay": 0.0,
                 "batch_size": 128, "pretrain_lr": 0.01, "pretrain_lr_step": 3, "meta_lr": 0.05, "meta_lr_step": 3,
@@ -106,12 +106,12 @@ def test_recipe_published_is_the_published_codes_training():
                 "alphas": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)}
     assert {k: config.to_dict()[k] for k in expected} == expected
     # merflow's own defaults are unchanged, and given options override the recipe's values only.
-    assert train_config(build_parser().parse_args(PUBLISHED_ARGS[:-2]), shots=5) == TrainConfig()
-    short = train_config(build_parser().parse_args(PUBLISHED_ARGS + ["--meta-epochs", "1"]), shots=5)
+    assert model_config(build_parser().parse_args(PUBLISHED_ARGS[:-2])) == TrainConfig()
+    short = model_config(build_parser().parse_args(PUBLISHED_ARGS + ["--meta-epochs", "1"]))
     assert short.meta_epochs == 1 and short.batch_size == 128 and short.encoder == "resnet18"
     # A search needs validation subjects to choose on: tune keeps 20% of them, the rest is published.
     tune_args = build_parser().parse_args(["tune"] + PUBLISHED_ARGS[1:])
-    assert tune_train_config(tune_args) == TrainConfig.from_recipe("published", validation_fraction=0.2)
+    assert tune_model_config(tune_args) == TrainConfig.from_recipe("published", validation_fraction=0.2)
     from merflow.configs.search import SearchConfig
 
     with pytest.raises(ValueError, match="validation_fraction must be above 0"):

@@ -45,6 +45,7 @@ def test_the_face_image_is_read_never_copied(planted):
 def test_meta_mmfnet_reaches_the_floor_on_a_planted_real_face_set(planted, tmp_path):
     from merflow.flows.protocol import load_protocol
     from merflow.storage.checkpoints import Checkpoints
+    from merflow.training.models import meta_mmfnet
     from merflow.training.models.nearest_centroid import floor_rows
     from merflow.training.stages import run_fold
 
@@ -53,7 +54,7 @@ def test_meta_mmfnet_reaches_the_floor_on_a_planted_real_face_set(planted, tmp_p
     rows = floor_rows(data, data.folds)
     floor = float((rows["label"] == rows["pred"]).mean())
     assert floor >= 0.9, floor
-    macro = data.macro_model(SMALL, Checkpoints(tmp_path))
+    macro = meta_mmfnet.prepare(data, SMALL, Checkpoints(tmp_path))
     correct, total = 0, 0
     for fold in data.folds:
         result = run_fold(fold, data.source, data.samples, macro, SMALL, Checkpoints(tmp_path))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from merflow.configs.results import SELECTED
+from merflow.configs.results import DEFAULT_METHOD, SELECTED
 
 MODELS = ("micro", "macro", "fused")
 SCORES = ("accuracy", "uf1", "uar")
@@ -136,7 +136,7 @@ def honesty(record: dict, protocol: str, method: str, model: str, trial) -> str:
     leaks = run_leaks(record, protocol)
     if leaks:
         return "uses test labels (" + ", ".join(_short_leak(reason) for reason in leaks) + ")"
-    if model == "floor" or method in ("nearest-centroid", "survey-cnn", "ststnet"):
+    if model == "floor" or run_chooses(record, method) == "nothing":
         return "nothing chosen"
     if trial == SELECTED:
         return "chosen on validation subjects"
@@ -153,14 +153,17 @@ def _what_chose(record: dict, protocol: str, method: str, trial) -> str:
     data = record.get("data") or {}
     differences = data.get("recipe_differences") or []
     recipe = record.get("recipe")
-    if method == "nearest-centroid":
-        return "nearest-centroid: class means of the training samples, nothing learned or chosen"
-    if method != "meta-mmfnet":  # survey-cnn, ststnet: one model on a fixed schedule
-        epochs = record.get("epochs")
+    if run_chooses(record, method) == "nothing":  # one model on a fixed schedule, or nothing learned
+        # Nothing learned (no schedule: the record has no epochs; the run's choices say "model": nothing learned).
+        if "model" in (data.get("chosen") or {}) or "epochs" not in record:
+            title = data.get("title")
+            return f"{method}: {title}, nothing learned or chosen" if title else (
+                f"{method}: " + (data.get("chosen") or {}).get("model", "nothing learned or chosen"))
+        title = data.get("title") or f"fixed schedule ({record.get('epochs')} epochs, the last)"
         if not differences and recipe_is_published(method, record):
-            return f"{method}, the published fixed schedule ({epochs} epochs, the last), nothing chosen"
+            return f"{method}, the published {title}, nothing chosen"
         what = "; ".join(differences) if differences else "settings differ from the published (see runs.config)"
-        return f"{method}, a fixed schedule ({epochs} epochs, the last), nothing chosen; recipe custom: {what}"
+        return f"{method}, a {title}, nothing chosen; recipe custom: {what}"
     if trial == SELECTED:
         return "configuration and α chosen per fold on validation subjects"
     validated = float(record.get("validation_fraction", 0.2)) > 0
@@ -174,6 +177,16 @@ def _what_chose(record: dict, protocol: str, method: str, trial) -> str:
     elif recipe:
         label += f"; recipe {recipe}"
     return label
+
+
+def run_chooses(record: dict, method: str) -> str:
+    """What chose the run's settings, as its record says (the registry's ``ModelInfo.chooses``, recorded by
+    training/run.py ``finish``): "nothing" or "validation subjects". Runs recorded before it was kept: the
+    tables' first model (storage/results.py DEFAULT_METHOD) chose on validation subjects, the others nothing."""
+    data = record.get("data") or {}
+    if data.get("chooses"):
+        return data["chooses"]
+    return "validation subjects" if method == DEFAULT_METHOD else "nothing"
 
 
 def recipe_is_published(method: str, record: dict) -> bool:
@@ -221,7 +234,7 @@ def summary_blocks(metrics: pd.DataFrame, runs: pd.DataFrame | None, run: str | 
     floors = headline(_for_run(floor, run)) if floor is not None and len(floor) else None
     blocks = []
     for (run_id, protocol, trial), part in rows.groupby(["run", "protocol", "trial"], sort=False, dropna=False):
-        method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else "meta-mmfnet"
+        method = part["method"].iat[0] if "method" in part and pd.notna(part["method"].iat[0]) else DEFAULT_METHOD
         beside = (floors[(floors["run"] == run_id) & (floors["protocol"] == protocol)] if floors is not None
                   else pd.DataFrame())
         if len(beside):  # after the models of each block (pooled, then each dataset)

@@ -4,12 +4,11 @@ The units of a run, for any registered model (training/models/), all pure (no st
 write): ``build_protocol`` (folds and rows from a catalog and its features in memory; flows/protocol.py
 ``load_protocol`` reads them), ``train_folds`` (folds through the model's ``run_folds``), ``collect``
 (skipped folds and shortfalls into the notes) and ``finish`` (metrics, floor, the runs row: a
-``TrainedRun``). The train flow (flows/train.py) runs them as Prefect tasks and writes the tables through
-storage/results.py ``write_run``; flows/protocol.py ``train_protocol`` runs them in a plain loop, for a
-notebook, and returns the tables unwritten. The Ray Tune trainable (flows/trial.py) uses
-``fold_predictions``. Fused rows
-exist for every α of the grid; rows marked ``chosen`` use, in each fold, the α chosen on that fold's
-validation subjects (the honest number to report).
+``TrainedRun``: what chose what and the model's title recorded from the registry). flows/protocol.py
+``run_protocol`` runs them in the one sequence (the train flow with each a Prefect task, ``train_protocol``
+directly, for a notebook); storage/results.py ``write_run`` writes the tables. ``metric_rows`` scores every
+(split, model, α) of the prediction rows (training/predictions.py); rows marked ``chosen`` (a model that
+chooses on validation subjects: Meta-MMFNet's fused rows at each fold's α) add their own metrics rows.
 """
 
 from __future__ import annotations
@@ -37,27 +36,7 @@ from merflow.training.folds import Fold, folds, leak_reasons, macro_samples, pro
 from merflow.training.metrics import summarise
 from merflow.training.models import FoldResult, ModelInfo, RunPlan
 from merflow.training.models import get as get_model
-from merflow.training.stages import pretrain_macro, recipe_feature_mismatch
-
-
-def fold_predictions(result: dict, samples: pd.DataFrame, alphas: tuple[float, ...]) -> pd.DataFrame:
-    """One row per (split, model, α, sample) of a fold, with its label, prediction and scores."""
-    fold: Fold = result["fold"]
-    rows = []
-    for split in ("validation", "test"):
-        keys = result["keys"][split]
-        micro, macro = result["scores"]["micro"][split], result["scores"]["macro"][split]
-        variants = [("micro", None, micro), ("macro", None, macro)]
-        variants += [("fused", alpha, micro + alpha * macro) for alpha in alphas]
-        for model, alpha, scores in variants:
-            for key, row_scores in zip(keys, scores):
-                rows.append({"fold": fold.name, "split": split, "model": model, "alpha": alpha, "sample_key": key,
-                             "dataset": samples.at[key, "dataset"], "subject_key": samples.at[key, "subject_key"],
-                             "label": samples.at[key, fold.label_column],
-                             "pred": fold.classes[int(np.argmax(row_scores))],
-                             "scores": [float(s) for s in row_scores],
-                             "chosen": model == "fused" and alpha == result["chosen"]["alpha"]})
-    return pd.DataFrame(rows)
+from merflow.training.stages import recipe_feature_mismatch
 
 
 def metric_rows(predictions: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -123,10 +102,6 @@ class ProtocolData:
                 return fold
         raise LookupError(f"no fold {name!r}; the protocol has {len(self.folds)} folds")
 
-    def macro_model(self, config: TrainConfig, checkpoints) -> dict:
-        """The macro encoder pretrained on the CK+ samples (stages.pretrain_macro, checkpointed under ``checkpoints``)."""
-        return pretrain_macro(self.source, self.macro_keys, self.macro_labels, self.macro_classes, config, checkpoints)
-
 
 def protocol_datasets(catalog: pd.DataFrame, protocol: str, dataset: str | None,
                       class_set: str | None = None) -> list[str]:
@@ -176,18 +151,6 @@ def new_run_id() -> str:
 def run_id(given: str | None) -> str:
     """``given`` checked as a name (configs/names.py: an empty id is refused, not replaced), or a new id for None."""
     return new_run_id() if given is None else check_name(given, "run id")
-
-
-def with_balance(config, balance: str | None):
-    """``config`` with ``balance`` (none | undersample) where the model balances its samples (a ``balance``
-    field: survey-cnn); a model that trains on every sample takes none and refuses undersample."""
-    if balance is None or (balance == "none" and not hasattr(config, "balance")):
-        return config
-    if not hasattr(config, "balance"):
-        raise ValueError(f"--balance {balance} is implemented for --model survey-cnn only; the others train on every "
-                         "sample (Meta-MMFNet's episodes draw the same number of samples of every class; class means "
-                         "do not depend on the class sizes)")
-    return config.replace(balance=balance)
 
 
 def fold_batches(info: ModelInfo, fold_list: list[Fold]) -> list[list[Fold]]:
@@ -317,6 +280,11 @@ def finish(data: ProtocolData, plan: RunPlan, trained: list[FoldResult], floor: 
     plan.notes.setdefault("leaks", leak_reasons(protocol, plan.settings.get("balance")))
     plan.notes.setdefault("recipe_differences", list(getattr(config, "recipe_differences", [])))
     plan.notes["chosen"] = run_choices(model, config)
+    # What chose its settings and the headline's title, as the registry says: the summaries read them from here.
+    info = get_model(model)
+    plan.notes["chooses"] = info.chooses
+    if info.title:
+        plan.notes["title"] = info.title.format(**config.to_dict())
     recipe = recorded_recipe(config)
     columns = {"shots": plan.shots, "method": model, "recipe": recipe}
     row = run_row(run, protocol, dataset, plan.settings | {"data": plan.notes}, data.feature_config, classes,
@@ -338,15 +306,19 @@ def recorded_recipe(config) -> str | None:
 
 def run_choices(model: str, config) -> dict:
     """What chose each setting of a run's headline numbers, as its record keeps it (``data.chosen``):
-    ``validation subjects``, ``fixed`` (nothing chose it) or ``nothing learned``."""
-    if model == "nearest-centroid":
-        return {"model": "nothing learned or chosen: class means of the training samples"}
-    if isinstance(config, TrainConfig):
-        validated = config.validation_fraction > 0
-        return {"epochs": "validation subjects" if config.epoch_choice != "last" else "fixed: each stage's last epoch",
-                "alpha": "validation subjects" if validated else "fixed: 1.0 (no validation subjects to choose on)",
-                "settings": f"recipe {recorded_recipe(config)}"}
-    return {"epochs": f"fixed: {config.epochs} epochs, the last epoch", "settings": f"recipe {recorded_recipe(config)}"}
+    ``validation subjects``, ``fixed`` (nothing chose it) or ``nothing learned`` (the registry's
+    ``ModelInfo.chooses``; a model choosing on validation subjects chooses its α and, unless it keeps the
+    last, its epochs there)."""
+    info = get_model(model)
+    if info.chooses != "validation subjects":
+        if config.recipe is None:  # nothing learned: no schedule, no recipe
+            return {"model": f"nothing learned or chosen: {info.title or info.description}"}
+        return {"epochs": f"fixed: {config.epochs} epochs, the last epoch", "settings": f"recipe {recorded_recipe(config)}"}
+    validated = config.validation_fraction > 0
+    return {"epochs": "validation subjects" if getattr(config, "epoch_choice", "last") != "last"
+            else "fixed: each stage's last epoch",
+            "alpha": "validation subjects" if validated else "fixed: 1.0 (no validation subjects to choose on)",
+            "settings": f"recipe {recorded_recipe(config)}"}
 
 
 def run_notes(data: ProtocolData, config: TrainConfig) -> dict:

@@ -8,7 +8,7 @@ grid at once (no retraining). Every choice (α; each stage's epoch where ``epoch
 one) is made on the fold's inner validation subjects; the held-out subject's labels are only ever
 used to score. By default each stage keeps its last epoch: on the one to five validation subjects
 of a real-sized set the best validation epoch was noise, often the first, and those undertrained
-models fell below the nearest-centroid floor (issue 12; benchmarks/selection.py). The
+models fell below the nearest-centroid floor (benchmarks/selection.py). The
 ``published`` recipe (configs/train.py ``RECIPES``, docs/recipes.md) has no validation subjects: a fixed
 schedule (the last epoch of each stage) and α = 1.0 as its headline, every α of its grid in the rows.
 The loops themselves are training/loops.py.

@@ -9,15 +9,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from merflow.flows.cli.options import (
-    centroid_config,
-    search_grids,
-    spot_configs,
-    ststnet_config,
-    survey_config,
-    train_config,
-    tune_train_config,
-)
+from merflow.flows.cli.options import model_config, search_grids, spot_configs, tune_model_config
 from merflow.flows.cli.render import (
     console,
     print_catalog_summary,
@@ -289,18 +281,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.spotter_run:
             raise ValueError("--export needs --spotter-run: a bundle spots before it recognises, and a training run "
                              "spots nothing (run `merflow spot` first)")
-    survey = args.model == "survey-cnn"
-    centroid = args.model == "nearest-centroid"
-    ststnet = args.model == "ststnet"
-    config = None if survey or centroid or ststnet else train_config(args, shots=args.shots)
+    config = model_config(args)  # the model's whole configuration, validated (one line naming a wrong field)
     started = time.perf_counter()
     result = train_flow(catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
                         dataset=args.dataset, out=str(args.out), class_set=args.class_set, config=config, run=args.run,
                         sample_list=args.sample_list, sample_lists=args.sample_lists,
-                        feature_config=args.feature_config, model=args.model,
-                        survey_config=survey_config(args) if survey else None, balance=args.balance,
-                        centroid_config=centroid_config(args) if centroid else None, max_folds=args.max_folds,
-                        ststnet_config=ststnet_config(args) if ststnet else None)
+                        feature_config=args.feature_config, model=args.model, balance=args.balance,
+                        max_folds=args.max_folds)
     print_train_result(result, args.protocol, args.dataset)
     console.print(f"run {result['run']}: results in {args.out} (tables runs, metrics, predictions); "
                   f"took {time.perf_counter() - started:.0f} s", markup=False)
@@ -349,15 +336,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """`merflow tune`: a search with the options' grids and base configuration."""
     from merflow.training import models
 
-    if not models.get(args.model).tunable:
-        what = {"nearest-centroid": "learns nothing (class means)",
-                "ststnet": "trains its official code's fixed schedule (main.py)"}.get(
-            args.model, "trains the survey's fixed published schedule (main4.m)")
-        raise ValueError(f"merflow tune supports --model {models.DEFAULT_MODEL} only: {args.model} {what}, with "
-                         f"nothing to search; run it with `merflow train --model {args.model}`")
+    info = models.get(args.model)
+    if not info.tunable:
+        tunable = [name for name, other in models.MODELS.items() if other.tunable]
+        raise ValueError(f"merflow tune supports --model {' / '.join(tunable)} only: --model {info.name} declares no "
+                         f"search space ({info.description}), nothing to search; run it with `merflow train --model "
+                         f"{info.name}`")
     grids = search_grids(args)
     return search(str(args.out), catalog_dir=str(args.catalog), store=str(args.store), protocol=args.protocol,
-                  dataset=args.dataset, config=tune_train_config(args), class_set=args.class_set,
+                  dataset=args.dataset, config=tune_model_config(args), class_set=args.class_set,
                   scheduler=args.scheduler, select_by=args.select_by, cpus_per_trial=args.cpus_per_trial,
                   gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures, max_folds=args.max_folds,
                   ray_address=args.ray_address, run=args.run, sample_list=args.sample_list,

@@ -1,15 +1,10 @@
-"""The typed configurations a command's options make: `train`'s and `tune`'s TrainConfig, `train --model
-survey-cnn`'s SurveyConfig, `train --model ststnet`'s StstnetConfig, `tune`'s grids. Options left unset keep the configuration's own defaults."""
+"""The typed configurations a command's options make: `train`'s and `tune`'s model configuration (the
+registered model's, training/models/), `tune`'s grids, `spot`'s. Options left unset keep the configuration's
+own defaults."""
 
 from __future__ import annotations
 
 import argparse
-
-# The options `train` and `tune` share that set a TrainConfig field of the same name, made from those fields by
-# the parser (flows/cli/fields.py) with no default: None, the recipe's.
-TRAIN_FIELDS = ("encoder", "layout", "macro_epochs", "pretrain_epochs", "meta_epochs", "batches_per_epoch",
-                "batch_size", "epoch_choice")
-
 
 # Options whose value becomes a folder or file name, per command (configs/names.py): checked before anything
 # starts, so that a bad one is one line (`results --run` only filters rows: runs written before names were
@@ -28,49 +23,25 @@ def check_names(args: argparse.Namespace) -> None:
             check_name(value, what)
 
 
-def train_config(args: argparse.Namespace, **fixed):
-    """The TrainConfig of the options `train` and `tune` share: the --recipe's settings (configs/train.py
-    RECIPES), with the options given on top; unset options keep the recipe's."""
-    from merflow.configs.train import TrainConfig
+def model_config(args: argparse.Namespace):
+    """The configuration of `train --model M` (and `tune`'s base): the registered model's
+    (training/models/ ``ModelInfo.config_from_options``) from its options typed on the command line, the
+    rest its defaults (Meta-MMFNet's: the --recipe's)."""
+    from merflow.flows.cli.parser import given_options
+    from merflow.training import models
 
-    given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name, None) is not None}
-    return TrainConfig.from_recipe(args.recipe, seed=args.seed, device=args.device, **given, **fixed)
-
-
-def tune_train_config(args: argparse.Namespace):
-    """`tune`'s base TrainConfig. A search chooses on validation subjects, so under --recipe published
-    (which has none) merflow's validation fraction holds out training subjects; the rest is published."""
-    from merflow.configs.train import RECIPES, TrainConfig
-    from merflow.flows.defaults import default
-
-    unvalidated = RECIPES[args.recipe].get("validation_fraction", default(TrainConfig, "validation_fraction")) == 0
-    return train_config(args, **({"validation_fraction": default(TrainConfig, "validation_fraction")}
-                                 if unvalidated else {}))
+    info = models.get(args.model)
+    return info.config_from_options(given_options(args, info))
 
 
-def survey_config(args: argparse.Namespace):
-    """The SurveyConfig of `train --model survey-cnn`: main4.m's schedule unless --epochs says otherwise."""
-    from merflow.training.models.survey_cnn import SurveyConfig
-
-    given = {name: getattr(args, name) for name in ("balance", "epochs", "engine") if getattr(args, name, None)}
-    return SurveyConfig(seed=args.seed, device=args.device, unannotated_apex=args.unannotated_apex,
-                        grey_channels=args.grey_channels, init=args.init, **given)
-
-
-def ststnet_config(args: argparse.Namespace):
-    """The StstnetConfig of `train --model ststnet`: main.py's schedule unless --epochs says otherwise."""
-    from merflow.training.models.ststnet import StstnetConfig
-
-    given = {name: getattr(args, name) for name in ("epochs", "engine") if getattr(args, name, None)}
-    return StstnetConfig(seed=args.seed, device=args.device, input_order=args.input_order,
-                         input_range=args.input_range, **given)
-
-
-def centroid_config(args: argparse.Namespace):
-    """The CentroidConfig of `train --model nearest-centroid`: its features (--centroid-features), the folds' seed."""
-    from merflow.training.models.nearest_centroid import CentroidConfig
-
-    return CentroidConfig(features=args.centroid_features, seed=args.seed)
+def tune_model_config(args: argparse.Namespace):
+    """`tune`'s base configuration. A search chooses on validation subjects, so a configuration that keeps
+    none (Meta-MMFNet's --recipe published) holds out the configuration model's default share of the training
+    subjects; the rest is as given."""
+    config = model_config(args)
+    if getattr(config, "validation_fraction", None) == 0 and "validation_fraction" in type(config).model_fields:
+        return config.replace(validation_fraction=type(config).model_fields["validation_fraction"].default)
+    return config
 
 
 def search_grids(args: argparse.Namespace) -> dict:

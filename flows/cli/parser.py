@@ -12,7 +12,7 @@ from pathlib import Path
 
 from merflow.configs.names import NAME_FORM
 from merflow.flows.cli import commands, demo, results
-from merflow.flows.cli.fields import add_config_options, default_text
+from merflow.flows.cli.fields import add_config_options, default_text, option_name
 from merflow.flows.defaults import default, parameter
 
 # training/loops.py pick_device's names (TrainConfig.device); loops.py keeps no tuple of them.
@@ -179,59 +179,87 @@ def add_protocol_options(parser: argparse.ArgumentParser, flow) -> None:
                              "`merflow features --size 28`): its hash, or the start of it (the error lists them)")
 
 
-def add_training_options(parser: argparse.ArgumentParser, flow) -> None:
-    """How `train` and `tune` train: model, encoder, input layout, schedule, seed, device, where results go."""
-    from merflow.configs.train import RECIPES, TrainConfig
-    from merflow.flows.cli.options import TRAIN_FIELDS
+def add_training_options(parser: argparse.ArgumentParser, flow, taken: set[str] = frozenset()) -> None:
+    """How `train` and `tune` train: --model (the registry's, training/models/), --balance, each registered
+    model's options (``add_model_options``) and where results go. ``taken``: options the command already has."""
     from merflow.training import models
-    from merflow.training.models.nearest_centroid import CentroidConfig
-    from merflow.training.models.ststnet import StstnetConfig
-    from merflow.training.models.survey_cnn import SurveyConfig
 
-    def recipes(name: str) -> str:
-        """The default of an option left to the --recipe: its value, or each recipe's where they differ."""
-        values = {recipe: settings.get(name, default(TrainConfig, name)) for recipe, settings in RECIPES.items()}
-        if len({default_text(v) for v in values.values()}) == 1:
-            return f"default {default_text(next(iter(values.values())))}"
-        return "default: the recipe's (" + ", ".join(f"{r} {default_text(v)}" for r, v in values.items()) + ")"
-
-    parser.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
-                        help="meta-mmfnet (default), or survey-cnn: the survey baseline's CNN on the 28x28 apex "
-                             "frame with its MATLAB schedule, or ststnet: STSTNet's three streams on the 28x28 flow "
-                             "image with its official code's schedule, or nearest-centroid: the floor every run "
-                             "records, class means of the training samples (training/models/)")
-    add_config_options(parser, CentroidConfig, ["features"], rename={"features": "centroid_features"})
+    registered = models.MODELS
+    parser.add_argument("--model", choices=list(registered), default=models.DEFAULT_MODEL,
+                        help="; ".join(f"{name}{' (default)' if name == models.DEFAULT_MODEL else ''}: "
+                                       f"{info.description}" for name, info in registered.items())
+                        + " (training/models/)")
     parser.add_argument("--balance", choices=models.BALANCES,
-                        help="survey-cnn: undersample = every class subsampled to the smallest before the split, "
-                             "seeded (the survey's; leaky: it reads the held-out samples' labels), "
-                             "undersample-training = each fold's training samples only (honest), none (default: "
-                             + ", ".join(f"{info.name} {info.default_balance}" for info in models.MODELS.values())
-                             + ")")
-    add_config_options(parser, SurveyConfig, ["unannotated_apex", "grey_channels", "init", "epochs", "engine"],
-                       unset={"epochs": f"default: the model's (survey-cnn {default(SurveyConfig, 'epochs')}, main4.m's "
-                                        f"MaxEpochs; ststnet {default(StstnetConfig, 'epochs')}, main.py's)",
-                              "engine": "default auto"})
-    add_config_options(parser, StstnetConfig, ["input_order", "input_range"])
-    add_config_options(parser, TrainConfig, ["recipe", *TRAIN_FIELDS, "seed", "device"],
-                       unset={name: recipes(name) for name in TRAIN_FIELDS}, overrides={"device": {"choices": DEVICES}})
+                        help="undersample = every class subsampled to the smallest before the split, seeded (the "
+                             "survey's; leaky: it reads the held-out samples' labels), undersample-training = each "
+                             "fold's training samples only (honest), none (default: the model's: "
+                             + ", ".join(f"{info.name} {info.default_balance}" for info in registered.values()) + ")")
+    add_model_options(parser, registered, taken)
     # Locations are strings: Path("s3://b/r") would be a local folder "s3:" (storage/locations.py).
     parser.add_argument("--out", default=parameter(flow, "out"), metavar="RESULTS",
                         help="results folder or fsspec URL, e.g. s3://bucket/results (default ./%(default)s)")
 
 
+def add_model_options(parser: argparse.ArgumentParser, registered: dict, taken: set[str] = frozenset()) -> None:
+    """Each registered model's options (``ModelInfo.options``: fields of its configuration, made by
+    ``add_config_options``), in one group per model; an option several models share (--seed, --epochs) is added
+    once, by the first model, its help naming each model's default, and defaults to None (not given: each
+    model's configuration decides), as does one whose default the model words itself (``unset_help``: the
+    recipe's); the others show their configuration's default."""
+    added = set(taken)
+    for info in registered.values():
+        fields = [name for name in info.options if option_name(name, info.rename) not in added]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"--model {info.name}")
+        unset = {}
+        for name in fields:
+            sharing = [other for other in registered.values() if name in other.options
+                       and other.rename.get(name, name) == info.rename.get(name, name)]
+            if len(sharing) == 1 and name not in info.unset_help:
+                continue  # its own default, shown and parsed as the configuration's
+            texts = [other.unset_help.get(name) or _default_text(other, name) for other in sharing]
+            unset[name] = texts[0] if len(sharing) == 1 else "default: the model's (" + ", ".join(
+                f"{other.name} {text.removeprefix('default ')}" for other, text in zip(sharing, texts)) + ")"
+        bools = [name for name in fields if info.config.model_fields[name].annotation is bool]
+        add_config_options(group, info.config, fields, rename=info.rename,
+                           unset={name: text for name, text in unset.items() if name not in bools},
+                           overrides={"device": {"choices": DEVICES}} if "device" in fields else None)
+        added.update(option_name(name, info.rename) for name in fields)
+
+
+def _default_text(info, name: str) -> str:
+    value = info.config.model_fields[name].get_default(call_default_factory=True)
+    return f"default {default_text(value)}"
+
+
+def given_options(args: argparse.Namespace, info) -> dict:
+    """The options of model ``info`` typed on the command line: field -> value (unset ones left out)."""
+    given = {}
+    for name in info.options:
+        dest = info.rename.get(name, name)
+        if info.config.model_fields[name].annotation is bool:
+            default = info.config.model_fields[name].default
+            flag = getattr(args, f"no_{dest}" if default is True else dest, False)
+            if flag:
+                given[name] = not default
+        elif getattr(args, dest, None) is not None:
+            given[name] = getattr(args, dest)
+    return given
+
+
 def train_options(train: argparse.ArgumentParser) -> None:
-    """`merflow train`'s options: the train flow's parameters, TrainConfig's and SurveyConfig's fields."""
-    from merflow.configs.train import TrainConfig
+    """`merflow train`'s options: the train flow's parameters and each registered model's options."""
     from merflow.flows.train import train_flow
 
     add_protocol_options(train, train_flow)
     add_training_options(train, train_flow)
-    train.add_argument("--shots", type=int, default=default(TrainConfig, "shots"),
-                       help="support shots per class (default %(default)s)")
     train.add_argument("--max-folds", type=_positive, help="only the first N folds: a quick look, not a result to "
                                                            "report (the runs row records it)")
     train.add_argument("--run", help="run id: reuse one to resume an interrupted run; " + NAME_FORM)
-    export = train.add_argument_group("a model to apply (nearest-centroid, survey-cnn)")
+    from merflow.training.deploy import RECOGNISERS
+
+    export = train.add_argument_group(f"a model to apply ({', '.join(RECOGNISERS)})")
     export.add_argument("--export", metavar="MODEL_DIR", help="after the run, fit its model on every subject and write "
                                                             "a bundle here (as `merflow export`), with the spotters "
                                                             "of --spotter-run")
@@ -254,7 +282,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
                               "alphas": f"default {min(alphas)} to {max(alphas)}, {len(alphas)} values",
                               "meta_lr": f"default: {default(TrainConfig, 'meta_lr')} only",
                               "pretrain_lr": f"default: {default(TrainConfig, 'pretrain_lr')} only"})
-    add_training_options(tune, tune_flow)
+    add_training_options(tune, tune_flow, taken={"--shots", "--alpha", "--meta-lr", "--pretrain-lr"})
     add_config_options(tune, SearchConfig, ["scheduler", "select_by", "ray_address", "cpus_per_trial",
                                             "gpus_per_trial", "max_failures", "max_folds"])
     tune.add_argument("--run", help="run id (the search's name): reuse one to resume an interrupted search; " + NAME_FORM)
@@ -469,10 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands_.add_parser("show", options=show_options, help="draw a sample's stored features as a PNG",
                          description="Onset crop, apex crop, difference, flow as HSV colour and strain, side by side.")
     commands_.add_parser(
-        "train", options=train_options, help="train and evaluate Meta-MMFNet on every fold of a protocol",
-        description="Macro encoder pretrained on CK+, micro encoder per fold, both meta-trained as prototype "
-                    "classifiers, scores fused as d_micro + α·d_macro over an α grid. α (and, with --epoch-choice, "
-                    "each stage's epoch) is chosen on an inner validation split of the training subjects only. Results go to Parquet under --out; "
+        "train", options=train_options, help="train and evaluate a model (--model) on every fold of a protocol",
+        description="Train and evaluate a registered model (--model, training/models/; default Meta-MMFNet) on every "
+                    "fold of a protocol, with the floor (a nearest centroid) on the same folds. Each model's options "
+                    "are listed under its name; what chooses its settings (nothing, or an inner validation split of "
+                    "the training subjects only) is recorded with the run. Results go to Parquet under --out; "
                     "interrupted runs resume from their checkpoints when given the same --run.")
     commands_.add_parser(
         "tune", options=tune_options,

@@ -1,4 +1,4 @@
-"""The floor: a nearest-centroid classifier that learns nothing, beside every model (issue 12).
+"""The floor: a nearest-centroid classifier that learns nothing, beside every model.
 
 Per fold, every sample that is not a test sample trains it: the fold's fit and validation keys together
 (a nearest centroid chooses nothing, so it needs no validation subjects and uses every training
@@ -37,7 +37,8 @@ from merflow.configs.base import choice
 from merflow.training.data import FlowScale
 from merflow.training.folds import Fold
 from merflow.training.metrics import summarise
-from merflow.training.models import FoldResult, RunPlan
+from merflow.training.models import FoldResult, ModelInfo, RunPlan, register_model
+from merflow.training.predictions import prediction_frame
 
 NAME = "nearest-centroid"
 FLOOR = "floor"                 # the model column of the floor's rows
@@ -77,6 +78,14 @@ Config = CentroidConfig
 def default_config(**overrides) -> CentroidConfig:
     """The default configuration (flow u, v), with ``overrides``."""
     return CentroidConfig(**overrides)
+
+
+MODEL = register_model(ModelInfo(
+    NAME, __name__,
+    "the floor: class means of the training samples' flow u, v (or difference, or both), each channel scaled on "
+    "the training samples only; the nearest mean wins, nothing learned", CentroidConfig,
+    optional_inputs=("diff", "flow", "apex"), options=("features", "seed"), rename={"features": "centroid_features"},
+    title="class means of the training samples", folds_per_task=None))
 
 
 # ------------------------------------------------------------------------------------------ the computation
@@ -232,7 +241,7 @@ def fold_scores(fold: Fold, source, samples: pd.DataFrame, features: str = "flow
 
 def predictions(folds: list[Fold], source, samples: pd.DataFrame, features: str = "flow",
                 model: str = NAME) -> list[pd.DataFrame]:
-    """One predictions frame per fold (run.py's fold_predictions columns: test split, α null, chosen false)."""
+    """One predictions frame per fold (training/predictions.py's columns: test split, α null, chosen false)."""
     if not folds:
         return []
     matrix = _matrix(folds, source, samples, features)
@@ -240,13 +249,7 @@ def predictions(folds: list[Fold], source, samples: pd.DataFrame, features: str 
     for fold in folds:
         train, test = _rows(matrix, fold)
         scores = matrix.scores(train, test)
-        frames.append(pd.DataFrame([{
-            "fold": fold.name, "split": "test", "model": model, "alpha": None, "sample_key": key,
-            "dataset": samples.at[key, "dataset"], "subject_key": samples.at[key, "subject_key"],
-            "label": samples.at[key, fold.label_column], "pred": fold.classes[int(np.argmax(row))],
-            "scores": [float(s) for s in row], "chosen": False} for key, row in zip(fold.test_keys, scores)],
-            columns=["fold", "split", "model", "alpha", "sample_key", "dataset", "subject_key", "label", "pred",
-                     "scores", "chosen"]))
+        frames.append(prediction_frame(fold, samples, "test", fold.test_keys, scores, model=model))
     return frames
 
 

@@ -48,7 +48,6 @@ from typing import Annotated, ClassVar
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
@@ -61,7 +60,8 @@ from merflow.configs.features import FLOW_CHANNELS
 from merflow.training import shallow_cnn
 from merflow.training.folds import Fold, leak_reasons
 from merflow.training.loops import pick_device
-from merflow.training.models import FoldResult, PublishedSettings, RunPlan
+from merflow.training.models import FoldResult, ModelInfo, PublishedSettings, RunPlan, register_model
+from merflow.training.predictions import prediction_frame
 
 NAME = "ststnet"
 INPUT_SIZE = 28
@@ -88,7 +88,7 @@ class StstnetConfig(PublishedSettings, ConfigBase):
                  "adam_epsilon": 1e-8, "dropout": 0.5, "bn_momentum": 0.1, "bn_epsilon": 1e-5,
                  "input_order": "strain-v-u", "input_range": "0..255"}
 
-    epochs: AtLeastOne = Field(800, description="ststnet training epochs")            # main.py epochs = 800
+    epochs: AtLeastOne = Field(800, description="training epochs")            # main.py epochs = 800
     batch_size: AtLeastOne = 256                       # main.py batch_size = 256
     learning_rate: float = 5e-5                        # main.py learning_rate = 0.00005
     beta1: float = 0.9                                 # torch.optim.Adam's defaults
@@ -123,9 +123,23 @@ class StstnetConfig(PublishedSettings, ConfigBase):
 Config = StstnetConfig
 
 
+def network() -> nn.Module:
+    """The network at its published shape (3 classes), whose parameters the registry's test counts (``PARAMETERS``)."""
+    return STSTNet()
+
+
 def default_config(**overrides) -> StstnetConfig:
     """main.py's settings, with ``overrides``."""
     return StstnetConfig(**overrides)
+
+
+TINY_SETTINGS = {"epochs": 2, "device": "cpu"}  # the registry's test: a fold in seconds on a CPU
+MODEL = register_model(ModelInfo(
+    NAME, __name__,
+    "STSTNet (Liong et al., FG 2019): three shallow streams on the 28x28 flow image (strain, v, u), its official "
+    "code's 800-epoch schedule", StstnetConfig, inputs=("flow",),
+    options=("epochs", "engine", "input_order", "input_range", "seed", "device"),
+    title="fixed schedule ({epochs} epochs, the last)", folds_per_task=None))
 
 
 # ------------------------------------------------------------------------------------------ the network
@@ -441,11 +455,7 @@ def run_folds(data, fold_list: list[Fold], config: StstnetConfig, checkpoints, *
                 on_fold(done, len(fold_list), fold)
     outcomes = []
     for fold in fold_list:
-        predictions = pd.DataFrame([{
-            "fold": fold.name, "split": "test", "model": NAME, "alpha": None, "sample_key": key,
-            "dataset": rows.at[key, "dataset"], "subject_key": rows.at[key, "subject_key"],
-            "label": rows.at[key, column], "pred": classes[int(np.argmax(row))],
-            "scores": [float(v) for v in row], "chosen": False} for key, row in zip(fold.test_keys, scores[fold.name])])
+        predictions = prediction_frame(fold, rows, "test", fold.test_keys, scores[fold.name], model=NAME)
         outcomes.append(FoldResult(fold, predictions, {}))
     return outcomes
 

@@ -91,7 +91,16 @@ from merflow.configs.base import choice
 from merflow.training import shallow_cnn
 from merflow.training.folds import LEAKY_PROTOCOLS, Fold, folds, leak_reasons, undersample, undersample_training
 from merflow.training.loops import pick_device  # the one device rule (auto: CUDA where there is one)
-from merflow.training.models import BALANCES, LEAKY_BALANCES, FoldResult, PublishedSettings, RunPlan
+from merflow.training.models import (
+    BALANCES,
+    LEAKY_BALANCES,
+    FoldResult,
+    ModelInfo,
+    PublishedSettings,
+    RunPlan,
+    register_model,
+)
+from merflow.training.predictions import prediction_frame
 
 NAME = "survey-cnn"
 INPUT_SIZE = 28           # net4.mat imageinput InputSize [28 28 3]
@@ -137,7 +146,7 @@ class SurveyConfig(PublishedSettings, ConfigBase):
                                  "learning_rate": 5e-5, "l2": 1e-4, "beta1": 0.9, "beta2": 0.999,
                                  "adam_epsilon": 1e-8, "shuffle": "once", "dropout": 0.5, "dtype": "float32"}
 
-    epochs: AtLeastOne = Field(150, description="training epochs of survey-cnn or ststnet")  # main4.m MaxEpochs
+    epochs: AtLeastOne = Field(150, description="training epochs")  # main4.m MaxEpochs
     batch_size: AtLeastOne = 256      # main4.m MiniBatchSize
     learning_rate: float = 5e-5       # main4.m InitialLearnRate
     l2: float = 1e-4                  # trainingOptions' default L2Regularization
@@ -588,6 +597,16 @@ def default_config(**overrides) -> SurveyConfig:
     return SurveyConfig(**overrides)
 
 
+TINY_SETTINGS = {"epochs": 2, "device": "cpu"}  # the registry's test: a fold in seconds on a CPU
+MODEL = register_model(ModelInfo(
+    NAME, __name__,
+    "the survey baseline (Gong, An, Elfiky 2022): one small CNN on the 28x28 apex frame, MATLAB main4.m's schedule",
+    SurveyConfig, inputs=("apex",), optional_inputs=("middle",),  # the middle frame for SMIC (no apex); imported groups have none
+    options=("epochs", "engine", "unannotated_apex", "grey_channels", "init", "seed", "device"),
+    title="fixed schedule ({epochs} epochs, the last)", default_balance="undersample",
+    folds_per_task=None))
+
+
 def plan(data, config: SurveyConfig, protocol: str, dataset: str | None, class_set: str | None = None) -> RunPlan:
     """The survey's run: one network per fold trained on its training samples with main4.m's fixed schedule (no
     inner validation: nothing is chosen), scored on the held-out samples. ``balance undersample`` (the
@@ -738,11 +757,7 @@ def run_folds(data, fold_list: list[Fold], config: SurveyConfig, checkpoints, *,
     outcomes = []
     for fold in sorted(fold_list, key=lambda f: order[f.name]):
         fold_scores = scores[fold.name]
-        predictions = pd.DataFrame([{
-            "fold": fold.name, "split": "test", "model": NAME, "alpha": None, "sample_key": key,
-            "dataset": rows.at[key, "dataset"], "subject_key": rows.at[key, "subject_key"],
-            "label": rows.at[key, column], "pred": classes[int(np.argmax(row))],
-            "scores": [float(v) for v in row], "chosen": False} for key, row in zip(fold.test_keys, fold_scores)])
+        predictions = prediction_frame(fold, rows, "test", fold.test_keys, fold_scores, model=NAME)
         outcomes.append(FoldResult(fold, predictions, {}))
     return outcomes
 
