@@ -9,7 +9,7 @@ from merflow.storage import results
 # LOSO's 26 folds trained through the train flow: minutes on 2 cores.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-SMALL = TrainConfig(macro_epochs=10, pretrain_epochs=8, meta_epochs=2, batches_per_epoch=8)
+SMALL = TrainConfig(macro_epochs=10, pretrain_epochs=15, meta_epochs=2, batches_per_epoch=8)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,14 @@ def tune_model_config(args: argparse.Namespace):
     """`tune`'s base configuration. A search chooses on validation subjects, so a configuration that keeps
     none (Meta-MMFNet's --recipe published) holds out the configuration model's default share of the training
     subjects; the rest is as given."""
-    config = model_config(args)
+    from merflow.configs.search import SEARCHED
+    from merflow.flows.cli.parser import given_options
+    from merflow.training import models
+
+    info = models.get(args.model)
+    # A searched setting's option is the search's grid (`--shots 1,2`: ``search_grids``), not the base's value.
+    given = {name: value for name, value in given_options(args, info).items() if name not in (*SEARCHED, "alphas")}
+    config = info.config_from_options(given)
     if getattr(config, "validation_fraction", None) == 0 and "validation_fraction" in type(config).model_fields:
         return config.replace(validation_fraction=type(config).model_fields["validation_fraction"].default)
     return config
