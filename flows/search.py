@@ -23,7 +23,7 @@ from ray.tune.schedulers import FIFOScheduler
 import merflow.training.search  # noqa: F401  (Ray's offline defaults, set before ray.init)
 from merflow.configs.names import check_name
 from merflow.configs.search import SearchConfig
-from merflow.flows.trial import ending_on_data_errors, fold_trial, protocol_data
+from merflow.flows.trial import ending_on_data_errors, fold_trial, in_environment, protocol_data, trial_environment
 from merflow.storage import locations, results
 from merflow.storage.checkpoints import check_run_identity
 from merflow.training.models import nearest_centroid
@@ -144,8 +144,8 @@ def run_search(search: SearchConfig, trainable=None, on_trial=None) -> dict:
         try:
             resources = {"cpu": search.cpus_per_trial} | ({"gpu": search.gpus_per_trial} if search.gpus_per_trial else {})
             check_resources(resources, ray.cluster_resources())
-            wrapped = tune.with_resources(tune.with_parameters(ending_on_data_errors(trainable or fold_trial),
-                                                               search=search, run=run), resources)
+            trial = in_environment(ending_on_data_errors(trainable or fold_trial), trial_environment())
+            wrapped = tune.with_resources(tune.with_parameters(trial, search=search, run=run), resources)
             path, storage = _experiment_storage(experiment_path(search, run))
             callbacks = [ProgressCallback(on_trial)] if on_trial else []
             if tune.Tuner.can_restore(path, storage_filesystem=storage):

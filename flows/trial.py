@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 
 import torch
@@ -77,6 +78,28 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
                  TIME_ATTR: config.meta_epochs + 1, "stage": "evaluated", COMPLETED: True, "alpha": chosen["alpha"],
                  "epochs": json.dumps({k: v for k, v in chosen.items() if k.endswith("epoch")}),
                  "seconds": round(time.perf_counter() - started, 2)})
+
+
+# The driver's settings of where data lives and how to reach it (an S3 endpoint and its credentials,
+# merflow's own settings): a trial runs in a Ray worker that may have started before they were set (a Ray
+# already running in this process) or on another machine (--ray-address), so each trial is given them.
+TRIAL_ENVIRONMENT_PREFIXES = ("AWS_", "MERFLOW_", "FSSPEC_")
+
+
+def trial_environment() -> dict[str, str]:
+    """The variables of this process that a trial needs to read and write the same locations."""
+    return {name: value for name, value in os.environ.items() if name.startswith(TRIAL_ENVIRONMENT_PREFIXES)}
+
+
+def in_environment(trainable, environment: dict[str, str]):
+    """``trainable`` run with ``environment`` set in its worker first (``trial_environment`` of the driver)."""
+
+    @functools.wraps(trainable)
+    def trial(params: dict, search: SearchConfig, run: str):
+        os.environ.update(environment)
+        return trainable(params, search, run)
+
+    return trial
 
 
 def ending_on_data_errors(trainable):
