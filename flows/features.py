@@ -80,6 +80,20 @@ def shard_task(plan: ShardPlan, store: str, config: FeatureConfig) -> dict:
                     "quarantined": sum(m["status"] != "ok" for m in marks.values()), "peak_rss_mb": round(peak_mb, 1)}
 
 
+def storage_plugin(environment: dict[str, str]):
+    """A Dask worker plugin that sets ``environment`` (the command's storage settings) on every worker,
+    joining ones too."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class StorageEnvironment(WorkerPlugin):
+        name = "merflow-storage-environment"
+
+        def setup(self, worker) -> None:
+            os.environ.update(environment)
+
+    return StorageEnvironment()
+
+
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None):
     """A client of the scheduler at ``address``, or of a LocalCluster with one single-threaded worker
@@ -88,6 +102,9 @@ def dask_client(address: str | None = None, n_workers: int | None = None):
 
     if address:
         with Client(address) as client:
+            # The scheduler's workers were started elsewhere: give them (and any that join) this command's
+            # storage settings, or they read another endpoint, or none (storage/locations.py).
+            client.register_plugin(storage_plugin(locations.storage_environment()))
             yield client
         return
     workers = n_workers or os.cpu_count() or 1

@@ -80,15 +80,11 @@ def fold_trial(params: dict, search: SearchConfig, run: str) -> None:
                  "seconds": round(time.perf_counter() - started, 2)})
 
 
-# The driver's settings of where data lives and how to reach it (an S3 endpoint and its credentials,
-# merflow's own settings): a trial runs in a Ray worker that may have started before they were set (a Ray
-# already running in this process) or on another machine (--ray-address), so each trial is given them.
-TRIAL_ENVIRONMENT_PREFIXES = ("AWS_", "MERFLOW_", "FSSPEC_")
-
-
 def trial_environment() -> dict[str, str]:
-    """The variables of this process that a trial needs to read and write the same locations."""
-    return {name: value for name, value in os.environ.items() if name.startswith(TRIAL_ENVIRONMENT_PREFIXES)}
+    """The variables of this process that a trial needs to read and write the same locations: a trial runs in
+    a Ray worker that may have started before they were set (a Ray already running in this process) or on
+    another machine (--ray-address), so each trial is given them (storage/locations.py)."""
+    return locations.storage_environment()
 
 
 def in_environment(trainable, environment: dict[str, str]):

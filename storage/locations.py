@@ -61,6 +61,16 @@ EXTRAS = {
 }
 RAY_CLIENT = ("ray[client]", "pip install 'merflow[ray-client]'")
 S3_TIMEOUT_ENV = "MERFLOW_S3_TIMEOUT"
+
+# What a process needs in its environment to reach the same locations as this one (an S3 endpoint and its
+# credentials, merflow's and fsspec's settings): handed to Ray trials and Dask workers that were started
+# elsewhere or earlier (flows/trial.py, flows/features.py dask_client).
+STORAGE_ENVIRONMENT_PREFIXES = ("AWS_", "MERFLOW_", "FSSPEC_")
+
+
+def storage_environment() -> dict[str, str]:
+    """This process's variables that say where data lives and how to reach it."""
+    return {name: value for name, value in os.environ.items() if name.startswith(STORAGE_ENVIRONMENT_PREFIXES)}
 S3_TIMEOUT = 8.0   # seconds: connecting, and between two reads of a response (s3fs's defaults: 5 and 15)
 S3_ATTEMPTS = 5    # s3fs's retry loop (S3FileSystem.retries, s3fs 2026.9.0 core.py _error_wrapper)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

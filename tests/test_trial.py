@@ -21,3 +21,14 @@ def test_a_trial_gets_the_drivers_storage_settings(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # a worker started before the endpoint was set
     in_environment(trainable, environment)({"trial": 1}, None, "r")
     assert seen == {"endpoint": "http://127.0.0.1:9", "params": {"trial": 1}, "run": "r"}
+
+
+def test_the_storage_settings_are_one_list_for_trials_and_dask_workers(monkeypatch):
+    from merflow.flows.features import storage_plugin
+    from merflow.storage.locations import storage_environment
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    assert trial_environment() == storage_environment() and storage_environment()["AWS_SECRET_ACCESS_KEY"] == "s"
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    storage_plugin({"AWS_SECRET_ACCESS_KEY": "s"}).setup(worker=None)  # as a worker of an existing scheduler
+    assert os.environ.pop("AWS_SECRET_ACCESS_KEY") == "s"
